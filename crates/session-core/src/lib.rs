@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+pub mod anomaly;
+pub mod audit;
+pub mod clock;
+pub mod keys;
+pub mod memory;
+pub mod rotation;
+pub mod secret;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod user;
+
+pub use anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo, Signal};
+pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use secret::{CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenDigest, TokenSecrets};
+pub use session::{Lifetimes, RevokeReason, Session};
+pub use store::{AuditLog, SessionStore, StoreError, UserStore};

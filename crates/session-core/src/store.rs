@@ -1,0 +1,213 @@
+//! The store traits every backend implements. Object-safe: the server holds
+//! `Arc<dyn SessionStore>` and never names a backend.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, AuditQuery};
+use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams, plan_refresh};
+use crate::secret::{PresentedRefresh, SessionId};
+use crate::session::{RevokeReason, Session};
+use crate::user::User;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What can go wrong in a store. "Not found" is an `Option`, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot answer (connection refused, timeout, I/O). The
+    /// request must be refused (503), never waved through.
+    #[error("session store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A record with this key already exists; nothing was overwritten.
+    #[error("record already exists")]
+    Conflict,
+    /// A compare-and-swap kept losing to concurrent writers.
+    #[error("too many concurrent writers")]
+    Contention,
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt")]
+    Corrupt(#[source] BoxError),
+    /// Any other backend failure.
+    #[error("session store failed")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Wraps a connection-level failure.
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
+
+    /// Wraps a decoding failure.
+    pub fn corrupt(e: impl Into<BoxError>) -> Self {
+        Self::Corrupt(e.into())
+    }
+
+    /// Wraps any other failure.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        Self::Backend(e.into())
+    }
+}
+
+/// What a refresh did, as applied by the store.
+#[derive(Debug, Clone)]
+pub struct RefreshResult {
+    /// The outcome.
+    pub outcome: RefreshOutcome,
+    /// The session as it stands after the refresh (when there is one).
+    pub session: Option<Session>,
+    /// Anomaly rules that fired.
+    pub anomalies: Vec<crate::anomaly::Anomaly>,
+}
+
+/// How often [`refresh_with_cas`] re-reads after losing a race.
+pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// The sessions and their refresh-token families.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// Inserts a new session. Never overwrites: an existing id is
+    /// [`StoreError::Conflict`].
+    async fn create(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// Inserts a new session while keeping the user at no more than `max`
+    /// active sessions (0 = unlimited): the oldest are revoked with reason
+    /// `session_limit` and returned. Atomic in stores that override it.
+    async fn create_limited(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut evicted = Vec::new();
+        if max > 0 {
+            let active = self.list_user(&session.user_id, now).await?;
+            let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
+            let excess = active.len().saturating_sub(keep);
+            for old in active.iter().take(excess) {
+                if let Some(s) = self.revoke(&old.id, RevokeReason::SessionLimit, now).await? {
+                    evicted.push(s);
+                }
+            }
+        }
+        self.create(session).await?;
+        Ok(evicted)
+    }
+
+    /// The session with this id, revoked or not, while its record lives.
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Replaces the stored session with `session` if the stored version is
+    /// still `expected_version`; false when another writer got there first
+    /// or the session is gone.
+    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError>;
+
+    /// Revokes one session. `Some(session)` when this call revoked an
+    /// active session, `None` when it was unknown, expired or already revoked.
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError>;
+
+    /// Revokes every active session of `user_id`; returns those it revoked.
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// The user's active sessions, oldest first.
+    async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError>;
+
+    /// Applies a refresh: the core decision plus one atomic write. The
+    /// default reads, decides with [`plan_refresh`] and writes with
+    /// [`SessionStore::replace`], retrying when it loses a race.
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError> {
+        refresh_with_cas(self, presented, next, params, now).await
+    }
+
+    /// Whether the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Drops records past their deadline; returns how many. Stores whose
+    /// backend expires records itself keep the default.
+    async fn purge_expired(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// The read-decide-compare-and-swap loop behind [`SessionStore::refresh`].
+pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
+    store: &S,
+    presented: &PresentedRefresh,
+    next: &NextRefresh,
+    params: &RefreshParams,
+    now: OffsetDateTime,
+) -> Result<RefreshResult, StoreError> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let Some(session) = store.get(&presented.session_id).await? else {
+            return Ok(RefreshResult {
+                outcome: RefreshOutcome::Expired,
+                session: None,
+                anomalies: Vec::new(),
+            });
+        };
+        let plan = plan_refresh(&session, presented, next, params, now);
+        match plan.write {
+            None => {
+                return Ok(RefreshResult {
+                    outcome: plan.outcome,
+                    session: Some(session),
+                    anomalies: plan.anomalies,
+                });
+            }
+            Some(new) => {
+                if store.replace(&new, session.version).await? {
+                    return Ok(RefreshResult {
+                        outcome: plan.outcome,
+                        session: Some(new),
+                        anomalies: plan.anomalies,
+                    });
+                }
+            }
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// Built-in password users.
+#[async_trait]
+pub trait UserStore: Send + Sync + std::fmt::Debug {
+    /// Adds a user; an existing username is [`StoreError::Conflict`].
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    /// The user with this name.
+    async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// Sets a new password hash; false when there is no such user.
+    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
+    /// Removes a user; false when there is no such user.
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
+    /// Appends one event. Appending an id already stored is a no-op, so
+    /// delivery may be retried.
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Events matching `query`, newest first.
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Whether the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
