@@ -1,1 +1,64 @@
-fn main() {}
+//! `cargo xtask`: the project's build orchestrator (a binary, not a library).
+//!
+//! Run it from anywhere in the workspace; every command runs from the
+//! workspace root.
+//!
+//! - `cargo xtask ci` — the whole gate, in order, stopping at the first
+//!   failure: `cargo fmt --check`; the dependency-direction check (from
+//!   `cargo metadata`); `cargo clippy --workspace --all-targets -D warnings`;
+//!   the tests (see `test`). `.ci/run` runs exactly this.
+//! - `cargo xtask deps` — only the dependency-direction check.
+//! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then run
+//!   `cargo nextest run --workspace --all-targets --no-fail-fast` (or
+//!   `cargo test` when nextest is not installed) with `ARGS` appended, and
+//!   the doctests when no `ARGS` are given (neither nextest nor
+//!   `cargo test --all-targets` runs them).
+//! - `cargo xtask services [--throwaway]` — start the services, print their environment as
+//!   `export` lines and keep them running until Ctrl-C.
+//! - `cargo xtask bench` — run the benchmarks.
+//! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
+//!
+//! The services are Redis, PostgreSQL and a three-node Redis Cluster. The
+//! shared Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth)
+//! are used when they answer (unless `--throwaway` is given); otherwise throwaway servers are started on
+//! free loopback ports. The cluster is always a throwaway one. Throwaway
+//! servers live in a temporary directory and are stopped when xtask exits,
+//! on success or error. Tests receive `REDIS_URL`, `DATABASE_URL`,
+//! `REDIS_CLUSTER_NODES` (comma-separated `host:port`),
+//! `SESSION_TEST_REDIS_SERVER` (the `redis-server` binary) and
+//! `SESSION_TEST_PG_BINDIR` (the directory holding `initdb`, `pg_ctl` and
+//! `postgres`), so that they can also start servers of their own. A missing
+//! server binary is an error naming the Debian package to install; nothing
+//! is skipped.
+
+mod bench;
+mod ci;
+mod cmd;
+mod deploy;
+mod deps;
+mod flags;
+mod services;
+mod suite;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let flags = flags::Xtask::parse();
+    let result = match flags.command {
+        flags::Command::Ci => ci::run(),
+        flags::Command::Deps => deps::check_workspace(),
+        flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
+        flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
+        flags::Command::Bench => bench::run(),
+        flags::Command::DeployCheck => deploy::check(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -234,12 +234,16 @@ mod tests {
     #[test]
     fn the_same_device_fires_nothing() {
         let p = AnomalyPolicy::default();
-        assert!(p.evaluate(&session(), &client("10.0.0.1", "Firefox"), now(), true).is_empty());
+        assert!(
+            p.evaluate(&session(), &client("10.0.0.1", "Firefox"), now(), true)
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_changed_user_agent_is_revoked_with_old_and_new_values() {
-        let got = AnomalyPolicy::default().evaluate(&session(), &client("10.0.0.1", "curl"), now(), true);
+        let got =
+            AnomalyPolicy::default().evaluate(&session(), &client("10.0.0.1", "curl"), now(), true);
         assert_eq!(
             got,
             vec![Anomaly {
@@ -253,11 +257,19 @@ mod tests {
 
     #[test]
     fn a_changed_ip_is_only_logged_by_default() {
-        let got = AnomalyPolicy::default().evaluate(&session(), &client("10.9.9.9", "Firefox"), now(), true);
+        let got = AnomalyPolicy::default().evaluate(
+            &session(),
+            &client("10.9.9.9", "Firefox"),
+            now(),
+            true,
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].signal, Signal::Ip);
         assert_eq!(got[0].action, AnomalyAction::Log);
-        assert_eq!((got[0].old.as_str(), got[0].new.as_str()), ("10.0.0.1", "10.9.9.9"));
+        assert_eq!(
+            (got[0].old.as_str(), got[0].new.as_str()),
+            ("10.0.0.1", "10.9.9.9")
+        );
     }
 
     #[test]
@@ -270,7 +282,10 @@ mod tests {
         };
         let mut s = session();
         s.refresh.recent_refreshes = vec![now(); 50];
-        assert!(p.evaluate(&s, &client("1.1.1.1", "x"), now(), true).is_empty());
+        assert!(
+            p.evaluate(&s, &client("1.1.1.1", "x"), now(), true)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -278,8 +293,13 @@ mod tests {
         let p = AnomalyPolicy::default();
         let mut s = session();
         s.refresh.recent_refreshes = (0..9).map(|i| now() - Duration::seconds(i)).collect();
-        assert!(p.evaluate(&s, &client("10.0.0.1", "Firefox"), now(), true).is_empty());
-        s.refresh.recent_refreshes.push(now() - Duration::seconds(30));
+        assert!(
+            p.evaluate(&s, &client("10.0.0.1", "Firefox"), now(), true)
+                .is_empty()
+        );
+        s.refresh
+            .recent_refreshes
+            .push(now() - Duration::seconds(30));
         let got = p.evaluate(&s, &client("10.0.0.1", "Firefox"), now(), true);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].signal, Signal::RapidRefresh);
@@ -290,7 +310,10 @@ mod tests {
         let p = AnomalyPolicy::default();
         let mut s = session();
         s.refresh.recent_refreshes = vec![now() - Duration::seconds(61); 20];
-        assert!(p.evaluate(&s, &client("10.0.0.1", "Firefox"), now(), true).is_empty());
+        assert!(
+            p.evaluate(&s, &client("10.0.0.1", "Firefox"), now(), true)
+                .is_empty()
+        );
     }
 
     #[test]

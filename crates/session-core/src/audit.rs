@@ -227,7 +227,9 @@ impl AuditQuery {
 
     /// Whether `event` passes every filter but the cursor.
     pub fn matches(&self, event: &AuditEvent) -> bool {
-        self.user_id.as_ref().is_none_or(|u| event.user_id.as_ref() == Some(u))
+        self.user_id
+            .as_ref()
+            .is_none_or(|u| event.user_id.as_ref() == Some(u))
             && self
                 .session_id
                 .as_ref()
@@ -254,7 +256,11 @@ mod tests {
     fn event_ids_follow_time() {
         let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let a = AuditEvent::new(AuditKind::LoginFailed, Actor::System, t);
-        let b = AuditEvent::new(AuditKind::LoginFailed, Actor::System, t + time::Duration::seconds(1));
+        let b = AuditEvent::new(
+            AuditKind::LoginFailed,
+            Actor::System,
+            t + time::Duration::seconds(1),
+        );
         assert!(a.id < b.id);
     }
 
@@ -268,8 +274,20 @@ mod tests {
             ..AuditQuery::default()
         };
         assert!(q.matches(&e));
-        assert!(!AuditQuery { user_id: Some("bob".into()), ..q.clone() }.matches(&e));
-        assert!(!AuditQuery { since: Some(t + time::Duration::seconds(1)), ..q.clone() }.matches(&e));
+        assert!(
+            !AuditQuery {
+                user_id: Some("bob".into()),
+                ..q.clone()
+            }
+            .matches(&e)
+        );
+        assert!(
+            !AuditQuery {
+                since: Some(t + time::Duration::seconds(1)),
+                ..q.clone()
+            }
+            .matches(&e)
+        );
         assert_eq!(AuditQuery::default().effective_limit(), 100);
         assert_eq!(AuditQuery { limit: 5000, ..q }.effective_limit(), 1000);
     }

@@ -1,12 +1,29 @@
 //! Signing keys, access tokens (JWT) and JWKS.
 //!
-//! SKELETON: the API below is fixed; the bodies are being written.
+//! A [`KeyRing`] holds one active signing key and the retired keys that
+//! still verify tokens they signed. Verification is strict and takes the
+//! time as a parameter: the token's length is bounded before parsing, the
+//! header is read here (not by the JWT library) so that `alg` must equal
+//! the ring's own algorithm, `typ` must be `at+jwt`, headers that point a
+//! verifier elsewhere are refused and the `kid` is checked for shape before
+//! it is looked up; only then is the signature checked (by `jsonwebtoken`),
+//! and the claims last.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rand::rngs::OsRng;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::secret::random_bytes;
 
 /// Longest accepted access token, checked before any parsing.
 pub const MAX_ACCESS_TOKEN_LEN: usize = 4096;
@@ -168,4 +185,1471 @@ pub struct KeyInfo {
     pub expires_at: Option<OffsetDateTime>,
     /// Public JWK (none for HS256).
     pub public_jwk: Option<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------------------
+// Key ring
+// ---------------------------------------------------------------------------
+
+/// The one `typ` an access token may carry (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Longest accepted `kid`.
+pub const MAX_KID_LEN: usize = 64;
+/// Shortest HS256 secret, in bytes.
+pub const MIN_HS256_SECRET_LEN: usize = 32;
+/// Version of the [`StoredKeys`] format.
+const STORED_KEYS_VERSION: u32 = 1;
+/// Random bytes in a generated `kid`.
+const KID_BYTES: usize = 16;
+/// Largest decoded size of any segment of a token no longer than
+/// [`MAX_ACCESS_TOKEN_LEN`] (4 base64 characters carry 3 bytes).
+const MAX_SEGMENT_BYTES: usize = MAX_ACCESS_TOKEN_LEN / 4 * 3 + 3;
+/// Largest signature of the offered algorithms (EdDSA and ES256: 64 bytes).
+const MAX_SIGNATURE_BYTES: usize = 64;
+
+impl SigningAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDSA => "EdDSA",
+            Self::ES256 => "ES256",
+            Self::HS256 => "HS256",
+        }
+    }
+
+    fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            Self::ES256 => jsonwebtoken::Algorithm::ES256,
+            Self::HS256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
+}
+
+/// What was wrong with key material or a stored key file. Names the
+/// problem, never the material.
+#[derive(Debug, thiserror::Error)]
+enum MaterialError {
+    #[error("key material is not valid base64")]
+    Base64(#[source] base64::DecodeError),
+    #[error("EdDSA key is not a valid PKCS#8 Ed25519 private key")]
+    Ed25519(#[source] ed25519_dalek::pkcs8::Error),
+    #[error("ES256 key is not a valid PKCS#8 P-256 private key")]
+    P256(#[source] p256::pkcs8::Error),
+    #[error("stored key file has version {0}, expected {STORED_KEYS_VERSION}")]
+    Version(u32),
+    #[error("stored key file must hold exactly one active key, holds {0}")]
+    ActiveCount(usize),
+    #[error("stored key {0:?} is {1}, the active key is {2}: a ring holds one algorithm")]
+    MixedAlgorithms(String, SigningAlgorithm, SigningAlgorithm),
+    #[error("stored key id is malformed")]
+    BadKid,
+    #[error("stored key id {0:?} appears twice")]
+    DuplicateKid(String),
+    #[error("stored retired key {0:?} has no expiry")]
+    RetiredWithoutExpiry(String),
+}
+
+impl From<MaterialError> for KeyError {
+    fn from(e: MaterialError) -> Self {
+        KeyError::InvalidKey(Box::new(e))
+    }
+}
+
+/// Private key material: PKCS#8 DER (EdDSA, ES256) or the raw HMAC secret
+/// (HS256). Wiped on drop; never printed.
+struct Material(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One key of the ring, with everything verification needs built once.
+struct Key {
+    kid: String,
+    alg: SigningAlgorithm,
+    state: KeyState,
+    created_at: OffsetDateTime,
+    retired_at: Option<OffsetDateTime>,
+    expires_at: Option<OffsetDateTime>,
+    material: Material,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The base64url of this key's JWS header, the same for every token.
+    header_b64: String,
+    public_jwk: Option<serde_json::Value>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("material", &self.material)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// Builds a key from its private material; derives the public half,
+    /// the JWK and the header once.
+    fn from_material(
+        kid: String,
+        alg: SigningAlgorithm,
+        material: Zeroizing<Vec<u8>>,
+        created_at: OffsetDateTime,
+    ) -> Result<Self, KeyError> {
+        let (encoding, decoding, public_jwk) = match alg {
+            SigningAlgorithm::EdDSA => {
+                use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+                let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&material)
+                    .map_err(MaterialError::Ed25519)?;
+                let public = sk.verifying_key().to_bytes();
+                let jwk = serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(public),
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                });
+                (
+                    EncodingKey::from_ed_der(&material),
+                    DecodingKey::from_ed_der(&public),
+                    Some(jwk),
+                )
+            }
+            SigningAlgorithm::ES256 => {
+                use p256::pkcs8::DecodePrivateKey as _;
+                let sk = p256::ecdsa::SigningKey::from_pkcs8_der(&material)
+                    .map_err(MaterialError::P256)?;
+                let point = sk.verifying_key().to_encoded_point(false);
+                let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                    return Err(MaterialError::P256(p256::pkcs8::Error::KeyMalformed).into());
+                };
+                let jwk = serde_json::json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(x),
+                    "y": URL_SAFE_NO_PAD.encode(y),
+                    "kid": kid,
+                    "alg": "ES256",
+                    "use": "sig",
+                });
+                (
+                    EncodingKey::from_ec_der(&material),
+                    DecodingKey::from_ec_der(point.as_bytes()),
+                    Some(jwk),
+                )
+            }
+            SigningAlgorithm::HS256 => {
+                if material.len() < MIN_HS256_SECRET_LEN {
+                    return Err(KeyError::WeakSecret);
+                }
+                (
+                    EncodingKey::from_secret(&material),
+                    DecodingKey::from_secret(&material),
+                    None,
+                )
+            }
+        };
+        let header = serde_json::json!({
+            "alg": alg.as_str(),
+            "typ": ACCESS_TOKEN_TYPE,
+            "kid": kid,
+        });
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+        Ok(Self {
+            kid,
+            alg,
+            state: KeyState::Active,
+            created_at,
+            retired_at: None,
+            expires_at: None,
+            material: Material(material),
+            encoding,
+            decoding,
+            header_b64,
+            public_jwk,
+        })
+    }
+
+    /// A brand-new key of `alg`; HS256 takes `secret` when given.
+    fn generate(
+        alg: SigningAlgorithm,
+        now: OffsetDateTime,
+        secret: Option<&[u8]>,
+    ) -> Result<Self, KeyError> {
+        let material = match alg {
+            SigningAlgorithm::EdDSA => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+                let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
+                let der = sk
+                    .to_pkcs8_der()
+                    .map_err(|e| KeyError::InvalidKey(Box::new(e)))?;
+                Zeroizing::new(der.as_bytes().to_vec())
+            }
+            SigningAlgorithm::ES256 => {
+                use p256::pkcs8::EncodePrivateKey as _;
+                let sk = p256::ecdsa::SigningKey::random(&mut OsRng);
+                let der = sk
+                    .to_pkcs8_der()
+                    .map_err(|e| KeyError::InvalidKey(Box::new(e)))?;
+                Zeroizing::new(der.as_bytes().to_vec())
+            }
+            SigningAlgorithm::HS256 => match secret {
+                Some(s) if s.len() < MIN_HS256_SECRET_LEN => return Err(KeyError::WeakSecret),
+                Some(s) => Zeroizing::new(s.to_vec()),
+                None => Zeroizing::new(random_bytes::<32>().to_vec()),
+            },
+        };
+        Self::from_material(new_kid(), alg, material, now)
+    }
+
+    /// Whether tokens under this key are still accepted at `now`.
+    fn usable_at(&self, now: OffsetDateTime) -> bool {
+        match self.state {
+            KeyState::Active => true,
+            KeyState::Retired => self.expires_at.is_some_and(|e| now < e),
+        }
+    }
+
+    fn info(&self) -> KeyInfo {
+        KeyInfo {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            state: self.state,
+            created_at: self.created_at,
+            retired_at: self.retired_at,
+            expires_at: self.expires_at,
+            public_jwk: self.public_jwk.clone(),
+        }
+    }
+}
+
+fn new_kid() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<KID_BYTES>())
+}
+
+/// Whether `kid` is 1..=64 characters of `[A-Za-z0-9_-]`.
+fn kid_is_well_formed(kid: &str) -> bool {
+    (1..=MAX_KID_LEN).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The signing and verification keys of the service: one active key that
+/// signs, and retired keys that still verify the tokens they signed until
+/// those have expired.
+///
+/// All methods take `&self`; a [`RwLock`] inside lets verification run in
+/// parallel with the rare rotation. `Debug` shows key ids and states only.
+pub struct KeyRing {
+    alg: SigningAlgorithm,
+    policy: VerifyPolicy,
+    leeway_secs: i64,
+    /// The HS256 secret from configuration, reused on rotation.
+    configured_secret: Option<Material>,
+    keys: RwLock<Vec<Key>>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.read();
+        f.debug_struct("KeyRing")
+            .field("alg", &self.alg)
+            .field("policy", &self.policy)
+            .field("configured_secret", &self.configured_secret.is_some())
+            .field("keys", &*keys)
+            .finish()
+    }
+}
+
+/// The ring's keys as persisted by the server (`<data dir>/keys.json`,
+/// mode 0600). Holds private material: `Debug` redacts it, and the server
+/// must write it only with owner-only permissions.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredKeys {
+    version: u32,
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    kid: String,
+    alg: SigningAlgorithm,
+    state: KeyState,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    retired_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    expires_at: Option<OffsetDateTime>,
+    /// Standard base64 of the PKCS#8 DER (EdDSA, ES256) or raw secret (HS256).
+    private: StoredSecret,
+}
+
+/// Base64 private material; wiped on drop, never printed.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+struct StoredSecret(String);
+
+impl Drop for StoredSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for StoredKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKeys")
+            .field("version", &self.version)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("private", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// A new ring with one fresh active key of `alg`.
+    ///
+    /// HS256 uses `hs256_secret` (at least 32 bytes, else
+    /// [`KeyError::WeakSecret`]) or 32 random bytes when `None`; the other
+    /// algorithms ignore it. The policy's leeway is clamped to
+    /// `0..=`[`MAX_LEEWAY`].
+    pub fn generate(
+        alg: SigningAlgorithm,
+        policy: VerifyPolicy,
+        now: OffsetDateTime,
+        hs256_secret: Option<&[u8]>,
+    ) -> Result<KeyRing, KeyError> {
+        let secret = configured_secret(alg, hs256_secret)?;
+        let key = Key::generate(alg, now, secret.as_ref().map(|m| m.0.as_slice()))?;
+        Ok(Self::assemble(alg, policy, secret, vec![key]))
+    }
+
+    fn assemble(
+        alg: SigningAlgorithm,
+        mut policy: VerifyPolicy,
+        configured_secret: Option<Material>,
+        keys: Vec<Key>,
+    ) -> Self {
+        policy.leeway = policy.leeway.clamp(Duration::ZERO, MAX_LEEWAY);
+        Self {
+            alg,
+            leeway_secs: policy.leeway.whole_seconds(),
+            policy,
+            configured_secret,
+            keys: RwLock::new(keys),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Key>> {
+        // A panic while holding the lock cannot leave the key list half
+        // edited (every write is a single push or field update), so a
+        // poisoned lock is still sound to read.
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Key>> {
+        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ring's keys, private material included, for persisting.
+    pub fn to_stored(&self) -> StoredKeys {
+        let keys = self.read();
+        StoredKeys {
+            version: STORED_KEYS_VERSION,
+            keys: keys
+                .iter()
+                .map(|k| StoredKey {
+                    kid: k.kid.clone(),
+                    alg: k.alg,
+                    state: k.state,
+                    created_at: k.created_at,
+                    retired_at: k.retired_at,
+                    expires_at: k.expires_at,
+                    private: StoredSecret(STANDARD.encode(&*k.material.0)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a ring from [`KeyRing::to_stored`] output.
+    ///
+    /// When the ring is HS256 and `hs256_secret` is given, the configured
+    /// secret replaces the stored one of the active key (configuration
+    /// wins). Refuses a file without exactly one active key, with mixed
+    /// algorithms, duplicate or malformed key ids, or unreadable material.
+    pub fn from_stored(
+        stored: StoredKeys,
+        policy: VerifyPolicy,
+        hs256_secret: Option<&[u8]>,
+    ) -> Result<KeyRing, KeyError> {
+        if stored.version != STORED_KEYS_VERSION {
+            return Err(MaterialError::Version(stored.version).into());
+        }
+        let actives: Vec<&StoredKey> = stored
+            .keys
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .collect();
+        let [active] = actives.as_slice() else {
+            return Err(MaterialError::ActiveCount(actives.len()).into());
+        };
+        let alg = active.alg;
+        let secret = configured_secret(alg, hs256_secret)?;
+        let mut keys: Vec<Key> = Vec::with_capacity(stored.keys.len());
+        for s in &stored.keys {
+            if s.alg != alg {
+                return Err(MaterialError::MixedAlgorithms(s.kid.clone(), s.alg, alg).into());
+            }
+            if !kid_is_well_formed(&s.kid) {
+                return Err(MaterialError::BadKid.into());
+            }
+            if keys.iter().any(|k| k.kid == s.kid) {
+                return Err(MaterialError::DuplicateKid(s.kid.clone()).into());
+            }
+            if s.state == KeyState::Retired && s.expires_at.is_none() {
+                return Err(MaterialError::RetiredWithoutExpiry(s.kid.clone()).into());
+            }
+            let material = match (&secret, s.state) {
+                (Some(configured), KeyState::Active) => Zeroizing::new(configured.0.to_vec()),
+                _ => Zeroizing::new(
+                    STANDARD
+                        .decode(s.private.0.as_bytes())
+                        .map_err(MaterialError::Base64)?,
+                ),
+            };
+            let mut key = Key::from_material(s.kid.clone(), alg, material, s.created_at)?;
+            key.state = s.state;
+            key.retired_at = s.retired_at;
+            key.expires_at = s.expires_at;
+            keys.push(key);
+        }
+        Ok(Self::assemble(alg, policy, secret, keys))
+    }
+
+    /// The algorithm every key of the ring uses.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.alg
+    }
+
+    /// What [`KeyRing::verify`] accepts (leeway already clamped).
+    pub fn policy(&self) -> VerifyPolicy {
+        self.policy.clone()
+    }
+
+    /// Signs `claims` with the active key. The header is exactly
+    /// `{"alg": <alg>, "typ": "at+jwt", "kid": <active kid>}`.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Sign(Box::new(e)))?;
+        let keys = self.read();
+        let key = keys
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .ok_or_else(|| KeyError::Sign("the ring has no active key".into()))?;
+        let mut token = String::with_capacity(
+            key.header_b64.len() + payload.len() * 4 / 3 + 4 + MAX_SIGNATURE_BYTES * 4 / 3 + 4,
+        );
+        token.push_str(&key.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &key.encoding, key.alg.jwt())
+            .map_err(|e| KeyError::Sign(Box::new(e)))?;
+        token.push('.');
+        token.push_str(&signature);
+        if token.len() > MAX_ACCESS_TOKEN_LEN {
+            return Err(KeyError::Sign(
+                "token would exceed the longest accepted length".into(),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// Verifies an access token strictly and returns its claims.
+    ///
+    /// In order: length; three segments of unpadded base64url; a header
+    /// whose `alg` is exactly the ring's, whose `typ` is `at+jwt`, with none
+    /// of `jku`, `x5u`, `jwk`, `x5c`, `crit`, and a well-formed `kid` of a
+    /// key still valid at `now`; the signature; then the claims, with time
+    /// checked against `now` and the policy's leeway. Duplicate keys in
+    /// header or claims are refused.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_ACCESS_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+
+        let mut header_buf = [0u8; MAX_SEGMENT_BYTES];
+        let header_len = decode_segment(header_b64, &mut header_buf)?;
+        let header: RawHeader<'_> =
+            serde_json::from_slice(&header_buf[..header_len]).map_err(|_| TokenError::Malformed)?;
+        match &header.alg {
+            Some(alg) if alg.as_str() == self.alg.as_str() => {}
+            _ => return Err(TokenError::AlgorithmNotAccepted),
+        }
+        if header.typ.as_ref().map(Str::as_str) != Some(ACCESS_TOKEN_TYPE) {
+            return Err(TokenError::WrongType);
+        }
+        if let Some(name) = header.forbidden() {
+            return Err(TokenError::ForbiddenHeader(name));
+        }
+        let kid = match &header.kid {
+            Some(kid) if kid_is_well_formed(kid.as_str()) => kid.as_str(),
+            _ => return Err(TokenError::BadKeyId),
+        };
+
+        let keys = self.read();
+        let key = keys
+            .iter()
+            .find(|k| k.kid == kid && k.usable_at(now))
+            .ok_or(TokenError::UnknownKey)?;
+
+        let mut signature_buf = [0u8; MAX_SIGNATURE_BYTES];
+        decode_segment(signature_b64, &mut signature_buf).map_err(|_| TokenError::BadSignature)?;
+        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let valid = jsonwebtoken::crypto::verify(
+            signature_b64,
+            signed.as_bytes(),
+            &key.decoding,
+            key.alg.jwt(),
+        )
+        .map_err(|_| TokenError::BadSignature)?;
+        if !valid {
+            return Err(TokenError::BadSignature);
+        }
+        drop(keys);
+
+        let mut payload_buf = [0u8; MAX_SEGMENT_BYTES];
+        let payload_len = decode_segment(payload_b64, &mut payload_buf)?;
+        let claims: RawClaims<'_> =
+            serde_json::from_slice(&payload_buf[..payload_len]).map_err(|e| {
+                if e.is_data() {
+                    TokenError::InvalidClaims
+                } else {
+                    TokenError::Malformed
+                }
+            })?;
+        self.check_claims(claims, now)
+    }
+
+    fn check_claims(
+        &self,
+        claims: RawClaims<'_>,
+        now: OffsetDateTime,
+    ) -> Result<AccessClaims, TokenError> {
+        let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
+            return Err(TokenError::InvalidClaims);
+        };
+        match &claims.iss {
+            Some(iss) if iss.as_str() == self.policy.issuer => {}
+            _ => return Err(TokenError::WrongIssuer),
+        }
+        let audience_ok = match &claims.aud {
+            Some(Audience::One(aud)) => aud.as_str() == self.policy.audience,
+            Some(Audience::Many(auds)) => auds.iter().any(|a| a.as_str() == self.policy.audience),
+            None => false,
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        let now = now.unix_timestamp();
+        if now >= exp.saturating_add(self.leeway_secs) {
+            return Err(TokenError::Expired);
+        }
+        let latest = now.saturating_add(self.leeway_secs);
+        if claims.nbf.is_some_and(|nbf| nbf > latest) || iat > latest {
+            return Err(TokenError::NotYetValid);
+        }
+        let (Some(sub), Some(sid), Some(jti)) = (claims.sub, claims.sid, claims.jti) else {
+            return Err(TokenError::InvalidClaims);
+        };
+        if sub.is_empty() || sid.is_empty() || jti.is_empty() {
+            return Err(TokenError::InvalidClaims);
+        }
+        Ok(AccessClaims {
+            iss: self.policy.issuer.clone(),
+            aud: self.policy.audience.clone(),
+            sub,
+            sid,
+            iat,
+            exp,
+            nbf: claims.nbf,
+            jti,
+        })
+    }
+
+    /// Starts a new active key. The previous active key is retired and
+    /// keeps verifying until `now + retain_for` (pass the access-token
+    /// lifetime plus the leeway). With a configured HS256 secret the new
+    /// key reuses that secret (only the `kid` changes): the secret is
+    /// shared with other verifiers and changes in configuration only.
+    pub fn rotate(&self, now: OffsetDateTime, retain_for: Duration) -> Result<KeyInfo, KeyError> {
+        let key = Key::generate(
+            self.alg,
+            now,
+            self.configured_secret.as_ref().map(|m| m.0.as_slice()),
+        )?;
+        let info = key.info();
+        let mut keys = self.write();
+        for old in keys.iter_mut().filter(|k| k.state == KeyState::Active) {
+            old.state = KeyState::Retired;
+            old.retired_at = Some(now);
+            old.expires_at = Some(now + retain_for);
+        }
+        keys.push(key);
+        Ok(info)
+    }
+
+    /// Drops retired keys whose retention has passed; returns how many.
+    pub fn prune(&self, now: OffsetDateTime) -> usize {
+        let mut keys = self.write();
+        let before = keys.len();
+        keys.retain(|k| k.usable_at(now));
+        before - keys.len()
+    }
+
+    /// The RFC 7517 key set: public keys of the active key and of retired
+    /// keys still valid at `now`. HMAC keys never appear (HS256: empty).
+    pub fn jwks(&self, now: OffsetDateTime) -> serde_json::Value {
+        let keys = self.read();
+        let list: Vec<serde_json::Value> = keys
+            .iter()
+            .filter(|k| k.usable_at(now))
+            .filter_map(|k| k.public_jwk.clone())
+            .collect();
+        serde_json::json!({ "keys": list })
+    }
+
+    /// Public facts about the keys still valid at `now`, oldest first.
+    pub fn keys(&self, now: OffsetDateTime) -> Vec<KeyInfo> {
+        self.read()
+            .iter()
+            .filter(|k| k.usable_at(now))
+            .map(Key::info)
+            .collect()
+    }
+
+    /// Signs arbitrary header and claims bytes with the active key, for
+    /// tests that need hostile but correctly signed tokens.
+    #[cfg(test)]
+    fn sign_raw(&self, header: &[u8], claims: &[u8]) -> String {
+        let keys = self.read();
+        let key = keys.iter().find(|k| k.state == KeyState::Active).unwrap();
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let sig =
+            jsonwebtoken::crypto::sign(token.as_bytes(), &key.encoding, key.alg.jwt()).unwrap();
+        token.push('.');
+        token.push_str(&sig);
+        token
+    }
+
+    #[cfg(test)]
+    fn active_kid(&self) -> String {
+        self.read()
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .map(|k| k.kid.clone())
+            .unwrap()
+    }
+}
+
+fn configured_secret(
+    alg: SigningAlgorithm,
+    hs256_secret: Option<&[u8]>,
+) -> Result<Option<Material>, KeyError> {
+    match (alg, hs256_secret) {
+        (SigningAlgorithm::HS256, Some(s)) if s.len() < MIN_HS256_SECRET_LEN => {
+            Err(KeyError::WeakSecret)
+        }
+        (SigningAlgorithm::HS256, Some(s)) => Ok(Some(Material(Zeroizing::new(s.to_vec())))),
+        _ => Ok(None),
+    }
+}
+
+/// Decodes one segment as strict base64url: no padding, no standard
+/// alphabet, no non-canonical trailing bits.
+fn decode_segment(segment: &str, out: &mut [u8]) -> Result<usize, TokenError> {
+    URL_SAFE_NO_PAD
+        .decode_slice(segment.as_bytes(), out)
+        .map_err(|_| TokenError::Malformed)
+}
+
+// ---------------------------------------------------------------------------
+// Wire shapes of header and claims, read without copying where possible.
+// Derived `Deserialize` refuses duplicate fields, which is what keeps a
+// `{"alg":"EdDSA","alg":"none"}` header from meaning two things.
+// ---------------------------------------------------------------------------
+
+/// A JSON string, borrowed from the input unless it had escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl Str<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor)
+    }
+}
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Str<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Str(Cow::Owned(v.to_owned())))
+    }
+}
+
+/// `true` once the field appeared, whatever its value (even `null`).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
+}
+
+#[derive(Deserialize)]
+struct RawHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    typ: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    kid: Option<Str<'a>>,
+    #[serde(default)]
+    jku: Present,
+    #[serde(default)]
+    x5u: Present,
+    #[serde(default)]
+    jwk: Present,
+    #[serde(default)]
+    x5c: Present,
+    #[serde(default)]
+    crit: Present,
+}
+
+impl RawHeader<'_> {
+    fn forbidden(&self) -> Option<&'static str> {
+        [
+            (self.jku.0, "jku"),
+            (self.x5u.0, "x5u"),
+            (self.jwk.0, "jwk"),
+            (self.x5c.0, "x5c"),
+            (self.crit.0, "crit"),
+        ]
+        .into_iter()
+        .find_map(|(present, name)| present.then_some(name))
+    }
+}
+
+/// `aud`: one string, or an array of strings.
+enum Audience<'a> {
+    One(Str<'a>),
+    Many(Vec<Str<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AudVisitor;
+
+        impl<'de> Visitor<'de> for AudVisitor {
+            type Value = Audience<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Audience::One(Str(Cow::Borrowed(v))))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Audience::One(Str(Cow::Owned(v.to_owned()))))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(8));
+                while let Some(s) = seq.next_element::<Str<'de>>()? {
+                    all.push(s);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+
+        d.deserialize_any(AudVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawClaims<'a> {
+    #[serde(borrow, default)]
+    iss: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    aud: Option<Audience<'a>>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per hostile token: each is refused with its own typed error,
+    //! never a panic. Tokens that must fail a later check are correctly
+    //! signed by the ring's own key (`sign_raw`), so that the check under
+    //! test is the one that refuses them.
+
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    fn policy() -> VerifyPolicy {
+        VerifyPolicy {
+            issuer: "session-server".into(),
+            audience: "session-server".into(),
+            leeway: Duration::seconds(30),
+        }
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::generate(SigningAlgorithm::EdDSA, policy(), NOW, None).unwrap()
+    }
+
+    fn claims_json() -> serde_json::Value {
+        let now = NOW.unix_timestamp();
+        json!({
+            "iss": "session-server",
+            "aud": "session-server",
+            "sub": "user-1",
+            "sid": "session-1",
+            "iat": now,
+            "exp": now + 900,
+            "jti": "jti-1",
+        })
+    }
+
+    fn header_json(ring: &KeyRing) -> serde_json::Value {
+        json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.active_kid()})
+    }
+
+    /// A token signed by `ring` with the given header and claims.
+    fn signed(ring: &KeyRing, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        ring.sign_raw(header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    fn with_claim(name: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut c = claims_json();
+        c[name] = value;
+        c
+    }
+
+    fn without_claim(name: &str) -> serde_json::Value {
+        let mut c = claims_json();
+        c.as_object_mut().unwrap().remove(name);
+        c
+    }
+
+    fn with_header(ring: &KeyRing, name: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut h = header_json(ring);
+        h[name] = value;
+        h
+    }
+
+    fn refused(ring: &KeyRing, token: &str) -> TokenError {
+        ring.verify(token, NOW).unwrap_err()
+    }
+
+    fn b64(bytes: impl AsRef<[u8]>) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn a_well_formed_hostile_free_token_is_accepted() {
+        let ring = ring();
+        let token = signed(&ring, &header_json(&ring), &claims_json());
+        let claims = ring.verify(&token, NOW).unwrap();
+        assert_eq!(claims.sub, "user-1");
+        assert_eq!(claims.sid, "session-1");
+        assert_eq!(claims.jti, "jti-1");
+    }
+
+    #[test]
+    fn alg_none_in_any_casing_with_an_empty_signature_is_not_accepted() {
+        let ring = ring();
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let header = with_header(&ring, "alg", json!(alg));
+            let token = format!(
+                "{}.{}.",
+                b64(header.to_string()),
+                b64(claims_json().to_string())
+            );
+            assert_eq!(
+                refused(&ring, &token),
+                TokenError::AlgorithmNotAccepted,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_hs256_token_signed_with_the_eddsa_public_key_as_secret_is_not_accepted() {
+        let ring = ring();
+        let public = ring.read()[0].decoding.as_bytes().to_vec();
+        let header = with_header(&ring, "alg", json!("HS256"));
+        let mut token = format!(
+            "{}.{}",
+            b64(header.to_string()),
+            b64(claims_json().to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            token.as_bytes(),
+            &EncodingKey::from_secret(&public),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
+        token.push('.');
+        token.push_str(&sig);
+        assert_eq!(refused(&ring, &token), TokenError::AlgorithmNotAccepted);
+    }
+
+    #[test]
+    fn another_algorithm_of_the_ring_family_is_not_accepted() {
+        let ring = ring();
+        for alg in ["eddsa", "EDDSA", "Ed25519", "ES256", "RS256", ""] {
+            let token = signed(
+                &ring,
+                &with_header(&ring, "alg", json!(alg)),
+                &claims_json(),
+            );
+            assert_eq!(
+                refused(&ring, &token),
+                TokenError::AlgorithmNotAccepted,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_without_alg_is_not_accepted() {
+        let ring = ring();
+        let mut h = header_json(&ring);
+        h.as_object_mut().unwrap().remove("alg");
+        let token = signed(&ring, &h, &claims_json());
+        assert_eq!(refused(&ring, &token), TokenError::AlgorithmNotAccepted);
+    }
+
+    #[test]
+    fn an_unknown_kid_is_refused() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &with_header(&ring, "kid", json!("no-such-key")),
+            &claims_json(),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::UnknownKey);
+    }
+
+    #[test]
+    fn a_kid_with_path_characters_is_refused_before_lookup() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &with_header(&ring, "kid", json!("../../etc/passwd")),
+            &claims_json(),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::BadKeyId);
+    }
+
+    #[test]
+    fn a_kid_with_sql_characters_is_refused_before_lookup() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &with_header(&ring, "kid", json!("1' OR '1'='1")),
+            &claims_json(),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::BadKeyId);
+    }
+
+    #[test]
+    fn a_kid_of_1000_characters_is_refused() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &with_header(&ring, "kid", json!("a".repeat(1000))),
+            &claims_json(),
+        );
+        assert!(token.len() <= MAX_ACCESS_TOKEN_LEN);
+        assert_eq!(refused(&ring, &token), TokenError::BadKeyId);
+    }
+
+    #[test]
+    fn an_empty_or_missing_or_non_string_kid_is_refused() {
+        let ring = ring();
+        let token = signed(&ring, &with_header(&ring, "kid", json!("")), &claims_json());
+        assert_eq!(refused(&ring, &token), TokenError::BadKeyId);
+        let mut h = header_json(&ring);
+        h.as_object_mut().unwrap().remove("kid");
+        assert_eq!(
+            refused(&ring, &signed(&ring, &h, &claims_json())),
+            TokenError::BadKeyId
+        );
+        let token = signed(&ring, &with_header(&ring, "kid", json!(7)), &claims_json());
+        assert_eq!(refused(&ring, &token), TokenError::Malformed);
+    }
+
+    #[test]
+    fn a_token_expired_beyond_the_leeway_is_refused() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("exp", json!(now - 31)),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::Expired);
+    }
+
+    #[test]
+    fn a_token_expired_within_the_leeway_is_accepted() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("exp", json!(now - 29)),
+        );
+        assert!(ring.verify(&token, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_leeway_above_sixty_seconds_is_clamped() {
+        let mut p = policy();
+        p.leeway = Duration::hours(1);
+        let ring = KeyRing::generate(SigningAlgorithm::EdDSA, p, NOW, None).unwrap();
+        assert_eq!(ring.policy().leeway, MAX_LEEWAY);
+        let now = NOW.unix_timestamp();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("exp", json!(now - 61)),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::Expired);
+    }
+
+    #[test]
+    fn a_token_whose_nbf_is_in_the_future_is_refused() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("nbf", json!(now + 120)),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::NotYetValid);
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("iat", json!(now + 120)),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::NotYetValid);
+    }
+
+    #[test]
+    fn a_token_from_another_issuer_is_refused() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("iss", json!("evil")),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::WrongIssuer);
+        let token = signed(&ring, &header_json(&ring), &without_claim("iss"));
+        assert_eq!(refused(&ring, &token), TokenError::WrongIssuer);
+    }
+
+    #[test]
+    fn a_token_without_aud_is_refused() {
+        let ring = ring();
+        let token = signed(&ring, &header_json(&ring), &without_claim("aud"));
+        assert_eq!(refused(&ring, &token), TokenError::WrongAudience);
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("aud", json!("other")),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::WrongAudience);
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("aud", json!(["a", "b"])),
+        );
+        assert_eq!(refused(&ring, &token), TokenError::WrongAudience);
+    }
+
+    #[test]
+    fn an_audience_array_containing_ours_is_accepted() {
+        let ring = ring();
+        let token = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("aud", json!(["other", "session-server"])),
+        );
+        assert_eq!(ring.verify(&token, NOW).unwrap().aud, "session-server");
+    }
+
+    #[test]
+    fn exp_as_a_string_is_invalid() {
+        let ring = ring();
+        let exp = (NOW.unix_timestamp() + 900).to_string();
+        let token = signed(&ring, &header_json(&ring), &with_claim("exp", json!(exp)));
+        assert_eq!(refused(&ring, &token), TokenError::InvalidClaims);
+    }
+
+    #[test]
+    fn a_missing_exp_or_iat_is_invalid() {
+        let ring = ring();
+        for claim in ["exp", "iat"] {
+            let token = signed(&ring, &header_json(&ring), &without_claim(claim));
+            assert_eq!(refused(&ring, &token), TokenError::InvalidClaims, "{claim}");
+        }
+    }
+
+    #[test]
+    fn a_tampered_payload_fails_the_signature() {
+        let ring = ring();
+        let token = signed(&ring, &header_json(&ring), &claims_json());
+        let (head, rest) = token.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let forged = format!(
+            "{head}.{}.{sig}",
+            b64(with_claim("sub", json!("admin")).to_string())
+        );
+        assert_eq!(refused(&ring, &forged), TokenError::BadSignature);
+    }
+
+    #[test]
+    fn a_stripped_signature_is_refused() {
+        let ring = ring();
+        let token = signed(&ring, &header_json(&ring), &claims_json());
+        let stripped = &token[..=token.rfind('.').unwrap()];
+        assert_eq!(refused(&ring, stripped), TokenError::BadSignature);
+        let two_segments = &token[..token.rfind('.').unwrap()];
+        assert_eq!(refused(&ring, two_segments), TokenError::Malformed);
+    }
+
+    #[test]
+    fn padded_base64_segments_are_malformed() {
+        let ring = ring();
+        // A header whose length needs padding, padded explicitly.
+        let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.active_kid(), "x": "y"});
+        let mut h = header.to_string();
+        while URL_SAFE_NO_PAD.encode(&h).len().is_multiple_of(4) {
+            h.push(' ');
+        }
+        let token = ring.sign_raw(h.as_bytes(), claims_json().to_string().as_bytes());
+        assert!(ring.verify(&token, NOW).is_ok());
+        let (head, rest) = token.split_once('.').unwrap();
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(&h);
+        assert!(padded.ends_with('='));
+        assert_ne!(head, padded);
+        assert_eq!(
+            refused(&ring, &format!("{padded}.{rest}")),
+            TokenError::Malformed
+        );
+    }
+
+    #[test]
+    fn standard_alphabet_base64_is_malformed() {
+        let ring = ring();
+        // "??>" encodes to "Pz8+" in the standard alphabet, "Pz8-" in base64url.
+        let header = format!(
+            r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{}","pad":"??>"}}"#,
+            ring.active_kid()
+        );
+        let mut h = header.clone();
+        while !STANDARD.encode(&h).contains(['+', '/']) {
+            h.insert(h.len() - 1, ' ');
+        }
+        let token = ring.sign_raw(h.as_bytes(), claims_json().to_string().as_bytes());
+        assert!(ring.verify(&token, NOW).is_ok());
+        let (_, rest) = token.split_once('.').unwrap();
+        let standard = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&h);
+        assert!(standard.contains(['+', '/']));
+        assert_eq!(
+            refused(&ring, &format!("{standard}.{rest}")),
+            TokenError::Malformed
+        );
+    }
+
+    #[test]
+    fn a_jwe_shaped_five_segment_token_is_malformed() {
+        let ring = ring();
+        let header = b64(r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#);
+        let token = format!(
+            "{header}.{}.{}.{}.{}",
+            b64("k"),
+            b64("iv"),
+            b64("ct"),
+            b64("tag")
+        );
+        assert_eq!(refused(&ring, &token), TokenError::Malformed);
+    }
+
+    #[test]
+    fn duplicate_claim_keys_are_refused() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let claims = format!(
+            r#"{{"iss":"session-server","aud":"session-server","sub":"user-1","sub":"admin","sid":"s","iat":{now},"exp":{},"jti":"j"}}"#,
+            now + 900
+        );
+        let header = header_json(&ring).to_string();
+        let token = ring.sign_raw(header.as_bytes(), claims.as_bytes());
+        assert_eq!(refused(&ring, &token), TokenError::InvalidClaims);
+    }
+
+    #[test]
+    fn duplicate_exp_keys_are_refused() {
+        let ring = ring();
+        let now = NOW.unix_timestamp();
+        let claims = format!(
+            r#"{{"iss":"session-server","aud":"session-server","sub":"u","sid":"s","iat":{now},"exp":{},"exp":{},"jti":"j"}}"#,
+            now - 3600,
+            now + 3600
+        );
+        let header = header_json(&ring).to_string();
+        let token = ring.sign_raw(header.as_bytes(), claims.as_bytes());
+        assert_eq!(refused(&ring, &token), TokenError::InvalidClaims);
+    }
+
+    #[test]
+    fn duplicate_header_keys_are_refused() {
+        let ring = ring();
+        let kid = ring.active_kid();
+        for header in [
+            format!(r#"{{"alg":"EdDSA","alg":"none","typ":"at+jwt","kid":"{kid}"}}"#),
+            format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","kid":"other"}}"#),
+            format!(r#"{{"alg":"EdDSA","typ":"JWT","typ":"at+jwt","kid":"{kid}"}}"#),
+        ] {
+            let token = ring.sign_raw(header.as_bytes(), claims_json().to_string().as_bytes());
+            assert_eq!(refused(&ring, &token), TokenError::Malformed, "{header}");
+        }
+    }
+
+    #[test]
+    fn a_100_kb_token_is_refused_as_too_long() {
+        let ring = ring();
+        let token = format!(
+            "{}.{}.{}",
+            "a".repeat(50_000),
+            "b".repeat(50_000),
+            "c".repeat(2_400)
+        );
+        assert_eq!(refused(&ring, &token), TokenError::TooLong);
+        let just_over = "a".repeat(MAX_ACCESS_TOKEN_LEN + 1);
+        assert_eq!(refused(&ring, &just_over), TokenError::TooLong);
+    }
+
+    #[test]
+    fn headers_that_point_elsewhere_are_forbidden() {
+        let ring = ring();
+        for (name, value) in [
+            ("jku", json!("https://evil.example/jwks.json")),
+            ("x5u", json!("https://evil.example/cert.pem")),
+            ("jwk", json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"})),
+            ("x5c", json!(["MIIB"])),
+            ("crit", json!(["exp"])),
+            ("jku", json!(null)),
+        ] {
+            let token = signed(&ring, &with_header(&ring, name, value), &claims_json());
+            match refused(&ring, &token) {
+                TokenError::ForbiddenHeader(n) => assert_eq!(n, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn typ_jwt_instead_of_at_jwt_is_the_wrong_type() {
+        let ring = ring();
+        for typ in [
+            json!("JWT"),
+            json!("AT+JWT"),
+            json!("application/jwt"),
+            json!(null),
+        ] {
+            let token = signed(
+                &ring,
+                &with_header(&ring, "typ", typ.clone()),
+                &claims_json(),
+            );
+            assert_eq!(refused(&ring, &token), TokenError::WrongType, "{typ}");
+        }
+        let mut h = header_json(&ring);
+        h.as_object_mut().unwrap().remove("typ");
+        assert_eq!(
+            refused(&ring, &signed(&ring, &h, &claims_json())),
+            TokenError::WrongType
+        );
+    }
+
+    #[test]
+    fn missing_sub_sid_or_jti_is_invalid() {
+        let ring = ring();
+        for claim in ["sub", "sid", "jti"] {
+            let token = signed(&ring, &header_json(&ring), &without_claim(claim));
+            assert_eq!(
+                refused(&ring, &token),
+                TokenError::InvalidClaims,
+                "missing {claim}"
+            );
+            let token = signed(&ring, &header_json(&ring), &with_claim(claim, json!("")));
+            assert_eq!(
+                refused(&ring, &token),
+                TokenError::InvalidClaims,
+                "empty {claim}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_json_segments_are_malformed() {
+        let ring = ring();
+        for token in [
+            "..",
+            "a.b.c",
+            &format!("{}.{}.", b64("{"), b64("{}")),
+            ".....",
+        ] {
+            assert_eq!(refused(&ring, token), TokenError::Malformed, "{token}");
+        }
+        let header = header_json(&ring).to_string();
+        let token = ring.sign_raw(header.as_bytes(), b"not json");
+        assert_eq!(refused(&ring, &token), TokenError::Malformed);
+    }
+
+    #[test]
+    fn arbitrary_short_inputs_never_panic() {
+        let ring = ring();
+        let kid = ring.active_kid();
+        let header = b64(format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}"}}"#));
+        for sig in [
+            "",
+            "A",
+            "AA",
+            "AAA",
+            "AAAA",
+            &"A".repeat(86),
+            &"A".repeat(200),
+            "====",
+            "é",
+        ] {
+            let token = format!("{header}.{}.{sig}", b64(claims_json().to_string()));
+            let err = refused(&ring, &token);
+            assert!(matches!(err, TokenError::BadSignature), "{sig}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_signed_token_carries_exactly_alg_typ_and_kid_in_its_header() {
+        let ring = ring();
+        let token = ring
+            .sign(&AccessClaims {
+                iss: "session-server".into(),
+                aud: "session-server".into(),
+                sub: "u".into(),
+                sid: "s".into(),
+                iat: NOW.unix_timestamp(),
+                exp: NOW.unix_timestamp() + 60,
+                nbf: None,
+                jti: "j".into(),
+            })
+            .unwrap();
+        let head = token.split('.').next().unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.active_kid()})
+        );
+    }
+
+    #[test]
+    fn generated_kids_are_url_safe_and_unique() {
+        let a = ring().active_kid();
+        let b = ring().active_kid();
+        assert_ne!(a, b);
+        assert!(kid_is_well_formed(&a));
+        assert!(a.len() >= 16);
+    }
 }

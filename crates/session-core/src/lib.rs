@@ -17,4 +17,4 @@ pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use secret::{CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenDigest, TokenSecrets};
 pub use session::{Lifetimes, RevokeReason, Session};
-pub use store::{AuditLog, SessionStore, StoreError, UserStore};
+pub use store::{AuditLog, FeedEvent, RevocationFeed, SessionStore, StoreError, UserStore};

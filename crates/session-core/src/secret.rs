@@ -94,8 +94,7 @@ impl FromStr for SessionId {
         let bytes = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| SecretError::Malformed)?;
-        let arr: [u8; SESSION_ID_BYTES] =
-            bytes.try_into().map_err(|_| SecretError::Malformed)?;
+        let arr: [u8; SESSION_ID_BYTES] = bytes.try_into().map_err(|_| SecretError::Malformed)?;
         // Reject non-canonical encodings (trailing bits set) so that one id
         // has exactly one spelling.
         let id = Self(arr);
@@ -478,7 +477,10 @@ mod tests {
     fn a_token_from_another_server_key_is_forged() {
         let (token, _) = secrets().issue_refresh(&SessionId::generate(), 0);
         let other = TokenSecrets::from_master(&[8u8; 32]);
-        assert_eq!(other.parse_refresh(token.expose()), Err(SecretError::Forged));
+        assert_eq!(
+            other.parse_refresh(token.expose()),
+            Err(SecretError::Forged)
+        );
     }
 
     #[test]
@@ -529,7 +531,11 @@ mod tests {
         let sid = SessionId::generate();
         let (token, _) = s.issue_refresh(&sid, 1);
         let sealed = s.seal_successor(&sid, &token);
-        assert!(!sealed.windows(8).any(|w| token.expose().as_bytes().windows(8).any(|t| t == w)));
+        assert!(
+            !sealed
+                .windows(8)
+                .any(|w| token.expose().as_bytes().windows(8).any(|t| t == w))
+        );
         assert_eq!(s.unseal_successor(&sid, &sealed), Some(token));
         assert_eq!(s.unseal_successor(&SessionId::generate(), &sealed), None);
     }

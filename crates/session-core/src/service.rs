@@ -1,1 +1,561 @@
-//! The service facade (placeholder).
+//! The `SessionService` facade the server and embedding apps share: every
+//! session operation of the contract, each writing its audit events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::broadcast;
+
+use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+use crate::clock::Clock;
+use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, MAX_LEEWAY, TokenError};
+use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
+use crate::secret::{CsrfToken, RefreshToken, SessionId, TokenSecrets, random_bytes};
+use crate::session::{Lifetimes, RevokeReason, Session};
+use crate::store::{AuditLog, SessionStore, StoreError, UserStore};
+use crate::user::{self, User};
+
+/// A signed access token (JWT). Never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    /// The token text, for the response that issues it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+/// Everything a login or refresh hands back to the client.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The session as stored.
+    pub session: Session,
+    /// The new access token.
+    pub access_token: AccessToken,
+    /// When it expires.
+    pub access_expires_at: OffsetDateTime,
+    /// The live refresh token.
+    pub refresh_token: RefreshToken,
+    /// A CSRF token bound to the session.
+    pub csrf_token: CsrfToken,
+}
+
+/// Why an operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Unknown user or wrong password (indistinguishable on purpose).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Not a live refresh token of a live session.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// A rotated-away refresh token came back; the session is now revoked.
+    #[error("refresh token reused")]
+    RefreshTokenReused,
+    /// The session was revoked.
+    #[error("session revoked")]
+    SessionRevoked,
+    /// The record already exists.
+    #[error("already exists")]
+    Conflict,
+    /// A store could not answer.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Signing failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Password hashing failed.
+    #[error(transparent)]
+    Password(#[from] user::PasswordError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Service settings beyond keys and stores.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceConfig {
+    /// Lifetimes and limits.
+    pub lifetimes: Lifetimes,
+    /// Anomaly rules.
+    pub anomaly: AnomalyPolicy,
+}
+
+/// The parts a service is built from.
+#[derive(Debug)]
+pub struct ServiceParts {
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Built-in users.
+    pub users: Arc<dyn UserStore>,
+    /// Audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Signing keys.
+    pub keys: Arc<KeyRing>,
+    /// Token and CSRF keys.
+    pub secrets: TokenSecrets,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+    /// Settings.
+    pub config: ServiceConfig,
+}
+
+/// The session service.
+#[derive(Debug)]
+pub struct SessionService {
+    sessions: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    audit: Arc<dyn AuditLog>,
+    keys: Arc<KeyRing>,
+    secrets: TokenSecrets,
+    clock: Arc<dyn Clock>,
+    config: ServiceConfig,
+    revoked: broadcast::Sender<SessionId>,
+}
+
+impl SessionService {
+    /// Builds the service.
+    pub fn new(parts: ServiceParts) -> Self {
+        let (revoked, _) = broadcast::channel(4096);
+        Self {
+            sessions: parts.sessions,
+            users: parts.users,
+            audit: parts.audit,
+            keys: parts.keys,
+            secrets: parts.secrets,
+            clock: parts.clock,
+            config: parts.config,
+            revoked,
+        }
+    }
+
+    /// The clock in use.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The key ring.
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.audit
+    }
+
+    /// Session ids revoked through this service instance, as they happen.
+    /// A lagging receiver must drop whatever it cached.
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<SessionId> {
+        self.revoked.subscribe()
+    }
+
+    async fn record(&self, event: AuditEvent) {
+        if let Err(e) = self.audit.append(&event).await {
+            // The operation itself stands; losing its event is an operator
+            // alert, which the PostgreSQL outbox exists to prevent.
+            tracing::error!(error = %e, kind = %event.kind, "audit append failed");
+        }
+    }
+
+    async fn revoked_event(
+        &self,
+        s: &Session,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+    ) {
+        let _ = self.revoked.send(s.id);
+        let now = self.now();
+        self.record(
+            AuditEvent::new(AuditKind::SessionRevoked, actor, now)
+                .session(s.id, s.user_id.clone())
+                .client(client)
+                .reason(reason),
+        )
+        .await;
+    }
+
+    fn issue(&self, session: Session, refresh_token: RefreshToken) -> Result<Issued, ServiceError> {
+        let now = self.now();
+        let exp = (now + self.config.lifetimes.access_token).min(session.expires_at());
+        let jti: [u8; 16] = random_bytes();
+        let policy = self.keys.policy();
+        let claims = AccessClaims {
+            iss: policy.issuer,
+            aud: policy.audience,
+            sub: session.user_id.clone(),
+            sid: session.id.to_string(),
+            iat: now.unix_timestamp(),
+            exp: exp.unix_timestamp(),
+            nbf: None,
+            jti: URL_SAFE_NO_PAD.encode(jti),
+        };
+        let access = self.keys.sign(&claims)?;
+        let csrf_token = self.secrets.issue_csrf(&session.id);
+        Ok(Issued {
+            session,
+            access_token: AccessToken(access),
+            access_expires_at: exp,
+            refresh_token,
+            csrf_token,
+        })
+    }
+
+    /// Opens a session for `user_id` (after the caller authenticated the
+    /// user). Always a new session id: no fixation.
+    pub async fn open_session(
+        &self,
+        user_id: &str,
+        metadata: Option<serde_json::Value>,
+        client: &ClientInfo,
+        actor: Actor,
+    ) -> Result<Issued, ServiceError> {
+        let now = self.now();
+        let id = SessionId::generate();
+        let (refresh, presented) = self.secrets.issue_refresh(&id, 0);
+        let mut session = Session::new(
+            id,
+            user_id.to_owned(),
+            presented.digest,
+            &self.config.lifetimes,
+            now,
+        );
+        session.ip.clone_from(&client.ip);
+        session.user_agent.clone_from(&client.user_agent);
+        if let Some(m) = metadata {
+            session.metadata = m;
+        }
+        let evicted = self
+            .sessions
+            .create_limited(&session, self.config.lifetimes.max_sessions_per_user, now)
+            .await?;
+        for old in &evicted {
+            self.revoked_event(old, RevokeReason::SessionLimit, Actor::System, client)
+                .await;
+        }
+        self.record(
+            AuditEvent::new(AuditKind::SessionCreated, actor, now)
+                .session(id, user_id)
+                .client(client),
+        )
+        .await;
+        self.issue(session, refresh)
+    }
+
+    /// Password login for a built-in user. Unknown user and wrong password
+    /// give the same error after the same amount of work.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<Issued, ServiceError> {
+        let user = self.users.get_user(username).await?;
+        let known = user.is_some();
+        let hash = user.map_or_else(|| user::dummy_hash().to_owned(), |u| u.password_hash);
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || user::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if !(ok && known) {
+            let mut event =
+                AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now()).client(client);
+            if known {
+                event = event.user(username);
+            }
+            self.record(event.details(serde_json::json!({ "known_user": known })))
+                .await;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        self.open_session(username, None, client, Actor::User).await
+    }
+
+    /// Rotates a refresh token (see [`crate::rotation`]).
+    pub async fn refresh(&self, token: &str, client: &ClientInfo) -> Result<Issued, ServiceError> {
+        let presented = self
+            .secrets
+            .parse_refresh(token)
+            .map_err(|_| ServiceError::InvalidRefreshToken)?;
+        let now = self.now();
+        let generation = presented
+            .generation
+            .checked_add(1)
+            .ok_or(ServiceError::InvalidRefreshToken)?;
+        let (next_token, next) = self
+            .secrets
+            .issue_refresh(&presented.session_id, generation);
+        let grace = self.config.lifetimes.refresh_grace;
+        let sealed = (grace > Duration::ZERO).then(|| {
+            self.secrets
+                .seal_successor(&presented.session_id, &next_token)
+        });
+        let params = RefreshParams {
+            grace,
+            idle_timeout: self.config.lifetimes.idle_timeout,
+            anomaly: self.config.anomaly,
+            client: client.clone(),
+        };
+        let result = self
+            .sessions
+            .refresh(
+                &presented,
+                &NextRefresh {
+                    digest: next.digest,
+                    sealed,
+                },
+                &params,
+                now,
+            )
+            .await?;
+        if let Some(session) = &result.session {
+            for a in &result.anomalies {
+                self.record(
+                    AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
+                        .session(session.id, session.user_id.clone())
+                        .client(client)
+                        .details(serde_json::json!({
+                            "signal": a.signal.as_str(),
+                            "action": a.action.to_string(),
+                            "old": a.old,
+                            "new": a.new,
+                        })),
+                )
+                .await;
+            }
+        }
+        match (result.outcome, result.session) {
+            (RefreshOutcome::Rotated, Some(session)) => {
+                self.record(
+                    AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
+                        .session(session.id, session.user_id.clone())
+                        .client(client)
+                        .details(serde_json::json!({ "generation": session.refresh.generation })),
+                )
+                .await;
+                self.issue(session, next_token)
+            }
+            (RefreshOutcome::GraceReplay { sealed }, Some(session)) => {
+                let successor = self
+                    .secrets
+                    .unseal_successor(&session.id, &sealed)
+                    .ok_or(ServiceError::InvalidRefreshToken)?;
+                self.record(
+                    AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
+                        .session(session.id, session.user_id.clone())
+                        .client(client)
+                        .details(serde_json::json!({ "grace_replay": true, "generation": session.refresh.generation })),
+                )
+                .await;
+                self.issue(session, successor)
+            }
+            (RefreshOutcome::Reused, Some(session)) => {
+                self.record(
+                    AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
+                        .session(session.id, session.user_id.clone())
+                        .client(client)
+                        .details(serde_json::json!({
+                            "presented_generation": presented.generation,
+                            "live_generation": session.refresh.generation,
+                        })),
+                )
+                .await;
+                self.revoked_event(&session, RevokeReason::ReuseDetected, Actor::System, client)
+                    .await;
+                Err(ServiceError::RefreshTokenReused)
+            }
+            (RefreshOutcome::AnomalyRevoked, Some(session)) => {
+                self.revoked_event(&session, RevokeReason::Anomaly, Actor::System, client)
+                    .await;
+                Err(ServiceError::SessionRevoked)
+            }
+            (RefreshOutcome::Revoked, _) => Err(ServiceError::SessionRevoked),
+            _ => Err(ServiceError::InvalidRefreshToken),
+        }
+    }
+
+    /// Verifies an access token's signature and claims (no store lookup).
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.keys.verify(token, self.now())
+    }
+
+    /// Whether `csrf` is a CSRF token issued for `session_id`.
+    pub fn csrf_valid(&self, session_id: &SessionId, csrf: &str) -> bool {
+        self.secrets.verify_csrf(session_id, csrf)
+    }
+
+    /// The refresh token's session id, if the token is authentic (no store
+    /// lookup, no side effect).
+    pub fn refresh_token_session(&self, token: &str) -> Option<SessionId> {
+        self.secrets.parse_refresh(token).ok().map(|p| p.session_id)
+    }
+
+    /// The session, while its record lives (revoked ones included).
+    pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, ServiceError> {
+        Ok(self.sessions.get(id).await?)
+    }
+
+    /// The session if it is active now.
+    pub async fn get_active(&self, id: &SessionId) -> Result<Option<Session>, ServiceError> {
+        let now = self.now();
+        Ok(self.sessions.get(id).await?.filter(|s| s.is_active(now)))
+    }
+
+    /// The user's active sessions, oldest first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Session>, ServiceError> {
+        Ok(self.sessions.list_user(user_id, self.now()).await?)
+    }
+
+    /// Revokes one session; `None` when it was not active.
+    pub async fn revoke(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+    ) -> Result<Option<Session>, ServiceError> {
+        let revoked = self.sessions.revoke(id, reason, self.now()).await?;
+        if let Some(s) = &revoked {
+            self.revoked_event(s, reason, actor, client).await;
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes all of a user's sessions; returns how many.
+    pub async fn revoke_user(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+    ) -> Result<usize, ServiceError> {
+        let revoked = self
+            .sessions
+            .revoke_user(user_id, reason, self.now())
+            .await?;
+        for s in &revoked {
+            self.revoked_event(s, reason, actor, client).await;
+        }
+        Ok(revoked.len())
+    }
+
+    /// Adds a built-in user.
+    pub async fn create_user(&self, username: &str, password: &str) -> Result<(), ServiceError> {
+        let hash = hash_blocking(password).await?;
+        let user = User {
+            username: username.to_owned(),
+            password_hash: hash,
+            created_at: self.now(),
+        };
+        Ok(self.users.create_user(&user).await?)
+    }
+
+    /// Removes a built-in user and revokes its sessions; false if unknown.
+    pub async fn delete_user(
+        &self,
+        username: &str,
+        client: &ClientInfo,
+    ) -> Result<bool, ServiceError> {
+        if !self.users.delete_user(username).await? {
+            return Ok(false);
+        }
+        self.revoke_user(username, RevokeReason::Admin, Actor::Admin, client)
+            .await?;
+        Ok(true)
+    }
+
+    /// Sets a new password and revokes all the user's sessions; `None`
+    /// when there is no such user, else how many sessions were revoked.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<usize>, ServiceError> {
+        let hash = hash_blocking(password).await?;
+        if !self.users.set_password(username, &hash).await? {
+            return Ok(None);
+        }
+        self.record(
+            AuditEvent::new(AuditKind::PasswordChanged, Actor::Admin, self.now())
+                .user(username)
+                .client(client),
+        )
+        .await;
+        let n = self
+            .revoke_user(
+                username,
+                RevokeReason::PasswordChanged,
+                Actor::Admin,
+                client,
+            )
+            .await?;
+        Ok(Some(n))
+    }
+
+    /// Starts a new signing key; the old one verifies until every token it
+    /// signed has expired.
+    pub async fn rotate_keys(&self) -> Result<KeyInfo, ServiceError> {
+        let now = self.now();
+        let info = self
+            .keys
+            .rotate(now, self.config.lifetimes.access_token + MAX_LEEWAY)?;
+        self.record(
+            AuditEvent::new(AuditKind::KeyRotated, Actor::Admin, now)
+                .details(serde_json::json!({ "kid": info.kid, "alg": info.alg.to_string() })),
+        )
+        .await;
+        Ok(info)
+    }
+
+    /// Audit events, newest first.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ServiceError> {
+        Ok(self.audit.query(query).await?)
+    }
+
+    /// Whether every store answers.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.sessions.ping().await?;
+        self.audit.ping().await
+    }
+}
+
+async fn hash_blocking(password: &str) -> Result<String, ServiceError> {
+    let password = password.to_owned();
+    match tokio::task::spawn_blocking(move || user::hash_password(&password)).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(ServiceError::Store(StoreError::backend(e))),
+    }
+}
+
+/// Whether an anomaly action revokes (for callers that report policies).
+pub fn revokes(action: AnomalyAction) -> bool {
+    action == AnomalyAction::Revoke
+}

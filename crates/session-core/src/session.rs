@@ -129,7 +129,9 @@ mod unix_seconds_vec {
         secs.serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<OffsetDateTime>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<OffsetDateTime>, D::Error> {
         let secs = Vec::<i64>::deserialize(d)?;
         secs.into_iter()
             .map(|s| OffsetDateTime::from_unix_timestamp(s).map_err(serde::de::Error::custom))
@@ -240,7 +242,13 @@ mod tests {
     }
 
     fn session(l: &Lifetimes) -> Session {
-        Session::new(SessionId::generate(), "u".into(), TokenDigest::of("t"), l, at(0))
+        Session::new(
+            SessionId::generate(),
+            "u".into(),
+            TokenDigest::of("t"),
+            l,
+            at(0),
+        )
     }
 
     #[test]

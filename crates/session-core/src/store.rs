@@ -88,7 +88,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
             let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
             let excess = active.len().saturating_sub(keep);
             for old in active.iter().take(excess) {
-                if let Some(s) = self.revoke(&old.id, RevokeReason::SessionLimit, now).await? {
+                if let Some(s) = self
+                    .revoke(&old.id, RevokeReason::SessionLimit, now)
+                    .await?
+                {
                     evicted.push(s);
                 }
             }
@@ -123,7 +126,11 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Session>, StoreError>;
 
     /// The user's active sessions, oldest first.
-    async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError>;
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// Applies a refresh: the core decision plus one atomic write. The
     /// default reads, decides with [`plan_refresh`] and writes with
@@ -210,4 +217,29 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What a revocation feed reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// The feed is (again) subscribed. Revocations published while it was
+    /// down were missed, so a consumer must drop whatever it cached before.
+    Connected,
+    /// A session was revoked (on any instance).
+    Revoked(SessionId),
+    /// The feed dropped; until the next `Connected` a consumer must not
+    /// trust its cache and must ask the store on every request.
+    Disconnected,
+}
+
+/// A feed of revoked session ids shared by every server instance on one
+/// store, so a revocation on one instance is felt by all at once.
+/// Single-instance stores (SQLite) have none: the service tells its own
+/// cache directly.
+#[async_trait]
+pub trait RevocationFeed: Send + Sync + std::fmt::Debug {
+    /// Starts a subscription. The first event is `Connected` once the
+    /// subscription is live; the feed reconnects by itself after a drop,
+    /// reporting `Disconnected` then `Connected`.
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>, StoreError>;
 }

@@ -1,1 +1,19 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod admin;
+pub mod app;
+pub mod compose;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod public;
+pub mod ratelimit;
+pub mod state;
+pub mod testing;
+pub mod validate;
+
+pub use app::{admin_app, public_app, serve};
+pub use config::{RawSettings, Settings};
+pub use state::{AppState, Backends, StartupError};

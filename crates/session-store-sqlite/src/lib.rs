@@ -1,1 +1,108 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+/// The session columns, in the order every `SELECT`/`RETURNING` names them
+/// and `INSERT` binds them (`?1`..`?18`). A macro so that `concat!` can
+/// build whole statements as literals.
+macro_rules! session_columns {
+    () => {
+        "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, ip, \
+         user_agent, metadata, generation, current_digest, previous_digest, rotated_at, \
+         grace_successor, recent_refreshes, revoked_at, revoked_reason, version"
+    };
+}
+
+/// The audit columns, likewise.
+macro_rules! audit_columns {
+    () => {
+        "id, at, kind, session_id, user_id, actor, ip, user_agent, reason, details"
+    };
+}
+
+mod audit;
+mod codec;
+mod error;
+mod sessions;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use session_core::StoreError;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::{classify, classify_migration};
+
+/// How long a statement waits for another connection's write lock before
+/// the store reports itself unavailable.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pooled connections: SQLite runs one writer at a time, so a few
+/// connections are enough for concurrent readers of a small server.
+pub const MAX_CONNECTIONS: u32 = 8;
+
+/// Sessions, built-in users and the audit log in one SQLite file.
+///
+/// One value serves as [`SessionStore`](session_core::SessionStore),
+/// [`UserStore`](session_core::UserStore) and
+/// [`AuditLog`](session_core::AuditLog); share it behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directory) the database
+    /// at `path`, sets WAL journaling with `synchronous=FULL`, foreign keys
+    /// and a busy timeout, and applies any pending schema migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(StoreError::unavailable)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(classify_migration)?;
+        tracing::info!(path = %path.display(), "opened the SQLite store");
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every pooled connection (checkpointing the WAL when the last
+    /// one goes). Calls after this fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn ping_db(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}

@@ -1,0 +1,421 @@
+//! `audit`, `audit --follow`, `audit export`, `audit verify`.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context as _;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use session_core::AuditQuery;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Ctx, array};
+use crate::cli::{AuditArgs, AuditCommand, AuditFilter};
+use crate::client::{AdminClient, ApiError, NO_BODY};
+use crate::error::Failure;
+use crate::output::{self, Local, Table, parse_time, shorten, text, unambiguous_prefix};
+
+/// Events a `--follow` starts with when no `--limit` is given.
+const FOLLOW_BACKLOG: u32 = 10;
+
+pub(super) async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
+    match args.action {
+        Some(AuditCommand::Export { filter, page_size }) => export(ctx, &filter, page_size).await,
+        Some(AuditCommand::Verify) => verify(ctx).await,
+        None if args.follow => follow(ctx, &args).await,
+        None => list(ctx, &args).await,
+    }
+}
+
+/// The filters as the query string of `GET /admin/v1/audit`.
+pub(crate) fn query(
+    filter: &AuditFilter,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut q = Vec::new();
+    if let Some(user) = &filter.user {
+        q.push(("user_id", user.clone()));
+    }
+    if let Some(session) = &filter.session {
+        q.push(("session_id", session.clone()));
+    }
+    if let Some(kind) = &filter.kind {
+        q.push(("kind", kind.clone()));
+    }
+    if let Some(since) = filter.since {
+        let at = since.resolve(now).to_offset(time::UtcOffset::UTC);
+        q.push(("since", at.format(&Rfc3339)?));
+    }
+    Ok(q)
+}
+
+async fn fetch(client: &AdminClient, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    client
+        .get(&["admin", "v1", "audit"], query)
+        .await
+        .context("audit log")
+}
+
+async fn list(ctx: &Ctx, args: &AuditArgs) -> anyhow::Result<()> {
+    let mut q = query(&args.filter, ctx.now())?;
+    if let Some(limit) = args.limit {
+        q.push(("limit", limit.to_string()));
+    }
+    let body = fetch(ctx.authed()?, &q).await?;
+    let events = array(&body, "events")?;
+    if ctx.json {
+        return output::json(&body);
+    }
+    if events.is_empty() {
+        return output::println("no matching audit events");
+    }
+    output::print(&event_table(events, ctx.local).render())
+}
+
+/// Events as a table, in the order given. Session ids are cut to the
+/// shortest prefix that keeps them apart within the table.
+pub(crate) fn event_table(events: &[Value], local: Local) -> Table {
+    let sessions = events.iter().filter_map(|e| e.get("session_id")?.as_str());
+    let cut = unambiguous_prefix(sessions, 8);
+    let mut table = Table::new([
+        "TIME", "KIND", "USER", "SESSION", "ACTOR", "REASON", "IP", "DETAILS",
+    ]);
+    for e in events {
+        let session = match e.get("session_id").and_then(Value::as_str) {
+            Some(s) => shorten(s, cut),
+            None => "-".to_owned(),
+        };
+        table.row(vec![
+            local.time(e.get("at")),
+            text(e.get("kind")),
+            text(e.get("user_id")),
+            session,
+            text(e.get("actor")),
+            text(e.get("reason")),
+            text(e.get("ip")),
+            text(e.get("details")),
+        ]);
+    }
+    table
+}
+
+/// One event as one line, for streams (no table to align against).
+pub(crate) fn event_line(e: &Value, local: Local) -> String {
+    let mut line = format!("{}  {:<22}", local.time(e.get("at")), text(e.get("kind")));
+    for (key, label) in [
+        ("user_id", "user"),
+        ("session_id", "session"),
+        ("actor", "actor"),
+        ("reason", "reason"),
+        ("ip", "ip"),
+        ("user_agent", "user_agent"),
+        ("details", "details"),
+    ] {
+        let value = text(e.get(key));
+        if value != "-" {
+            line.push_str(&format!("  {label}={value}"));
+        }
+    }
+    line.trim_end().to_owned()
+}
+
+/// Every event matching `base`, newest first, paged with the `before`
+/// cursor (the server's `next_before` when it sends one, else the last
+/// id of a full page). `progress` hears the running count.
+async fn fetch_all(
+    client: &AdminClient,
+    base: &[(&'static str, String)],
+    page_size: u32,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<Vec<Value>> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut q = base.to_vec();
+        q.push(("limit", page_size.to_string()));
+        if let Some(cursor) = &before {
+            q.push(("before", cursor.clone()));
+        }
+        let body = fetch(client, &q).await?;
+        let page = array(&body, "events")?;
+        for e in page {
+            let id = e
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::Unexpected {
+                    reason: "an audit event without an id".to_owned(),
+                })?;
+            if !seen.insert(id.to_owned()) {
+                return Err(ApiError::Unexpected {
+                    reason: "the server sent an event twice while paging; it does not honour the `before` cursor"
+                        .to_owned(),
+                }
+                .into());
+            }
+            all.push(e.clone());
+        }
+        progress(all.len());
+        before = match body.get("next_before") {
+            Some(next) => next.as_str().map(str::to_owned),
+            None if page.len() >= page_size as usize => all
+                .last()
+                .and_then(|e| e.get("id")?.as_str().map(str::to_owned)),
+            None => None,
+        };
+        if before.is_none() || page.is_empty() {
+            return Ok(all);
+        }
+    }
+}
+
+async fn export(ctx: &Ctx, filter: &AuditFilter, page_size: u32) -> anyhow::Result<()> {
+    let client = ctx.authed()?;
+    let base = query(filter, ctx.now())?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("fetching audit events");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let events = fetch_all(client, &base, page_size, |n| {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("fetched {n} audit events"));
+        }
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let events = events?;
+    let mut out = Vec::new();
+    for e in events.iter().rev() {
+        serde_json::to_writer(&mut out, e)?;
+        out.push(b'\n');
+    }
+    output::print(&String::from_utf8_lossy(&out))?;
+    if bar.is_some() {
+        let mut stderr = std::io::stderr().lock();
+        writeln!(stderr, "exported {} audit events", events.len())?;
+    }
+    Ok(())
+}
+
+async fn follow(ctx: &Ctx, args: &AuditArgs) -> anyhow::Result<()> {
+    let client = ctx.authed()?;
+    let filtered = query(&args.filter, ctx.now())?;
+    let mut first = filtered.clone();
+    first.push(("limit", args.limit.unwrap_or(FOLLOW_BACKLOG).to_string()));
+    let body = fetch(client, &first).await?;
+    let backlog = array(&body, "events")?.clone();
+    let mut cursor = Cursor::default();
+    if backlog.is_empty() {
+        // Nothing matches yet: start from the newest event of the whole log,
+        // by the server's clock, so the first poll does not replay history.
+        let newest = fetch(client, &[("limit", "1".to_owned())]).await?;
+        cursor.at = array(&newest, "events")?
+            .first()
+            .and_then(|e| parse_time(e.get("at")));
+    }
+    emit(ctx, &mut cursor, backlog.iter().rev())?;
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        let q = match cursor.at {
+            Some(at) => {
+                let mut q: Vec<_> = filtered
+                    .iter()
+                    .filter(|(k, _)| *k != "since")
+                    .cloned()
+                    .collect();
+                q.push(("since", at.format(&Rfc3339)?));
+                q
+            }
+            None => filtered.clone(),
+        };
+        let events = fetch_all(client, &q, AuditQuery::MAX_LIMIT, |_| {}).await?;
+        emit(ctx, &mut cursor, events.iter().rev())?;
+    }
+}
+
+/// Where a follow has got to: the newest time printed and the ids printed
+/// at that time (the server's `since` includes it, so they come again).
+#[derive(Debug, Default)]
+struct Cursor {
+    at: Option<OffsetDateTime>,
+    ids_at: HashSet<String>,
+}
+
+impl Cursor {
+    /// Whether `e` is new; remembers it.
+    fn admit(&mut self, e: &Value) -> bool {
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let Some(at) = parse_time(e.get("at")) else {
+            return true;
+        };
+        match self.at {
+            Some(cur) if at < cur => false,
+            Some(cur) if at == cur => self.ids_at.insert(id),
+            _ => {
+                self.at = Some(at);
+                self.ids_at.clear();
+                self.ids_at.insert(id);
+                true
+            }
+        }
+    }
+}
+
+fn emit<'a>(
+    ctx: &Ctx,
+    cursor: &mut Cursor,
+    oldest_first: impl Iterator<Item = &'a Value>,
+) -> anyhow::Result<()> {
+    for e in oldest_first {
+        if !cursor.admit(e) {
+            continue;
+        }
+        if ctx.json {
+            output::json_line(e)?;
+        } else {
+            output::println(&event_line(e, ctx.local))?;
+        }
+    }
+    Ok(())
+}
+
+async fn verify(ctx: &Ctx) -> anyhow::Result<()> {
+    let answer = ctx
+        .authed()?
+        .raw(
+            Method::POST,
+            &["admin", "v1", "audit", "verify"],
+            &[],
+            NO_BODY,
+        )
+        .await?;
+    if answer.status == StatusCode::NOT_FOUND || answer.status == StatusCode::METHOD_NOT_ALLOWED {
+        return Err(Failure::Refused(
+            "the configured audit log has no chain to verify (only the PostgreSQL audit log keeps one)".to_owned(),
+        )
+        .into());
+    }
+    if let Some(refusal) = answer.refusal() {
+        return Err(anyhow::Error::new(refusal).context("audit chain"));
+    }
+    let broken = ["valid", "ok", "intact"]
+        .iter()
+        .any(|k| answer.body.get(*k).and_then(Value::as_bool) == Some(false));
+    if ctx.json {
+        output::json(&answer.body)?;
+    } else {
+        let mut table = Table::default();
+        if let Some(fields) = answer.body.as_object() {
+            for (k, v) in fields {
+                table.row(vec![k.replace('_', " "), text(Some(v))]);
+            }
+        }
+        let verdict = if broken {
+            "audit chain BROKEN"
+        } else {
+            "audit chain verified"
+        };
+        output::print(&format!("{verdict}\n{}", table.render()))?;
+    }
+    if broken {
+        return Err(Failure::Refused("the audit chain does not verify".to_owned()).into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::UtcOffset;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::cli::Since;
+
+    const UTC: Local = Local {
+        offset: UtcOffset::UTC,
+    };
+
+    #[test]
+    fn filters_become_the_contract_query_parameters() {
+        let filter = AuditFilter {
+            user: Some("alice".into()),
+            session: Some("s1".into()),
+            kind: Some("session_revoked".into()),
+            since: Some(Since::Ago(time::Duration::hours(1))),
+        };
+        let q = query(&filter, datetime!(2026-01-31 12:00:00 +01:00)).unwrap();
+        assert_eq!(
+            q,
+            [
+                ("user_id", "alice".to_owned()),
+                ("session_id", "s1".to_owned()),
+                ("kind", "session_revoked".to_owned()),
+                ("since", "2026-01-31T10:00:00Z".to_owned()),
+            ]
+        );
+        assert!(
+            query(&AuditFilter::default(), datetime!(2026-01-31 12:00:00 UTC))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn event_tables_shorten_session_ids_only_while_unambiguous() {
+        let ev = |sid: &str| json!({"at": "2026-01-31T12:00:00Z", "kind": "session_created", "session_id": sid, "actor": "user", "details": {}});
+        let text = event_table(
+            &[ev("AAAAAAAAxxxxxxxxxxxxxx"), ev("AAAAAAAAyyyyyyyyyyyyyy")],
+            UTC,
+        )
+        .render();
+        assert!(text.contains("AAAAAAAAx…"), "{text}");
+        assert!(text.contains("AAAAAAAAy…"), "{text}");
+        let text = event_table(
+            &[ev("AAAAAAAAAAAAAAAAAAAAAx"), ev("AAAAAAAAAAAAAAAAAAAAAy")],
+            UTC,
+        )
+        .render();
+        assert!(text.contains("AAAAAAAAAAAAAAAAAAAAAx"), "{text}");
+    }
+
+    #[test]
+    fn stream_lines_leave_out_empty_fields() {
+        let e = json!({"at": "2026-01-31T12:00:00Z", "kind": "key_rotated", "actor": "admin",
+                       "user_id": null, "details": {"kid": "k2"}});
+        assert_eq!(
+            event_line(&e, UTC),
+            r#"2026-01-31 12:00:00 +00:00  key_rotated             actor=admin  details={"kid":"k2"}"#
+        );
+    }
+
+    #[test]
+    fn a_follow_prints_each_event_once_even_when_since_repeats_it() {
+        let mut c = Cursor::default();
+        let a = json!({"id": "a", "at": "2026-01-31T12:00:00Z"});
+        let b = json!({"id": "b", "at": "2026-01-31T12:00:00Z"});
+        let older = json!({"id": "o", "at": "2026-01-31T11:00:00Z"});
+        let later = json!({"id": "l", "at": "2026-01-31T12:00:01Z"});
+        assert!(c.admit(&a));
+        assert!(c.admit(&b));
+        assert!(!c.admit(&a));
+        assert!(!c.admit(&older));
+        assert!(c.admit(&later));
+        assert!(!c.admit(&b));
+    }
+}

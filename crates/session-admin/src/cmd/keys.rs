@@ -1,0 +1,144 @@
+//! `keys list|rotate`.
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::Ctx;
+use crate::cli::KeysCommand;
+use crate::client::{AdminClient, ApiError, NO_BODY};
+use crate::output::{self, Local, Table, age, parse_time, text};
+
+pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::List => {
+            let body = get_keys(ctx.authed()?).await?;
+            if ctx.json {
+                return output::json(&body);
+            }
+            let keys = key_list(&body)?;
+            if keys.is_empty() {
+                return output::println("the server has no signing keys");
+            }
+            output::print(&key_table(keys, ctx.local, ctx.now()).render())
+        }
+        KeysCommand::Rotate => {
+            let answer = ctx
+                .authed()?
+                .call(
+                    Method::POST,
+                    &["admin", "v1", "keys", "rotate"],
+                    &[],
+                    NO_BODY,
+                )
+                .await
+                .context("key rotation")?;
+            if ctx.json {
+                let doc = match answer.body {
+                    Value::Null => json!({ "rotated": true }),
+                    body => body,
+                };
+                return output::json(&doc);
+            }
+            // The new key, wherever the server put it.
+            let key = answer.body.get("key").unwrap_or(&answer.body);
+            let line = match key.get("kid").and_then(Value::as_str) {
+                Some(kid) => format!(
+                    "started signing key {kid} ({}); the previous key is retired and verifies until its tokens expire",
+                    text(key.get("alg"))
+                ),
+                None => "started a new signing key; the previous key is retired and verifies until its tokens expire"
+                    .to_owned(),
+            };
+            output::println(&line)
+        }
+    }
+}
+
+/// `GET /admin/v1/keys`.
+pub(super) async fn get_keys(client: &AdminClient) -> anyhow::Result<Value> {
+    client
+        .get(&["admin", "v1", "keys"], &[])
+        .await
+        .context("signing keys")
+}
+
+/// The keys in an answer: `{"keys": [...]}` (or a bare list).
+pub(super) fn key_list(body: &Value) -> Result<&Vec<Value>, ApiError> {
+    body.get("keys")
+        .unwrap_or(body)
+        .as_array()
+        .ok_or_else(|| ApiError::Unexpected {
+            reason: "the answer has no \"keys\" list".to_owned(),
+        })
+}
+
+/// The keys as a table with each one's age at `now`.
+pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Table {
+    let mut table = Table::new([
+        "KID",
+        "ALG",
+        "STATE",
+        "CREATED",
+        "AGE",
+        "RETIRED",
+        "KEPT UNTIL",
+    ]);
+    for k in keys {
+        table.row(vec![
+            text(k.get("kid")),
+            text(k.get("alg")),
+            text(k.get("state")),
+            local.time(k.get("created_at")),
+            parse_time(k.get("created_at")).map_or_else(|| "-".to_owned(), |t| age(now - t)),
+            local.time(k.get("retired_at")),
+            local.time(k.get("expires_at")),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use time::UtcOffset;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn key_tables_show_each_keys_age() {
+        let keys = json!({"keys": [
+            {"kid": "k2", "alg": "EdDSA", "state": "active", "created_at": "2026-01-30T12:00:00Z",
+             "retired_at": null, "expires_at": null},
+            {"kid": "k1", "alg": "EdDSA", "state": "retired", "created_at": "2026-01-01T00:00:00Z",
+             "retired_at": "2026-01-30T12:00:00Z", "expires_at": "2026-01-30T12:15:00Z"}
+        ]});
+        let local = Local {
+            offset: UtcOffset::UTC,
+        };
+        let rendered = key_table(
+            key_list(&keys).unwrap(),
+            local,
+            datetime!(2026-01-31 15:30:00 UTC),
+        )
+        .render();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[1].starts_with("k2   EdDSA  active   2026-01-30 12:00:00 +00:00  1d 3h"),
+            "{rendered}"
+        );
+        assert!(lines[2].contains("30d 15h"), "{rendered}");
+        assert!(
+            lines[2].ends_with("2026-01-30 12:15:00 +00:00"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn a_key_answer_without_a_list_is_unexpected() {
+        assert!(key_list(&json!({"nope": 1})).is_err());
+        assert_eq!(key_list(&json!([])).unwrap().len(), 0);
+    }
+}

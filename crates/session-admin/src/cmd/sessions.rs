@@ -1,0 +1,234 @@
+//! `sessions list|show|revoke`.
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Ctx, array};
+use crate::cli::{RevokeArgs, SessionsCommand};
+use crate::client::NO_BODY;
+use crate::error::Failure;
+use crate::output::{self, Local, Table, text};
+
+pub(super) async fn run(ctx: &Ctx, command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::List { user } => list(ctx, &user).await,
+        SessionsCommand::Show { id } => show(ctx, &id).await,
+        SessionsCommand::Revoke(args) => match (&args.id, &args.user) {
+            (Some(id), _) => revoke_one(ctx, id, args.reason.as_deref()).await,
+            (None, Some(user)) => revoke_user(ctx, user, &args).await,
+            (None, None) => Err(Failure::Usage("give a session id or --user".to_owned()).into()),
+        },
+    }
+}
+
+async fn list(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
+    let body = ctx
+        .authed()?
+        .get(&["admin", "v1", "users", user, "sessions"], &[])
+        .await
+        .with_context(|| format!("sessions of user {user:?}"))?;
+    let sessions = array(&body, "sessions")?;
+    if ctx.json {
+        return output::json(&body);
+    }
+    if sessions.is_empty() {
+        return output::println(&format!("user {user:?} has no active sessions"));
+    }
+    output::print(&session_table(sessions, ctx.local).render())
+}
+
+/// The sessions as a table. Session ids stay whole: they are what an
+/// operator copies into `sessions revoke`.
+pub(crate) fn session_table(sessions: &[Value], local: Local) -> Table {
+    let mut table = Table::new([
+        "SESSION",
+        "CREATED",
+        "LAST SEEN",
+        "EXPIRES",
+        "IP",
+        "USER AGENT",
+    ]);
+    for s in sessions {
+        table.row(vec![
+            text(s.get("session_id")),
+            local.time(s.get("created_at")),
+            local.time(s.get("last_seen_at")),
+            local.time(s.get("expires_at")),
+            text(s.get("ip")),
+            text(s.get("user_agent")),
+        ]);
+    }
+    table
+}
+
+async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let body = ctx
+        .authed()?
+        .get(&["admin", "v1", "sessions", id], &[])
+        .await
+        .with_context(|| format!("session {id}"))?;
+    if ctx.json {
+        return output::json(&body);
+    }
+    output::print(&session_details(&body, ctx.local))
+}
+
+/// One session as `field  value` lines: the contract's fields first, then
+/// whatever else the server sent.
+pub(crate) fn session_details(session: &Value, local: Local) -> String {
+    const KNOWN: [(&str, &str); 9] = [
+        ("session_id", "session"),
+        ("user_id", "user"),
+        ("created_at", "created"),
+        ("last_seen_at", "last seen"),
+        ("expires_at", "expires"),
+        ("ip", "ip"),
+        ("user_agent", "user agent"),
+        ("current", "current"),
+        ("metadata", "metadata"),
+    ];
+    let mut table = Table::default();
+    let fields = session.as_object().cloned().unwrap_or_default();
+    let show = |key: &str, value: Option<&Value>| {
+        if key.ends_with("_at") {
+            local.time(value)
+        } else {
+            text(value)
+        }
+    };
+    for (key, label) in KNOWN {
+        if let Some(value) = fields.get(key) {
+            table.row(vec![label.to_owned(), show(key, Some(value))]);
+        }
+    }
+    for (key, value) in &fields {
+        if !KNOWN.iter().any(|(k, _)| k == key) {
+            table.row(vec![key.replace('_', " "), show(key, Some(value))]);
+        }
+    }
+    table.render()
+}
+
+async fn revoke_one(ctx: &Ctx, id: &str, reason: Option<&str>) -> anyhow::Result<()> {
+    let query: Vec<(&str, String)> = reason
+        .map(|r| ("reason", r.to_owned()))
+        .into_iter()
+        .collect();
+    ctx.authed()?
+        .call(
+            Method::DELETE,
+            &["admin", "v1", "sessions", id],
+            &query,
+            NO_BODY,
+        )
+        .await
+        .with_context(|| format!("session {id}"))?;
+    if ctx.json {
+        return output::json(&json!({ "session_id": id, "revoked": true }));
+    }
+    output::println(&format!("revoked session {id}"))
+}
+
+async fn revoke_user(ctx: &Ctx, user: &str, args: &RevokeArgs) -> anyhow::Result<()> {
+    let client = ctx.authed()?;
+    if !args.yes {
+        // Refuse before any request when nobody can answer the question.
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(Failure::Usage(format!(
+                "refusing to revoke every session of user {user:?} without --yes: stdin is not a terminal"
+            ))
+            .into());
+        }
+        let body = client
+            .get(&["admin", "v1", "users", user, "sessions"], &[])
+            .await
+            .with_context(|| format!("sessions of user {user:?}"))?;
+        let n = array(&body, "sessions")?.len();
+        let question = format!(
+            "Revoke all {n} active session{} of user {user:?}?",
+            if n == 1 { "" } else { "s" }
+        );
+        if !crate::prompt::confirm(&question)? {
+            return Err(Failure::Usage("not confirmed; nothing was revoked".to_owned()).into());
+        }
+    }
+    let query: Vec<(&str, String)> = args.reason.iter().map(|r| ("reason", r.clone())).collect();
+    let answer = client
+        .call(
+            Method::DELETE,
+            &["admin", "v1", "users", user, "sessions"],
+            &query,
+            NO_BODY,
+        )
+        .await
+        .with_context(|| format!("sessions of user {user:?}"))?;
+    if ctx.json {
+        return output::json(&answer.body);
+    }
+    let n = answer
+        .body
+        .get("revoked")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    output::println(&format!(
+        "revoked {n} session{} of user {user:?}",
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::UtcOffset;
+
+    use super::*;
+
+    const UTC: Local = Local {
+        offset: UtcOffset::UTC,
+    };
+
+    #[test]
+    fn session_tables_show_whole_ids_and_local_times() {
+        let sessions = [json!({
+            "session_id": "Zk3bq2aH0Jz6Yx1wPq9LmA",
+            "created_at": "2026-01-31T12:00:00Z",
+            "last_seen_at": "2026-01-31T12:05:00Z",
+            "expires_at": null,
+            "ip": "203.0.113.9",
+            "user_agent": "curl/8",
+            "current": false
+        })];
+        let rendered = session_table(&sessions, UTC).render();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(
+            lines[0].starts_with("SESSION                 CREATED"),
+            "{rendered}"
+        );
+        assert!(
+            lines[1].starts_with("Zk3bq2aH0Jz6Yx1wPq9LmA  2026-01-31 12:00:00 +00:00"),
+            "{rendered}"
+        );
+        assert!(lines[1].ends_with("203.0.113.9  curl/8"), "{rendered}");
+    }
+
+    #[test]
+    fn session_details_put_the_contract_fields_first() {
+        let s = json!({
+            "zeta": 1,
+            "user_id": "alice",
+            "session_id": "s1",
+            "revoked_at": "2026-01-31T12:00:00Z",
+            "metadata": {"device": "phone"}
+        });
+        let text = session_details(&s, UTC);
+        let keys: Vec<&str> = text
+            .lines()
+            .map(|l| l.split("  ").next().unwrap())
+            .collect();
+        assert_eq!(keys, ["session", "user", "metadata", "revoked at", "zeta"]);
+        assert!(
+            text.contains("revoked at  2026-01-31 12:00:00 +00:00"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary of session-core.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
+
+mod keys;
+mod memory;
+mod rotation_props;

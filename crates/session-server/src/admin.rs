@@ -1,0 +1,512 @@
+//! The admin listener: trusted backends and operators, behind the admin
+//! bearer token (every route but `/healthz`).
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use session_core::audit::AuditEvent;
+use session_core::keys::KeyInfo;
+use session_core::{
+    Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId, TokenDigest,
+};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::extract::{Client, StrictJson, bearer};
+use crate::public::{issued_response, no_store};
+use crate::state::{AppState, save_keys};
+
+/// The admin router (state applied by the caller).
+pub fn router(state: AppState) -> Router<AppState> {
+    let protected = Router::new()
+        .route("/admin/v1/sessions", post(create_session))
+        .route("/admin/v1/introspect", post(introspect))
+        .route(
+            "/admin/v1/sessions/{id}",
+            get(get_session).delete(revoke_session),
+        )
+        .route(
+            "/admin/v1/users/{user_id}/sessions",
+            get(list_user_sessions).delete(revoke_user_sessions),
+        )
+        .route("/admin/v1/users", post(create_user))
+        .route(
+            "/admin/v1/users/{username}",
+            axum::routing::delete(delete_user),
+        )
+        .route("/admin/v1/users/{username}/password", post(set_password))
+        .route("/admin/v1/audit", get(audit))
+        .route("/admin/v1/keys", get(list_keys))
+        .route("/admin/v1/keys/rotate", post(rotate_keys))
+        .route("/admin/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(crate::public::readyz))
+        .layer(axum::middleware::from_fn_with_state(state, require_admin));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .merge(protected)
+}
+
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match bearer(req.headers()) {
+        Some(t) if state.is_admin_token(t) => next.run(req).await,
+        _ => {
+            let mut res = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin bearer token is required",
+            )
+            .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            res
+        }
+    }
+}
+
+/// `POST /admin/v1/sessions`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// The user the backend authenticated.
+    pub user_id: String,
+    /// Free-form JSON object kept with the session.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// The end user's IP, as the backend saw it.
+    pub ip: Option<String>,
+    /// The end user's user agent.
+    pub user_agent: Option<String>,
+}
+
+fn valid_user_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "user_id must be 1 to 256 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    Client(caller): Client,
+    StrictJson(req): StrictJson<CreateSessionRequest>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .create_ip
+        .check(caller.ip.as_deref().unwrap_or("-"))?;
+    valid_user_id(&req.user_id)?;
+    state.limits.create_user.check(&req.user_id)?;
+    if let Some(m) = &req.metadata {
+        if !m.is_object() {
+            return Err(ApiError::unprocessable("metadata must be a JSON object"));
+        }
+        if serde_json::to_vec(m).map_or(true, |v| v.len() > 8192) {
+            return Err(ApiError::unprocessable("metadata over 8 KiB"));
+        }
+    }
+    if let Some(ip) = &req.ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(ApiError::unprocessable(
+                "ip must be an IPv4 or IPv6 address",
+            ));
+        }
+    }
+    if req.user_agent.as_ref().is_some_and(|ua| ua.len() > 512) {
+        return Err(ApiError::unprocessable("user_agent over 512 bytes"));
+    }
+    let client = ClientInfo {
+        ip: req.ip,
+        user_agent: req.user_agent,
+    };
+    let issued = state
+        .service
+        .open_session(&req.user_id, req.metadata, &client, Actor::Admin)
+        .await?;
+    metrics::counter!("session_sessions_created_total", "via" => "admin").increment(1);
+    Ok(issued_response(&state, &issued, true, StatusCode::CREATED))
+}
+
+/// `POST /admin/v1/introspect`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    /// An access or refresh token.
+    pub token: String,
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<IntrospectRequest>,
+) -> Result<Response, ApiError> {
+    let inactive = || {
+        let mut res = Json(serde_json::json!({ "active": false })).into_response();
+        no_store(&mut res);
+        res
+    };
+    let now = state.service.now();
+    if let Some(sid) = state.service.refresh_token_session(&req.token) {
+        let digest = TokenDigest::of(&req.token);
+        let Some(session) = state.service.get_active(&sid).await? else {
+            return Ok(inactive());
+        };
+        if session.refresh.current != digest {
+            return Ok(inactive());
+        }
+        let mut res = Json(serde_json::json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": session.user_id,
+            "sid": session.id.to_string(),
+            "exp": session.expires_at().unix_timestamp(),
+            "iat": session.last_seen_at.unix_timestamp(),
+        }))
+        .into_response();
+        no_store(&mut res);
+        return Ok(res);
+    }
+    let Ok(claims) = state.service.verify_access(&req.token) else {
+        return Ok(inactive());
+    };
+    let Ok(sid) = claims.sid.parse::<SessionId>() else {
+        return Ok(inactive());
+    };
+    let active = state
+        .service
+        .get_active(&sid)
+        .await?
+        .is_some_and(|s| s.user_id == claims.sub && claims.exp > now.unix_timestamp());
+    if !active {
+        return Ok(inactive());
+    }
+    let mut res = Json(serde_json::json!({
+        "active": true,
+        "token_type": "access_token",
+        "iss": claims.iss,
+        "aud": claims.aud,
+        "sub": claims.sub,
+        "sid": claims.sid,
+        "iat": claims.iat,
+        "exp": claims.exp,
+        "jti": claims.jti,
+    }))
+    .into_response();
+    no_store(&mut res);
+    Ok(res)
+}
+
+/// One session as operators see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AdminSessionView {
+    /// Session id.
+    pub session_id: String,
+    /// User id.
+    pub user_id: String,
+    /// Login time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Last login or refresh.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: OffsetDateTime,
+    /// The earlier of the idle and absolute deadlines.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Idle deadline.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub idle_expires_at: OffsetDateTime,
+    /// Absolute deadline.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub absolute_expires_at: OffsetDateTime,
+    /// Client IP.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Metadata.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Alive now.
+    pub active: bool,
+    /// When revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why revoked.
+    pub revoked_reason: Option<&'static str>,
+    /// Refresh-token generation.
+    pub refresh_generation: u64,
+}
+
+impl AdminSessionView {
+    fn new(s: &Session, now: OffsetDateTime) -> Self {
+        Self {
+            session_id: s.id.to_string(),
+            user_id: s.user_id.clone(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at(),
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+            metadata: s.metadata.clone(),
+            active: s.is_active(now),
+            revoked_at: s.revoked.map(|r| r.at),
+            revoked_reason: s.revoked.map(|r| r.reason.as_str()),
+            refresh_generation: s.refresh.generation,
+        }
+    }
+}
+
+fn parse_sid(id: &str) -> Result<SessionId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found("no such session"))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let sid = parse_sid(&id)?;
+    let now = state.service.now();
+    let session = state
+        .service
+        .get(&sid)
+        .await?
+        .filter(|s| !s.is_expired(now))
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    Ok(Json(AdminSessionView::new(&session, now)).into_response())
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let sid = parse_sid(&id)?;
+    state
+        .service
+        .revoke(&sid, RevokeReason::Admin, Actor::Admin, &client)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such active session"))?;
+    metrics::counter!("session_revocations_total", "reason" => "admin").increment(1);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_user_sessions(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    valid_user_id(&user_id)?;
+    let now = state.service.now();
+    let sessions = state.service.list(&user_id).await?;
+    let views: Vec<_> = sessions
+        .iter()
+        .map(|s| AdminSessionView::new(s, now))
+        .collect();
+    Ok(Json(serde_json::json!({ "sessions": views })).into_response())
+}
+
+async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Path(user_id): Path<String>,
+) -> Result<Response, ApiError> {
+    valid_user_id(&user_id)?;
+    let n = state
+        .service
+        .revoke_user(&user_id, RevokeReason::RevokeAll, Actor::Admin, &client)
+        .await?;
+    metrics::counter!("session_revocations_total", "reason" => "revoke_all").increment(n as u64);
+    Ok(Json(serde_json::json!({ "revoked": n })).into_response())
+}
+
+/// `POST /admin/v1/users`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// Login name (also the user id).
+    pub username: String,
+    /// Password (8 to 1024 bytes).
+    pub password: String,
+}
+
+/// `POST /admin/v1/users/{username}/password`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    /// The new password.
+    pub password: String,
+}
+
+fn valid_password(p: &str) -> Result<(), ApiError> {
+    if p.len() < 8 || p.len() > 1024 {
+        return Err(ApiError::unprocessable("password must be 8 to 1024 bytes"));
+    }
+    Ok(())
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CreateUserRequest>,
+) -> Result<Response, ApiError> {
+    valid_user_id(&req.username)?;
+    valid_password(&req.password)?;
+    state
+        .service
+        .create_user(&req.username, &req.password)
+        .await
+        .map_err(|e| match e {
+            session_core::service::ServiceError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "user_exists",
+                "a user with this name exists",
+            ),
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "username": req.username, "user_id": req.username })),
+    )
+        .into_response())
+}
+
+async fn delete_user(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Path(username): Path<String>,
+) -> Result<Response, ApiError> {
+    if !state.service.delete_user(&username, &client).await? {
+        return Err(ApiError::not_found("no such user"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_password(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Path(username): Path<String>,
+    StrictJson(req): StrictJson<PasswordRequest>,
+) -> Result<Response, ApiError> {
+    valid_password(&req.password)?;
+    let n = state
+        .service
+        .set_password(&username, &req.password, &client)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    metrics::counter!("session_revocations_total", "reason" => "password_changed")
+        .increment(n as u64);
+    Ok(Json(serde_json::json!({ "revoked": n })).into_response())
+}
+
+/// `GET /admin/v1/audit` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only this user's events.
+    pub user_id: Option<String>,
+    /// Only this session's events.
+    pub session_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only events at or after this RFC 3339 instant.
+    pub since: Option<String>,
+    /// Page size (1 to 1000; default 100).
+    pub limit: Option<String>,
+    /// Keyset cursor: only events older than this event id.
+    pub before: Option<String>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) =
+        query.map_err(|_| ApiError::invalid_request("unknown or repeated query parameter"))?;
+    let empty = |o: Option<String>| o.filter(|s| !s.is_empty());
+    let kind = empty(p.kind)
+        .map(|k| k.parse::<AuditKind>())
+        .transpose()
+        .map_err(ApiError::unprocessable)?;
+    let since = empty(p.since)
+        .map(|s| OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339))
+        .transpose()
+        .map_err(|_| ApiError::unprocessable("since must be an RFC 3339 time"))?;
+    let limit = match empty(p.limit) {
+        None => 0,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=AuditQuery::MAX_LIMIT).contains(&n) => n,
+            _ => return Err(ApiError::unprocessable("limit must be 1 to 1000")),
+        },
+    };
+    let before = empty(p.before)
+        .map(|b| b.parse::<uuid::Uuid>())
+        .transpose()
+        .map_err(|_| ApiError::unprocessable("before must be an event id"))?;
+    let q = AuditQuery {
+        user_id: empty(p.user_id),
+        session_id: empty(p.session_id),
+        kind,
+        since,
+        before,
+        limit,
+    };
+    let events: Vec<AuditEvent> = state.service.audit(&q).await?;
+    let next = (events.len() == usize::try_from(q.effective_limit()).unwrap_or(usize::MAX))
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(Json(serde_json::json!({ "events": events, "next_before": next })).into_response())
+}
+
+async fn list_keys(State(state): State<AppState>) -> Response {
+    let keys: Vec<KeyInfo> = state.service.keys().keys(state.service.now());
+    Json(serde_json::json!({ "keys": keys })).into_response()
+}
+
+async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let info = state.service.rotate_keys().await?;
+    if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
+        tracing::error!(error = %e, "rotated key could not be saved; it will be lost on restart");
+        return Err(ApiError::internal());
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "key": info })),
+    )
+        .into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(backlog) = &state.info.audit_backlog {
+        metrics::gauge!("session_audit_backlog").set(backlog() as f64);
+    }
+    let body = state.metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let _ = headers;
+    Json(crate::openapi::document()).into_response()
+}

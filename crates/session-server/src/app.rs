@@ -1,0 +1,161 @@
+//! Both routers with their layers, and serving them until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration as StdDuration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::state::{AppState, StartupError};
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed on this route",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// Security headers on every response, and one log line per request with
+/// method, route template, status and latency (never a header value).
+async fn observe(State(listener): State<&'static str>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    let session_id = res.extensions().get::<LoggedSession>().map(|s| s.0.clone());
+    tracing::info!(
+        listener,
+        method = %method,
+        route = %route,
+        status,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        session_id = session_id.as_deref().unwrap_or("-"),
+        "request"
+    );
+    metrics::counter!("session_http_requests_total", "listener" => listener, "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("session_http_request_duration_seconds", "listener" => listener, "route" => route).record(elapsed.as_secs_f64());
+    res
+}
+
+/// A session id a handler wants in the request's log line.
+#[derive(Debug, Clone)]
+pub struct LoggedSession(pub String);
+
+fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(listener, observe))
+        .layer(CatchPanicLayer::custom(panic_response))
+}
+
+/// The public listener's app.
+pub fn public_app(state: AppState) -> Router {
+    finish(crate::public::router(), state, "public")
+}
+
+/// The admin listener's app.
+pub fn admin_app(state: AppState) -> Router {
+    finish(crate::admin::router(state.clone()), state, "admin")
+}
+
+/// Serves both listeners until `shutdown` resolves, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    state: AppState,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let public_addr = public
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let admin_addr = admin
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let p = axum::serve(
+        public,
+        public_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait(rx.clone()));
+    let a = axum::serve(
+        admin,
+        admin_app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait(rx));
+    let (pr, ar) = tokio::join!(p, a);
+    housekeeping.abort();
+    pr.map_err(|source| StartupError::Listen {
+        addr: public_addr,
+        source,
+    })?;
+    ar.map_err(|source| StartupError::Listen {
+        addr: admin_addr,
+        source,
+    })?;
+    Ok(())
+}
+
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(StdDuration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.limits.shrink();
+        let now = state.service.now();
+        match state.service.sessions().purge_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "purge of expired sessions failed"),
+        }
+        if state.service.keys().prune(now) > 0 {
+            if let Err(e) = crate::state::save_keys(&state.keys_path, state.service.keys()) {
+                tracing::warn!(error = %e, "pruned key ring could not be saved");
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The contract's error shape: `{"error": "<code>", "message": "<text>"}`.
+//! Internal causes are logged with their chain, never returned.
+
+use std::time::Duration as StdDuration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use session_core::StoreError;
+use session_core::service::ServiceError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<StdDuration>,
+    www_authenticate: bool,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with a status, a fixed code and a message for humans.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            www_authenticate: false,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
+    pub fn invalid_token() -> Self {
+        Self {
+            www_authenticate: true,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is missing, invalid, expired or revoked",
+            )
+        }
+    }
+
+    /// 403 `csrf_failed`.
+    pub fn csrf_failed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "csrf_failed", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 422 `invalid_field`.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+    }
+
+    /// 429 `rate_limited` with `Retry-After`.
+    pub fn rate_limited(wait: StdDuration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later",
+            )
+        }
+    }
+
+    /// 503 `store_unavailable`.
+    pub fn store_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the session store cannot be reached; try again shortly",
+        )
+    }
+
+    /// 500 `internal_error` (the cause is logged, not returned).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+fn log_chain(what: &str, e: &(dyn std::error::Error + 'static)) {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::error!(error = %chain, "{what}");
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        log_chain("store error", &e);
+        metrics::counter!("session_store_errors_total", "kind" => store_error_kind(&e))
+            .increment(1);
+        match e {
+            StoreError::Unavailable(_) | StoreError::Contention => Self::store_unavailable(),
+            StoreError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
+            StoreError::Corrupt(_) | StoreError::Backend(_) => Self::store_unavailable(),
+        }
+    }
+}
+
+fn store_error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Conflict => "conflict",
+        StoreError::Contention => "contention",
+        StoreError::Corrupt(_) => "corrupt",
+        StoreError::Backend(_) => "backend",
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "unknown user or wrong password",
+            ),
+            ServiceError::InvalidRefreshToken => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "the refresh token is missing, invalid or expired",
+            ),
+            ServiceError::RefreshTokenReused => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "this refresh token was already used; the session has been revoked",
+            ),
+            ServiceError::SessionRevoked => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "the session has been revoked",
+            ),
+            ServiceError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Key(e) => {
+                log_chain("signing failed", &e);
+                Self::internal()
+            }
+            ServiceError::Password(e) => {
+                log_chain("password hashing failed", &e);
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(Body {
+                error: self.code,
+                message: &self.message,
+            }),
+        )
+            .into_response();
+        let headers = res.headers_mut();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.www_authenticate {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        res
+    }
+}

@@ -1,0 +1,361 @@
+//! Reading requests: strict JSON bodies, the client's address, tokens from
+//! the only places they may come from (the `Authorization` header, the JSON
+//! body, the contract's cookies — never a query string).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use ipnet::IpNet;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use session_core::ClientInfo;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Name of the access-token cookie.
+pub const ACCESS_COOKIE: &str = "__Host-session";
+/// Name of the refresh-token cookie.
+pub const REFRESH_COOKIE: &str = "__Secure-refresh";
+/// Deepest JSON nesting accepted.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest header value read for tokens.
+pub const MAX_TOKEN_HEADER: usize = 8192;
+/// Longest user agent kept; longer ones are cut (on a char boundary).
+pub const MAX_USER_AGENT: usize = 512;
+
+/// A JSON body: `application/json`, within the body limit, at most
+/// [`MAX_JSON_DEPTH`] deep, no duplicate keys anywhere, then typed.
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.settings.body_limit;
+        let (parts, body) = req.into_parts();
+        read_json(&parts.headers, body, limit).await.map(StrictJson)
+    }
+}
+
+/// Reads a JSON body: content type, size limit, strict parse.
+pub async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ));
+    }
+    let bytes = read_body(body, limit).await?;
+    parse_strict(&bytes)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes"),
+        )
+    })
+}
+
+/// Parses JSON refusing duplicate keys and deep nesting, then types it.
+/// Shape errors (wrong field types, missing fields) are 422; syntax is 400.
+pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(Checker { depth: 0 })
+        .and_then(|()| de.end())
+        .map_err(|e| ApiError::invalid_request(format!("malformed JSON: {}", short(&e))))?;
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::unprocessable(format!("invalid request body: {}", short(&e)))
+        } else {
+            ApiError::invalid_request(format!("malformed JSON: {}", short(&e)))
+        }
+    })
+}
+
+// serde_json's messages quote at most a field name or a type, never a
+// value, so they are safe to return; cut them to one short line anyway.
+fn short(e: &serde_json::Error) -> String {
+    let mut s = e.to_string();
+    s.truncate(160);
+    s
+}
+
+struct Checker {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Checker {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checker {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_JSON_DEPTH {
+            return Err(serde::de::Error::custom("nested too deeply"));
+        }
+        while seq.next_element_seed(Checker { depth })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_JSON_DEPTH {
+            return Err(serde::de::Error::custom("nested too deeply"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(Checker { depth })?;
+        }
+        Ok(())
+    }
+}
+
+/// The client as the server sees it: address (after trusted proxies) and
+/// user agent.
+#[derive(Debug, Clone)]
+pub struct Client(pub ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip = peer.map(|p| client_ip(p, &parts.headers, &state.settings.trusted_proxies));
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| {
+                let mut ua = ua.to_owned();
+                if ua.len() > MAX_USER_AGENT {
+                    let mut cut = MAX_USER_AGENT;
+                    while !ua.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    ua.truncate(cut);
+                }
+                ua
+            });
+        Ok(Self(ClientInfo {
+            ip: ip.map(|ip| ip.to_string()),
+            user_agent,
+        }))
+    }
+}
+
+/// The TCP peer, or — when the peer is a trusted proxy — the right-most
+/// `X-Forwarded-For` address that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else { return peer };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// The value of the cookie `name`, by exact name only.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && v.len() <= MAX_TOKEN_HEADER)
+}
+
+/// The bearer token of the `Authorization` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if v.len() > MAX_TOKEN_HEADER {
+        return None;
+    }
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the client asked for bearer transport.
+pub fn wants_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-session-transport")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("bearer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Login {
+        #[allow(dead_code)]
+        username: String,
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(parse_strict::<Login>(br#"{"username":"a"}"#).is_ok());
+        assert_eq!(
+            parse_strict::<Login>(br#"{"username":"a","username":"b"}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+        assert!(parse_strict::<serde_json::Value>(br#"{"a":{"b":1,"b":2}}"#).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(
+            parse_strict::<serde_json::Value>(deep.as_bytes())
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+        let ok = format!("{}{}", "[".repeat(10), "]".repeat(10));
+        assert!(parse_strict::<serde_json::Value>(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn wrong_shapes_are_unprocessable_and_syntax_errors_are_bad_requests() {
+        assert_eq!(
+            parse_strict::<Login>(br#"{"username":5}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_field"
+        );
+        assert_eq!(
+            parse_strict::<Login>(b"{nope").unwrap_err().code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            parse_strict::<Login>(b"{} trailing").unwrap_err().code(),
+            "invalid_request"
+        );
+    }
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        let h = xff("198.51.100.7, 10.2.2.2");
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        assert_eq!(client_ip(peer, &xff("garbage"), &trusted), peer);
+        // The right-most untrusted entry wins, not a spoofed left-most one.
+        let h = xff("1.1.1.1, 198.51.100.7");
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_the_exact_cookie_name_counts() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "session=a; __Host-sessionX=b; __Host-session=c"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE), Some("c"));
+        assert_eq!(cookie(&h, REFRESH_COOKIE), None);
+    }
+
+    #[test]
+    fn bearer_tokens_come_from_the_authorization_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

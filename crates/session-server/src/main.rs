@@ -1,0 +1,114 @@
+//! `session-server`: a thin binary over the `session_server` library.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Arg, ArgAction, Command};
+use session_core::SystemClock;
+use session_server::config::{LogFormat, RawSettings, SETTINGS, default_config_toml};
+use session_server::{AppState, serve};
+use tokio::net::TcpListener;
+
+fn cli() -> Command {
+    let mut cmd = Command::new("session-server")
+        .about(
+            "Session security service: signed access tokens, rotating refresh tokens, revocation.",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand(
+            Command::new("print-default-config")
+                .about("Print a commented TOML file with every default"),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .help("TOML configuration file (keys: the setting names below, lower case)"),
+        );
+    for s in SETTINGS {
+        let long: &'static str = Box::leak(s.name.replace('_', "-").into_boxed_str());
+        let help: &'static str = Box::leak(
+            format!("{} [env: SESSION_{}]", s.help, s.name.to_uppercase()).into_boxed_str(),
+        );
+        cmd = cmd.arg(
+            Arg::new(s.name)
+                .long(long)
+                .value_name("VALUE")
+                .help(help)
+                .action(ArgAction::Set),
+        );
+    }
+    cmd
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let matches = cli().get_matches();
+    if matches.subcommand_matches("print-default-config").is_some() {
+        print!("{}", default_config_toml());
+        return Ok(());
+    }
+    let mut raw = RawSettings::defaults();
+    if let Some(path) = matches.get_one::<String>("config") {
+        raw.merge_toml_file(std::path::Path::new(path))?;
+    }
+    raw.merge_env(std::env::vars());
+    for s in SETTINGS {
+        if let Some(v) = matches.get_one::<String>(s.name) {
+            raw.set(s.name, v.clone())?;
+        }
+    }
+    let settings = raw.parse()?;
+    init_logging(settings.log_format);
+    tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
+
+    let backends = session_server::compose::open_backends(&settings).await?;
+    let public = TcpListener::bind(settings.public_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.public_addr))?;
+    let admin = TcpListener::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.admin_addr))?;
+    let state = AppState::build(settings, backends, Arc::new(SystemClock))?;
+    tracing::info!(
+        public = %public.local_addr()?, admin = %admin.local_addr()?,
+        "listening"
+    );
+    serve(state, public, admin, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down; finishing in-flight requests");
+}

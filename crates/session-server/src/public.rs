@@ -1,0 +1,563 @@
+//! The public listener: login, refresh, logout, who-am-I, devices,
+//! forward-auth, JWKS, health.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use session_core::service::{Issued, ServiceError};
+use session_core::{Actor, RevokeReason, Session, SessionId, TokenDigest};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::extract::{
+    ACCESS_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer,
+};
+use crate::state::AppState;
+use crate::validate::{AuthError, Authenticated};
+
+/// The public router (state applied by the caller).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/verify", get(verify))
+        .route("/v1/session", get(whoami))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{session_id}", delete(revoke_own))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// Login request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Built-in user name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Bearer-transport refresh request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// Login / refresh / session-creation answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// Session id.
+    pub session_id: String,
+    /// User id.
+    pub user_id: String,
+    /// CSRF token for cookie-transport state changes.
+    pub csrf_token: String,
+    /// When the access token expires (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub access_expires_at: OffsetDateTime,
+    /// When the session dies unless refreshed (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Bearer transport: the access token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Bearer transport: the refresh token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Bearer transport: `Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// Bearer transport: access-token lifetime in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+/// Who-am-I answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Session id.
+    pub session_id: String,
+    /// User id.
+    pub user_id: String,
+    /// Login time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Last login or refresh.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: OffsetDateTime,
+    /// When the session dies unless refreshed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    /// Metadata from the backend that opened it.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        Self {
+            session_id: s.id.to_string(),
+            user_id: s.user_id.clone(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at(),
+            metadata: s.metadata.clone(),
+        }
+    }
+}
+
+/// One device in the caller's list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    /// Session id.
+    pub session_id: String,
+    /// Login time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Last login or refresh.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: OffsetDateTime,
+    /// Client IP at login or last refresh.
+    pub ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Whether this is the calling session.
+    pub current: bool,
+}
+
+/// The caller's devices.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceList {
+    /// Active sessions, oldest first.
+    pub sessions: Vec<DeviceView>,
+}
+
+fn set_cookie(res: &mut Response, name: &str, value: &str, path: &str, max_age: i64) {
+    let v = format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn clear_cookies(res: &mut Response) {
+    set_cookie(res, ACCESS_COOKIE, "", "/", 0);
+    set_cookie(res, REFRESH_COOKIE, "", "/v1/auth", 0);
+}
+
+pub(crate) fn no_store(res: &mut Response) {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The answer that carries newly issued tokens: JSON, plus cookies in
+/// cookie transport, and never cacheable.
+pub(crate) fn issued_response(
+    state: &AppState,
+    issued: &Issued,
+    bearer: bool,
+    status: StatusCode,
+) -> Response {
+    let now = state.service.now();
+    let expires_in = (issued.access_expires_at - now).whole_seconds().max(0);
+    let body = TokenResponse {
+        session_id: issued.session.id.to_string(),
+        user_id: issued.session.user_id.clone(),
+        csrf_token: issued.csrf_token.expose().to_owned(),
+        access_expires_at: issued.access_expires_at,
+        expires_at: issued.session.expires_at(),
+        access_token: bearer.then(|| issued.access_token.expose().to_owned()),
+        refresh_token: bearer.then(|| issued.refresh_token.expose().to_owned()),
+        token_type: bearer.then_some("Bearer"),
+        expires_in: bearer.then_some(expires_in),
+    };
+    let mut res = (status, Json(body)).into_response();
+    if !bearer {
+        set_cookie(
+            &mut res,
+            ACCESS_COOKIE,
+            issued.access_token.expose(),
+            "/",
+            expires_in,
+        );
+        let session_left = (issued.session.expires_at() - now).whole_seconds().max(0);
+        set_cookie(
+            &mut res,
+            REFRESH_COOKIE,
+            issued.refresh_token.expose(),
+            "/v1/auth",
+            session_left,
+        );
+    }
+    no_store(&mut res);
+    res
+}
+
+/// `Sec-Fetch-Site` and `Origin` checks of cookie transport.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"))
+    {
+        return Err(ApiError::csrf_failed("cross-site request refused"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.settings.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            return Err(ApiError::csrf_failed("origin not allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// The full CSRF check of a cookie-transport state change.
+fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    session_id: &SessionId,
+) -> Result<(), ApiError> {
+    check_origin(state, headers)?;
+    let presented = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::csrf_failed("missing X-CSRF-Token header"))?;
+    if !state.service.csrf_valid(session_id, presented) {
+        return Err(ApiError::csrf_failed("wrong CSRF token"));
+    }
+    Ok(())
+}
+
+/// Where the access token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The `__Host-session` cookie (CSRF rules apply).
+    Cookie,
+}
+
+/// Authenticates a request by its access token.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    need_session: bool,
+) -> Result<(Authenticated, Source), ApiError> {
+    let (token, source) = match bearer(headers) {
+        Some(t) => (t, Source::Header),
+        None if !wants_bearer(headers) => (
+            cookie(headers, ACCESS_COOKIE).ok_or_else(ApiError::invalid_token)?,
+            Source::Cookie,
+        ),
+        None => return Err(ApiError::invalid_token()),
+    };
+    let started = Instant::now();
+    let result = state.validator.authenticate(token, need_session).await;
+    metrics::histogram!("session_validation_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(a) => Ok((a, source)),
+        Err(AuthError::Invalid) => Err(ApiError::invalid_token()),
+        Err(AuthError::Store(e)) => Err(e.into()),
+    }
+}
+
+fn validate_login(req: &LoginRequest) -> Result<(), ApiError> {
+    if req.username.is_empty()
+        || req.username.len() > 256
+        || req.username.chars().any(char::is_control)
+    {
+        return Err(ApiError::unprocessable(
+            "username must be 1 to 256 printable characters",
+        ));
+    }
+    if req.password.is_empty() || req.password.len() > 1024 {
+        return Err(ApiError::unprocessable("password must be 1 to 1024 bytes"));
+    }
+    Ok(())
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    StrictJson(req): StrictJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let bearer = wants_bearer(&headers);
+    if !bearer {
+        check_origin(&state, &headers)?;
+    }
+    state
+        .limits
+        .login_ip
+        .check(client.ip.as_deref().unwrap_or("-"))?;
+    validate_login(&req)?;
+    state.limits.login_user.check(&req.username)?;
+    let issued = state
+        .service
+        .login(&req.username, &req.password, &client)
+        .await?;
+    metrics::counter!("session_sessions_created_total", "via" => "login").increment(1);
+    Ok(issued_response(&state, &issued, bearer, StatusCode::OK))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .refresh_ip
+        .check(client.ip.as_deref().unwrap_or("-"))?;
+    let bearer = wants_bearer(&headers);
+    let token = if bearer {
+        let req: RefreshRequest = read_json(&headers, body, state.settings.body_limit).await?;
+        req.refresh_token
+    } else {
+        let token = cookie(&headers, REFRESH_COOKIE)
+            .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?
+            .to_owned();
+        let sid = state
+            .service
+            .refresh_token_session(&token)
+            .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?;
+        check_csrf(&state, &headers, &sid)?;
+        token
+    };
+    if let Some(sid) = state.service.refresh_token_session(&token) {
+        state.limits.refresh_session.check(&sid.to_string())?;
+    }
+    match state.service.refresh(&token, &client).await {
+        Ok(issued) => {
+            metrics::counter!("session_refreshes_total", "outcome" => "rotated").increment(1);
+            Ok(issued_response(&state, &issued, bearer, StatusCode::OK))
+        }
+        Err(e) => {
+            let outcome = match &e {
+                ServiceError::InvalidRefreshToken => "invalid",
+                ServiceError::RefreshTokenReused => "reused",
+                ServiceError::SessionRevoked => "revoked",
+                _ => "error",
+            };
+            metrics::counter!("session_refreshes_total", "outcome" => outcome).increment(1);
+            if outcome == "reused" {
+                metrics::counter!("session_reuse_detections_total").increment(1);
+            }
+            let err = ApiError::from(e);
+            let mut res = err.into_response();
+            if !bearer && outcome != "error" {
+                clear_cookies(&mut res);
+            }
+            no_store(&mut res);
+            Ok(res)
+        }
+    }
+}
+
+/// The session a logout or own-revocation acts on, with CSRF enforced for
+/// cookie transport. Falls back to the refresh token when the access
+/// token has expired, so a user can always sign out.
+async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<SessionId, ApiError> {
+    match authenticate(state, headers, false).await {
+        Ok((auth, Source::Header)) => Ok(auth.session_id),
+        Ok((auth, Source::Cookie)) => {
+            check_csrf(state, headers, &auth.session_id)?;
+            Ok(auth.session_id)
+        }
+        Err(e)
+            if e.status() == StatusCode::UNAUTHORIZED
+                && !wants_bearer(headers)
+                && bearer(headers).is_none() =>
+        {
+            let token = cookie(headers, REFRESH_COOKIE).ok_or(e)?;
+            let sid = state
+                .service
+                .refresh_token_session(token)
+                .ok_or_else(ApiError::invalid_token)?;
+            check_csrf(state, headers, &sid)?;
+            let digest = TokenDigest::of(token);
+            let live =
+                state.service.get_active(&sid).await?.is_some_and(|s| {
+                    s.refresh.current == digest || s.refresh.previous == Some(digest)
+                });
+            if !live {
+                return Err(ApiError::invalid_token());
+            }
+            Ok(sid)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let sid = caller_session(&state, &headers).await?;
+    if state
+        .service
+        .revoke(&sid, RevokeReason::Logout, Actor::User, &client)
+        .await?
+        .is_some()
+    {
+        metrics::counter!("session_revocations_total", "reason" => "logout").increment(1);
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    clear_cookies(&mut res);
+    res.headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (auth, _) = authenticate(&state, &headers, true).await?;
+    let session = auth.session.ok_or_else(ApiError::invalid_token)?;
+    let mut res = Json(SessionView::from(session.as_ref())).into_response();
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (auth, _) = authenticate(&state, &headers, false).await?;
+    let sessions = state.service.list(&auth.claims.sub).await?;
+    let body = DeviceList {
+        sessions: sessions
+            .iter()
+            .map(|s| DeviceView {
+                session_id: s.id.to_string(),
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                ip: s.ip.clone(),
+                user_agent: s.user_agent.clone(),
+                current: s.id == auth.session_id,
+            })
+            .collect(),
+    };
+    let mut res = Json(body).into_response();
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn revoke_own(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (auth, source) = authenticate(&state, &headers, false).await?;
+    if source == Source::Cookie {
+        check_csrf(&state, &headers, &auth.session_id)?;
+    }
+    let not_found = || ApiError::not_found("no such session");
+    let target: SessionId = session_id.parse().map_err(|_| not_found())?;
+    let session = state
+        .service
+        .get_active(&target)
+        .await?
+        .ok_or_else(not_found)?;
+    if session.user_id != auth.claims.sub {
+        return Err(not_found());
+    }
+    state
+        .service
+        .revoke(&target, RevokeReason::UserRevoked, Actor::User, &client)
+        .await?
+        .ok_or_else(not_found)?;
+    metrics::counter!("session_revocations_total", "reason" => "user_revoked").increment(1);
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (auth, _) = authenticate(&state, &headers, false).await?;
+    let mut res = StatusCode::OK.into_response();
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&auth.claims.sub) {
+        h.insert("x-session-user", v);
+    } else {
+        // A user id that cannot travel in a header cannot be forwarded.
+        return Err(ApiError::invalid_token());
+    }
+    if let Ok(v) = HeaderValue::from_str(&auth.claims.sid) {
+        h.insert("x-session-id", v);
+    }
+    no_store(&mut res);
+    Ok(res)
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut res = Json(state.service.keys().jwks(state.service.now())).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    res
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: every store answers. The body says which store and which
+/// validation mode are in force.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let mode = state.validator.effective_mode().as_str();
+    let backlog = state.info.audit_backlog.as_ref().map(|f| f());
+    match state.service.ready().await {
+        Ok(()) => Json(serde_json::json!({
+            "status": "ready",
+            "store": state.info.store_kind,
+            "audit": state.info.audit_kind,
+            "validation_mode": mode,
+            "configured_validation_mode": state.validator.mode().as_str(),
+            "audit_backlog": backlog,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "error": "store_unavailable",
+                    "message": "a store cannot be reached",
+                    "status": "not_ready",
+                    "store": state.info.store_kind,
+                    "audit": state.info.audit_kind,
+                    "validation_mode": mode,
+                })),
+            )
+                .into_response()
+        }
+    }
+}

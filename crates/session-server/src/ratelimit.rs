@@ -1,0 +1,112 @@
+//! Per-key request rate limits (governor's keyed GCRA limiter).
+
+use std::num::NonZeroU32;
+use std::time::Duration as StdDuration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::error::ApiError;
+
+/// One limit: `per_minute` requests per key per minute; 0 turns it off.
+#[derive(Debug)]
+pub struct Limit {
+    limiter: Option<RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>>,
+}
+
+impl Limit {
+    /// A limit of `per_minute` per key (burst of the same size).
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self {
+            limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// Takes one request for `key`, or says how long to wait.
+    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        let Some(l) = &self.limiter else {
+            return Ok(());
+        };
+        l.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(wait.max(StdDuration::from_secs(1)))
+        })
+    }
+
+    /// Forgets keys that have fully recovered (bounded memory).
+    pub fn shrink(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// The limits of the contract.
+#[derive(Debug)]
+pub struct RateLimits {
+    /// Login, per client IP.
+    pub login_ip: Limit,
+    /// Login, per username.
+    pub login_user: Limit,
+    /// Refresh, per client IP.
+    pub refresh_ip: Limit,
+    /// Refresh, per session.
+    pub refresh_session: Limit,
+    /// Admin session creation, per client IP.
+    pub create_ip: Limit,
+    /// Admin session creation, per user id.
+    pub create_user: Limit,
+}
+
+impl RateLimits {
+    /// From the settings' per-minute numbers.
+    pub fn new(login: u32, refresh: u32, create: u32) -> Self {
+        Self {
+            login_ip: Limit::per_minute(login),
+            login_user: Limit::per_minute(login),
+            refresh_ip: Limit::per_minute(refresh),
+            refresh_session: Limit::per_minute(refresh),
+            create_ip: Limit::per_minute(create),
+            create_user: Limit::per_minute(create),
+        }
+    }
+
+    /// Drops recovered keys from every limiter.
+    pub fn shrink(&self) {
+        for l in [
+            &self.login_ip,
+            &self.login_user,
+            &self.refresh_ip,
+            &self.refresh_session,
+            &self.create_ip,
+            &self.create_user,
+        ] {
+            l.shrink();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_over_its_limit_is_told_when_to_retry() {
+        let l = Limit::per_minute(2);
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_ok());
+        let err = l.check("a").unwrap_err();
+        assert_eq!(err.status().as_u16(), 429);
+        assert!(l.check("b").is_ok(), "other keys are unaffected");
+    }
+
+    #[test]
+    fn zero_turns_a_limit_off() {
+        let l = Limit::per_minute(0);
+        for _ in 0..1000 {
+            assert!(l.check("a").is_ok());
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The shared state of both routers, and what it is built from: the
+//! backends, and the secrets kept in the data directory.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use metrics_exporter_prometheus::PrometheusHandle;
+use session_core::keys::{KeyError, KeyRing, StoredKeys, VerifyPolicy};
+use session_core::service::{ServiceConfig, ServiceParts, SessionService};
+use session_core::{
+    AnomalyPolicy, AuditLog, Clock, Lifetimes, RevocationFeed, SessionStore, StoreError,
+    TokenSecrets, UserStore,
+};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::config::{ConfigError, Settings};
+use crate::ratelimit::RateLimits;
+use crate::validate::Validator;
+
+/// The stores a server runs on, chosen by the composition root.
+#[derive(Clone)]
+pub struct Backends {
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Built-in users.
+    pub users: Arc<dyn UserStore>,
+    /// Audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Cross-instance revocation feed (Redis), if any.
+    pub feed: Option<Arc<dyn RevocationFeed>>,
+    /// What the session store is (`sqlite`, `redis`, `redis-cluster`).
+    pub store_kind: &'static str,
+    /// What the audit log is (`sqlite`, `postgres`).
+    pub audit_kind: &'static str,
+    /// Undelivered audit events, where the audit log has an outbox.
+    pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("store_kind", &self.store_kind)
+            .field("audit_kind", &self.audit_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file in the data directory.
+    #[error("{what} at {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored file could not be read back.
+    #[error("{path} is corrupt")]
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A store could not be opened.
+    #[error("cannot open the {what}")]
+    Store {
+        /// Which store.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Keys could not be made.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A store URL this build does not know.
+    #[error("unsupported {what} URL scheme in {url:?}")]
+    Unsupported {
+        /// Which setting.
+        what: &'static str,
+        /// The URL without credentials.
+        url: String,
+    },
+    /// A listener could not be bound or served.
+    #[error("listener {addr}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StartupError + 'a {
+    move |source| StartupError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically (temp + rename).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StartupError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err("cannot create the data directory", dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("cannot write", path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600))
+            .map_err(io_err("cannot chmod", path))?;
+    }
+    tmp.write_all(contents)
+        .map_err(io_err("cannot write", path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("cannot sync", path))?;
+    tmp.persist(path).map_err(|e| StartupError::Io {
+        what: "cannot write",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Vec<u8>,
+) -> Result<(Vec<u8>, bool), StartupError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok((bytes, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = make();
+            write_private(path, &bytes)?;
+            Ok((bytes, true))
+        }
+        Err(e) => Err(StartupError::Io {
+            what: "cannot read",
+            path: path.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// The admin token: configured, or generated once into
+/// `<data dir>/admin-token` (0600). Only the path is ever logged.
+pub fn admin_token(settings: &Settings) -> Result<String, StartupError> {
+    if let Some(t) = &settings.admin_token {
+        return Ok(t.expose().to_owned());
+    }
+    let path = settings.data_dir.join("admin-token");
+    let (bytes, created) = read_or_create(&path, || {
+        let raw: [u8; 32] = session_core::secret::random_bytes();
+        format!("sat_{}\n", URL_SAFE_NO_PAD.encode(raw)).into_bytes()
+    })?;
+    if created {
+        tracing::info!(path = %path.display(), "generated an admin token");
+    } else {
+        tracing::info!(path = %path.display(), "using the admin token file");
+    }
+    let token = String::from_utf8(bytes).map_err(|e| StartupError::Corrupt {
+        path: path.clone(),
+        source: Box::new(e),
+    })?;
+    let token = token.trim().to_owned();
+    if token.len() < 16 {
+        return Err(StartupError::Corrupt {
+            path,
+            source: "admin token shorter than 16 characters".into(),
+        });
+    }
+    Ok(token)
+}
+
+/// The master secret behind refresh-token tags, grace sealing and CSRF
+/// tokens: `<data dir>/token-secret` (0600), made at first start.
+pub fn token_secrets(settings: &Settings) -> Result<TokenSecrets, StartupError> {
+    let path = settings.data_dir.join("token-secret");
+    let (bytes, _) = read_or_create(&path, || {
+        URL_SAFE_NO_PAD
+            .encode(TokenSecrets::generate_master())
+            .into_bytes()
+    })?;
+    let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| StartupError::Corrupt {
+        path: path.clone(),
+        source,
+    };
+    let decoded = URL_SAFE_NO_PAD
+        .decode(String::from_utf8_lossy(&bytes).trim())
+        .map_err(|e| corrupt(Box::new(e)))?;
+    let master: [u8; 32] = decoded
+        .try_into()
+        .map_err(|_| corrupt("token secret is not 32 bytes".into()))?;
+    Ok(TokenSecrets::from_master(&master))
+}
+
+/// The signing keys: `<data dir>/keys.json` (0600), made at first start.
+pub fn key_ring(settings: &Settings, now: time::OffsetDateTime) -> Result<KeyRing, StartupError> {
+    let path = keys_path(settings);
+    let policy = VerifyPolicy {
+        issuer: settings.issuer.clone(),
+        audience: settings.audience.clone(),
+        leeway: session_core::keys::MAX_LEEWAY,
+    };
+    let hs = settings.hs256_secret_bytes()?;
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let stored: StoredKeys =
+                serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
+                    path: path.clone(),
+                    source: Box::new(e),
+                })?;
+            let ring = KeyRing::from_stored(stored, policy.clone(), hs.as_deref())?;
+            if ring.algorithm() == settings.jwt_alg {
+                ring.prune(now);
+                return Ok(ring);
+            }
+            tracing::warn!(
+                from = %ring.algorithm(), to = %settings.jwt_alg,
+                "jwt_alg changed; starting a new key ring (tokens signed before are refused)"
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StartupError::Io {
+                what: "cannot read",
+                path,
+                source: e,
+            });
+        }
+    }
+    let ring = KeyRing::generate(settings.jwt_alg, policy, now, hs.as_deref())?;
+    save_keys(&path, &ring)?;
+    Ok(ring)
+}
+
+/// Where the key ring is kept.
+pub fn keys_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("keys.json")
+}
+
+/// Persists the key ring.
+pub fn save_keys(path: &Path, ring: &KeyRing) -> Result<(), StartupError> {
+    let json = serde_json::to_vec_pretty(&ring.to_stored()).map_err(|e| StartupError::Corrupt {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    write_private(path, &json)
+}
+
+/// Facts about the running server for readiness and status.
+#[derive(Clone)]
+pub struct ServerInfo {
+    /// Session store kind.
+    pub store_kind: &'static str,
+    /// Audit log kind.
+    pub audit_kind: &'static str,
+    /// Undelivered audit events.
+    pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ServerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerInfo")
+            .field("store_kind", &self.store_kind)
+            .field("audit_kind", &self.audit_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The session service.
+    pub service: Arc<SessionService>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Access-token validation.
+    pub validator: Arc<Validator>,
+    /// Rate limits.
+    pub limits: Arc<RateLimits>,
+    /// SHA-256 of the admin token.
+    admin_token_digest: [u8; 32],
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+    /// Backend facts.
+    pub info: ServerInfo,
+    /// Where rotated keys are saved.
+    pub keys_path: PathBuf,
+}
+
+impl AppState {
+    /// Builds the state: loads or makes the secrets in the data directory
+    /// and wires the service over `backends`.
+    pub fn build(
+        settings: Settings,
+        backends: Backends,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        fs::create_dir_all(&settings.data_dir).map_err(io_err(
+            "cannot create the data directory",
+            &settings.data_dir,
+        ))?;
+        let admin = admin_token(&settings)?;
+        let secrets = token_secrets(&settings)?;
+        let keys = Arc::new(key_ring(&settings, clock.now())?);
+        let config = ServiceConfig {
+            lifetimes: Lifetimes {
+                access_token: settings.access_token_ttl,
+                idle_timeout: settings.idle_timeout,
+                absolute_lifetime: settings.absolute_lifetime,
+                refresh_grace: settings.refresh_grace,
+                max_sessions_per_user: settings.max_sessions_per_user,
+            },
+            anomaly: AnomalyPolicy {
+                user_agent: settings.anomaly_user_agent,
+                ip: settings.anomaly_ip,
+                rapid_refresh: settings.anomaly_rapid_refresh,
+                rapid_refresh_limit: settings.rapid_refresh_limit,
+                rapid_refresh_window: settings.rapid_refresh_window,
+            },
+        };
+        let service = Arc::new(SessionService::new(ServiceParts {
+            sessions: backends.sessions.clone(),
+            users: backends.users.clone(),
+            audit: backends.audit.clone(),
+            keys,
+            secrets,
+            clock,
+            config,
+        }));
+        let validator = Arc::new(Validator::new(
+            settings.validation,
+            service.clone(),
+            backends.feed.is_some(),
+        ));
+        validator.follow_service();
+        if let Some(feed) = backends.feed.clone() {
+            validator.follow_feed(feed);
+        }
+        let limits = Arc::new(RateLimits::new(
+            settings.rate_limit_login,
+            settings.rate_limit_refresh,
+            settings.rate_limit_create,
+        ));
+        Ok(Self {
+            keys_path: keys_path(&settings),
+            service,
+            validator,
+            limits,
+            admin_token_digest: Sha256::digest(admin.as_bytes()).into(),
+            metrics: crate::metrics::handle(),
+            info: ServerInfo {
+                store_kind: backends.store_kind,
+                audit_kind: backends.audit_kind,
+                audit_backlog: backends.audit_backlog,
+            },
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// Whether `presented` is the admin token (constant time).
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        d.ct_eq(&self.admin_token_digest).into()
+    }
+}

@@ -1,0 +1,19 @@
+//! The shared conformance suite, on one node and on the cluster.
+
+mod single_node {
+    mod sessions {
+        session_conformance::session_store_tests!(crate::single_store());
+    }
+    mod users {
+        session_conformance::user_store_tests!(crate::single_store());
+    }
+}
+
+mod cluster {
+    mod sessions {
+        session_conformance::session_store_tests!(crate::cluster_store());
+    }
+    mod users {
+        session_conformance::user_store_tests!(crate::cluster_store());
+    }
+}

@@ -1,0 +1,303 @@
+//! [`SessionStore`] over the `sessions` table. Every write is one atomic
+//! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction.
+
+use async_trait::async_trait;
+use session_core::session::{RevokeReason, Session};
+use session_core::{SessionId, SessionStore, StoreError};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Sqlite, SqliteConnection};
+use time::OffsetDateTime;
+
+use crate::SqliteStore;
+use crate::codec::{counter, instant, instants_json, json_text, session_from_row};
+use crate::error::classify;
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
+/// A session's column values as bound, in `session_columns!()` order.
+struct Encoded {
+    id: String,
+    user_id: String,
+    created_at: i64,
+    last_seen_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    metadata: String,
+    generation: i64,
+    current_digest: Vec<u8>,
+    previous_digest: Option<Vec<u8>>,
+    rotated_at: Option<i64>,
+    grace_successor: Option<Vec<u8>>,
+    recent_refreshes: String,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<&'static str>,
+    version: i64,
+}
+
+impl Encoded {
+    fn new(s: &Session) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: s.id.to_string(),
+            user_id: s.user_id.clone(),
+            created_at: instant(s.created_at)?,
+            last_seen_at: instant(s.last_seen_at)?,
+            idle_expires_at: instant(s.idle_expires_at)?,
+            absolute_expires_at: instant(s.absolute_expires_at)?,
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+            metadata: json_text(&s.metadata)?,
+            generation: counter(s.refresh.generation, "generation")?,
+            current_digest: s.refresh.current.as_bytes().to_vec(),
+            previous_digest: s.refresh.previous.map(|d| d.as_bytes().to_vec()),
+            rotated_at: s.refresh.rotated_at.map(instant).transpose()?,
+            grace_successor: s.refresh.grace_successor.clone(),
+            recent_refreshes: instants_json(&s.refresh.recent_refreshes)?,
+            revoked_at: s.revoked.map(|r| instant(r.at)).transpose()?,
+            revoked_reason: s.revoked.map(|r| r.reason.as_str()),
+            version: counter(s.version, "version")?,
+        })
+    }
+
+    /// Binds `?1`..`?18`.
+    fn bind(self, q: Query<'_>) -> Query<'_> {
+        q.bind(self.id)
+            .bind(self.user_id)
+            .bind(self.created_at)
+            .bind(self.last_seen_at)
+            .bind(self.idle_expires_at)
+            .bind(self.absolute_expires_at)
+            .bind(self.ip)
+            .bind(self.user_agent)
+            .bind(self.metadata)
+            .bind(self.generation)
+            .bind(self.current_digest)
+            .bind(self.previous_digest)
+            .bind(self.rotated_at)
+            .bind(self.grace_successor)
+            .bind(self.recent_refreshes)
+            .bind(self.revoked_at)
+            .bind(self.revoked_reason)
+            .bind(self.version)
+    }
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+     ON CONFLICT (id) DO NOTHING"
+);
+
+const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_seen_at = ?4, \
+     idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
+     generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
+     grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
+     version = ?18 \
+     WHERE id = ?1 AND version = ?19";
+
+const GET: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE id = ?1"
+);
+
+// "Active" below is the model's `Session::is_active`: not revoked, and now
+// strictly before both deadlines.
+
+const LIST_USER: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL \
+     AND idle_expires_at > ?2 AND absolute_expires_at > ?2 ORDER BY created_at, id"
+);
+
+// Revocation mirrors `Session::revoke`: record when and why, drop the
+// sealed grace successor, bump the version.
+const REVOKE_ONE: &str = concat!(
+    "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, grace_successor = NULL, \
+     version = version + 1 \
+     WHERE id = ?3 AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
+     RETURNING ",
+    session_columns!()
+);
+
+const REVOKE_USER: &str = concat!(
+    "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, grace_successor = NULL, \
+     version = version + 1 \
+     WHERE user_id = ?3 AND revoked_at IS NULL AND idle_expires_at > ?1 \
+     AND absolute_expires_at > ?1 \
+     RETURNING ",
+    session_columns!()
+);
+
+const PURGE: &str = "DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?1";
+
+fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Oldest first, as `list_user` promises (`RETURNING` has no order).
+fn oldest_first(mut sessions: Vec<Session>) -> Vec<Session> {
+    sessions.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.to_string().cmp(&b.id.to_string()))
+    });
+    sessions
+}
+
+async fn revoke_one(
+    conn: &mut SqliteConnection,
+    id: &SessionId,
+    reason: RevokeReason,
+    now: OffsetDateTime,
+) -> Result<Option<Session>, StoreError> {
+    let row = sqlx::query(REVOKE_ONE)
+        .bind(instant(now)?)
+        .bind(reason.as_str())
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)?;
+    row.as_ref().map(session_from_row).transpose()
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        let done = Encoded::new(session)?
+            .bind(sqlx::query(INSERT))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: it takes the write lock before
+    /// counting, so concurrent logins of one user are serialised and can
+    /// never leave more than `max` active sessions.
+    async fn create_limited(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let encoded = Encoded::new(session)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let mut evicted = Vec::new();
+        if max > 0 {
+            let rows = sqlx::query(LIST_USER)
+                .bind(&session.user_id)
+                .bind(instant(now)?)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(classify)?;
+            let active = sessions_from_rows(&rows)?;
+            let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
+            let excess = active.len().saturating_sub(keep);
+            for old in active.iter().take(excess) {
+                if let Some(s) =
+                    revoke_one(&mut tx, &old.id, RevokeReason::SessionLimit, now).await?
+                {
+                    evicted.push(s);
+                }
+            }
+        }
+        let done = encoded
+            .bind(sqlx::query(INSERT))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if done.rows_affected() == 0 {
+            // Dropping the transaction rolls the evictions back too.
+            return Err(StoreError::Conflict);
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(evicted)
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(GET)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
+        let expected = counter(expected_version, "version")?;
+        let done = Encoded::new(session)?
+            .bind(sqlx::query(REPLACE))
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        revoke_one(&mut conn, id, reason, now).await
+    }
+
+    /// One `UPDATE … RETURNING` statement: atomic on its own.
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(REVOKE_USER)
+            .bind(instant(now)?)
+            .bind(reason.as_str())
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(oldest_first(sessions_from_rows(&rows)?))
+    }
+
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(LIST_USER)
+            .bind(user_id)
+            .bind(instant(now)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        sessions_from_rows(&rows)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.ping_db().await
+    }
+
+    /// Deletes every session, revoked or not, whose record has outlived the
+    /// earlier of its deadlines.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query(PURGE)
+            .bind(instant(now)?)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,99 @@
+//! Writers on one file, through separate store handles (as two server
+//! processes would be), never break the compare-and-swap or the limit.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use session_conformance::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
+};
+use session_core::SessionStore;
+use session_core::rotation::RefreshOutcome;
+use session_core::session::{Lifetimes, RevokeReason};
+use session_store_sqlite::SqliteStore;
+
+use crate::support::db_path;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_refreshes_of_one_token_on_one_file_rotate_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let handles = [
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+    ];
+    let secrets = Arc::new(secrets());
+    let now = base_time();
+    let (session, _, presented) =
+        open_session(&secrets, &unique_user("race"), &Lifetimes::default(), now);
+    handles[0].create(&session).await.unwrap();
+
+    let tasks = (0..20).map(|i| {
+        let store = Arc::clone(&handles[i % 2]);
+        let secrets = Arc::clone(&secrets);
+        tokio::spawn(async move {
+            let (_, _, next) = mint(&secrets, &presented.session_id, 1);
+            store
+                .refresh(&presented, &next, &params(default_grace()), secs(now, 1))
+                .await
+                .unwrap()
+        })
+    });
+    let results: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let rotated: Vec<_> = results
+        .iter()
+        .filter(|r| r.outcome == RefreshOutcome::Rotated)
+        .collect();
+    assert_eq!(rotated.len(), 1, "exactly one refresh rotates");
+    let winner = rotated[0].session.clone().unwrap();
+    let sealed = winner.refresh.grace_successor.clone().unwrap();
+    for r in &results {
+        match &r.outcome {
+            RefreshOutcome::Rotated => {}
+            RefreshOutcome::GraceReplay { sealed: replayed } => {
+                assert_eq!(replayed, &sealed, "every loser gets the winner's successor");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let stored = handles[1].get(&session.id).await.unwrap().unwrap();
+    assert_eq!(stored, winner);
+    assert_eq!(stored.refresh.generation, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_never_exceed_the_per_user_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let handles = [
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+    ];
+    let secrets = secrets();
+    let now = base_time();
+    let user = unique_user("limit");
+    let tasks = (0..12).map(|i| {
+        let store = Arc::clone(&handles[i % 2]);
+        let (session, _, _) = open_session(&secrets, &user, &Lifetimes::default(), secs(now, 0));
+        tokio::spawn(async move { store.create_limited(&session, 3, now).await.unwrap() })
+    });
+    let evicted: usize = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().len())
+        .sum();
+
+    let active = handles[0].list_user(&user, secs(now, 1)).await.unwrap();
+    assert_eq!(active.len(), 3, "the limit holds under concurrent logins");
+    assert_eq!(evicted, 9, "every other session was evicted exactly once");
+    let revoked = handles[1]
+        .revoke_user(&user, RevokeReason::RevokeAll, secs(now, 2))
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 3);
+}

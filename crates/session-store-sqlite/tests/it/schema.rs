@@ -1,0 +1,151 @@
+//! The file's settings and schema as an operator sees them.
+
+use session_conformance::fixtures::{base_time, open_session, secrets, unique_user};
+use session_core::audit::{Actor, AuditEvent, AuditKind};
+use session_core::session::Lifetimes;
+use session_core::{AuditLog, SessionStore, StoreError};
+use session_store_sqlite::SqliteStore;
+use sqlx::{Executor as _, Row as _};
+
+use crate::support::{TempStore, db_path, raw_connection};
+
+#[tokio::test]
+async fn opening_leaves_the_file_in_wal_mode() {
+    let store = TempStore::new().await;
+    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_not_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    SessionStore::ping(&store).await.unwrap();
+    let mut raw = raw_connection(&path).await;
+    let rows = sqlx::query("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    let applied: Vec<(i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get::<i64, _>("version"), r.get::<bool, _>("success")))
+        .collect();
+    assert_eq!(applied, vec![(1, true)]);
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_edits_and_deletions() {
+    let store = TempStore::new().await;
+    let event = AuditEvent::new(AuditKind::LoginFailed, Actor::System, base_time()).user("mallory");
+    store.append(&event).await.unwrap();
+    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    assert!(
+        raw.execute("UPDATE audit_events SET user_id = 'alice'")
+            .await
+            .is_err()
+    );
+    assert!(raw.execute("DELETE FROM audit_events").await.is_err());
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn per_user_and_audit_lookups_use_an_index() {
+    let store = TempStore::new().await;
+    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    for (sql, index) in [
+        (
+            "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE user_id = 'u' AND revoked_at IS NULL ORDER BY created_at",
+            "sessions_user",
+        ),
+        (
+            "EXPLAIN QUERY PLAN SELECT id FROM audit_events WHERE user_id = 'u' ORDER BY seq DESC LIMIT 10",
+            "audit_events_user",
+        ),
+        (
+            "EXPLAIN QUERY PLAN SELECT id FROM audit_events WHERE session_id = 's' ORDER BY seq DESC LIMIT 10",
+            "audit_events_session",
+        ),
+        (
+            "EXPLAIN QUERY PLAN DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= 5",
+            "sessions_expiry",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query(sql)
+            .fetch_all(&mut raw)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|d| d.contains(index)),
+            "{sql} should use {index}, plan: {plan:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    match SqliteStore::open(&path).await {
+        Err(StoreError::Corrupt(_)) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_closed_store_is_unavailable() {
+    let store = TempStore::new().await;
+    let (session, _, _) = open_session(
+        &secrets(),
+        &unique_user("closed"),
+        &Lifetimes::default(),
+        base_time(),
+    );
+    store.store.close().await;
+    assert!(matches!(
+        store.create(&session).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.get(&session.id).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        SessionStore::ping(&store).await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_not_lost() {
+    let store = TempStore::new().await;
+    let (session, _, _) = open_session(
+        &secrets(),
+        &unique_user("locked"),
+        &Lifetimes::default(),
+        base_time(),
+    );
+    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    raw.execute("BEGIN IMMEDIATE").await.unwrap();
+    let err = store
+        .create(&session)
+        .await
+        .expect_err("the write waits, then gives up");
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    raw.execute("ROLLBACK").await.unwrap();
+    store.create(&session).await.unwrap();
+    assert_eq!(store.get(&session.id).await.unwrap(), Some(session));
+}

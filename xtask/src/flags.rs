@@ -1,0 +1,39 @@
+//! The command line, apart from the commands' bodies.
+
+use clap::{Parser, Subcommand};
+
+/// The project's build orchestrator: the CI gate, test services and benches.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+pub(crate) struct Xtask {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the whole gate: fmt, dependency directions, clippy, tests.
+    Ci,
+    /// Check only the dependency directions (step 2 of `ci`).
+    Deps,
+    /// Start the services and run the tests (extra arguments after `--`
+    /// go to `cargo nextest run`, or to `cargo test` without nextest).
+    Test {
+        /// Start throwaway Redis and PostgreSQL even if shared ones answer.
+        #[arg(long)]
+        throwaway: bool,
+        /// Extra arguments, e.g. `cargo xtask test -- -p session-core`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Start the services, print their environment and wait for Ctrl-C.
+    Services {
+        /// Start throwaway Redis and PostgreSQL even if shared ones answer.
+        #[arg(long)]
+        throwaway: bool,
+    },
+    /// Run the benchmarks.
+    Bench,
+    /// Check the deployment files.
+    DeployCheck,
+}

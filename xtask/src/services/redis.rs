@@ -1,0 +1,137 @@
+//! Redis: the shared server when it answers, else a throwaway one; and a
+//! throwaway three-node Redis Cluster. Spoken to in raw RESP.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::process::{Ports, RunDir, Server, Stop};
+use crate::cmd;
+
+pub(super) const SHARED_PORT: u16 = 6379;
+
+/// Sends one command and returns its reply (simple string, integer or bulk
+/// string); a Redis error reply is an error.
+pub(super) fn query(port: u16, args: &[&str]) -> Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end();
+    match line.split_at_checked(1) {
+        Some(("+" | ":", rest)) => Ok(rest.to_owned()),
+        Some(("-", rest)) => bail!("redis replied: {rest}"),
+        Some(("$", len)) => {
+            let len: usize = len
+                .parse()
+                .with_context(|| format!("bad RESP length {len}"))?;
+            let mut body = vec![0; len + 2];
+            reader.read_exact(&mut body)?;
+            body.truncate(len);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        _ => bail!("unexpected RESP reply {line:?}"),
+    }
+}
+
+pub(super) fn answers_ping(port: u16) -> bool {
+    query(port, &["PING"]).is_ok_and(|reply| reply == "PONG")
+}
+
+/// The `redis-server` binary (not resolved through symlinks: Debian's is a
+/// link to `redis-check-rdb`, which picks its role from its name).
+pub(super) fn server_binary() -> Result<PathBuf> {
+    cmd::find_on_path("redis-server")
+        .context("redis-server not found: install it with `apt-get install redis-server`")
+}
+
+fn start(binary: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<Server> {
+    let mut command = Command::new(binary);
+    command
+        .current_dir(dir)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra);
+    let mut server = Server::spawn(
+        format!("redis-server on port {port}"),
+        command,
+        dir.join("redis.log"),
+        Stop::Kill,
+    )?;
+    server.wait_until(Duration::from_secs(15), || answers_ping(port))?;
+    Ok(server)
+}
+
+/// A throwaway standalone Redis on a free port.
+pub(super) fn start_standalone(
+    binary: &Path,
+    dir: &RunDir,
+    ports: &mut Ports,
+) -> Result<(Server, u16)> {
+    let port = ports.free(false)?;
+    let server = start(binary, &dir.subdir("redis")?, port, &[])?;
+    Ok((server, port))
+}
+
+/// A throwaway Redis Cluster of three masters (no replicas), all slots
+/// covered; returns the servers and their `127.0.0.1:port` addresses.
+pub(super) fn start_cluster(
+    binary: &Path,
+    dir: &RunDir,
+    ports: &mut Ports,
+) -> Result<(Vec<Server>, Vec<String>)> {
+    let cli = cmd::find_on_path("redis-cli")
+        .context("redis-cli not found: install it with `apt-get install redis-tools`")?;
+    let mut servers = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let port = ports.free(true)?;
+        let node_dir = dir.subdir(&format!("cluster-{port}"))?;
+        let config = node_dir.join(format!("nodes-{port}.conf"));
+        let config = config
+            .to_str()
+            .context("temporary directory path is not UTF-8")?;
+        servers.push(start(
+            binary,
+            &node_dir,
+            port,
+            &["--cluster-enabled", "yes", "--cluster-config-file", config],
+        )?);
+        nodes.push((port, format!("127.0.0.1:{port}")));
+    }
+    let mut create = Command::new(cli);
+    create
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|(_, addr)| addr))
+        .args(["--cluster-replicas", "0", "--cluster-yes"]);
+    cmd::output(&mut create).context("creating the Redis Cluster")?;
+    for ((port, _), server) in nodes.iter().zip(&mut servers) {
+        server
+            .wait_until(Duration::from_secs(30), || cluster_ok(*port))
+            .context("waiting for `cluster_state:ok`")?;
+    }
+    Ok((servers, nodes.into_iter().map(|(_, addr)| addr).collect()))
+}
+
+fn cluster_ok(port: u16) -> bool {
+    query(port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
+        info.lines().any(|line| line.trim() == "cluster_state:ok")
+            && info
+                .lines()
+                .any(|line| line.trim() == "cluster_known_nodes:3")
+    })
+}
