@@ -44,6 +44,9 @@ const SECRET_ENV: [&str; 4] = [
     "SESSION_JWT_HS256_SECRET",
 ];
 
+/// Data-directory files that must be identical on every replica.
+const SHARED_DATA_FILES: [&str; 2] = ["keys.json", "token-secret"];
+
 /// Settings that are secrets in any form.
 const PURE_SECRET_ENV: [&str; 2] = ["SESSION_ADMIN_TOKEN", "SESSION_JWT_HS256_SECRET"];
 
@@ -492,6 +495,7 @@ fn check_deployment(
     let Some(server) = containers.first() else {
         return;
     };
+    check_shared_files(&shown, pod, server, problems);
     let at = format!(
         "{shown} container {}",
         server["name"].as_str().unwrap_or("?")
@@ -508,6 +512,30 @@ fn check_deployment(
         if !is_port(&get["port"], PUBLIC_PORT, public_names) {
             problems.push(format!(
                 "{at}: {probe} is not on the public port {PUBLIC_PORT}"
+            ));
+        }
+    }
+}
+
+/// The files every replica must share come from a Secret.
+fn check_shared_files(shown: &str, pod: &Value, server: &Value, problems: &mut Vec<String>) {
+    let secret_volumes: Vec<&Value> = array(&pod["volumes"])
+        .iter()
+        .filter(|v| !v["secret"].is_null())
+        .collect();
+    for file in SHARED_DATA_FILES {
+        let from_secret = array(&server["volumeMounts"]).iter().any(|mount| {
+            let Some(volume) = secret_volumes.iter().find(|v| v["name"] == mount["name"]) else {
+                return false;
+            };
+            let items = array(&volume["secret"]["items"]);
+            let in_volume = items.is_empty() || items.iter().any(|i| i["path"] == file);
+            let sub_path = mount["subPath"].as_str();
+            in_volume && sub_path.is_none_or(|p| p == file)
+        });
+        if !from_secret {
+            problems.push(format!(
+                "{shown}: {file} is not mounted from a Secret (every replica needs the same one)"
             ));
         }
     }
@@ -1577,6 +1605,19 @@ mod tests {
             "containerPort: 8080\n              hostPort: 8080",
         );
         assert_problem(&check_kubernetes(&files), "hostPort is set");
+    }
+
+    #[test]
+    fn a_token_secret_that_is_not_shared_is_refused() {
+        let files = manifests_with(
+            "deployment.yaml",
+            "              subPath: token-secret\n",
+            "              subPath: other-file\n",
+        );
+        assert_problem(
+            &check_kubernetes(&files),
+            "token-secret is not mounted from a Secret",
+        );
     }
 
     #[test]

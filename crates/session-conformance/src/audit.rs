@@ -83,37 +83,66 @@ pub async fn query_filters_by_user_session_kind_and_since(log: Arc<dyn AuditLog>
         event(AuditKind::SessionCreated, &user, Some(&s1), secs(now, 0)),
         event(AuditKind::SessionRefreshed, &user, Some(&s1), secs(now, 1)),
         event(AuditKind::SessionCreated, &user, Some(&s2), secs(now, 2)),
-        event(AuditKind::SessionRevoked, &user, Some(&s1), secs(now, 3)).reason(RevokeReason::Logout),
+        event(AuditKind::SessionRevoked, &user, Some(&s1), secs(now, 3))
+            .reason(RevokeReason::Logout),
         event(AuditKind::LoginFailed, &user, None, secs(now, 4)),
         event(AuditKind::SessionCreated, &other, None, secs(now, 5)),
     ];
     append_all(&*log, &e).await;
 
-    assert_eq!(query(&*log, by_user(&user)).await, newest_first(&e[..5]), "by user");
+    assert_eq!(
+        query(&*log, by_user(&user)).await,
+        newest_first(&e[..5]),
+        "by user"
+    );
     let q = AuditQuery {
         session_id: Some(s1.clone()),
         ..AuditQuery::default()
     };
-    assert_eq!(query(&*log, q).await, vec![e[3].clone(), e[1].clone(), e[0].clone()], "by session");
+    assert_eq!(
+        query(&*log, q).await,
+        vec![e[3].clone(), e[1].clone(), e[0].clone()],
+        "by session"
+    );
     let q = AuditQuery {
         kind: Some(AuditKind::SessionCreated),
         ..by_user(&user)
     };
-    assert_eq!(query(&*log, q).await, vec![e[2].clone(), e[0].clone()], "by user and kind");
+    assert_eq!(
+        query(&*log, q).await,
+        vec![e[2].clone(), e[0].clone()],
+        "by user and kind"
+    );
     let q = AuditQuery {
         since: Some(secs(now, 2)),
         ..by_user(&user)
     };
-    assert_eq!(query(&*log, q).await, newest_first(&e[2..5]), "since is inclusive");
+    assert_eq!(
+        query(&*log, q).await,
+        newest_first(&e[2..5]),
+        "since is inclusive"
+    );
     let q = AuditQuery {
         session_id: Some(s1),
         kind: Some(AuditKind::SessionRevoked),
         since: Some(secs(now, 1)),
         ..by_user(&user)
     };
-    assert_eq!(query(&*log, q).await, vec![e[3].clone()], "all filters at once");
-    assert_eq!(query(&*log, by_user(&other)).await, vec![e[5].clone()], "another user");
-    assert!(query(&*log, by_user(&unique_user("nobody"))).await.is_empty());
+    assert_eq!(
+        query(&*log, q).await,
+        vec![e[3].clone()],
+        "all filters at once"
+    );
+    assert_eq!(
+        query(&*log, by_user(&other)).await,
+        vec![e[5].clone()],
+        "another user"
+    );
+    assert!(
+        query(&*log, by_user(&unique_user("nobody")))
+            .await
+            .is_empty()
+    );
 }
 
 /// `limit` caps the answer, keeping the newest; 0 means the default page.
@@ -125,11 +154,24 @@ pub async fn query_is_newest_first_and_honours_the_limit(log: Arc<dyn AuditLog>)
         .collect();
     append_all(&*log, &e).await;
 
-    let q = AuditQuery { limit: 2, ..by_user(&user) };
+    let q = AuditQuery {
+        limit: 2,
+        ..by_user(&user)
+    };
     assert_eq!(query(&*log, q).await, vec![e[4].clone(), e[3].clone()]);
-    let q = AuditQuery { limit: 0, ..by_user(&user) };
-    assert_eq!(query(&*log, q).await, newest_first(&e), "0 asks for the default page size");
-    let q = AuditQuery { limit: 1000, ..by_user(&user) };
+    let q = AuditQuery {
+        limit: 0,
+        ..by_user(&user)
+    };
+    assert_eq!(
+        query(&*log, q).await,
+        newest_first(&e),
+        "0 asks for the default page size"
+    );
+    let q = AuditQuery {
+        limit: 1000,
+        ..by_user(&user)
+    };
     assert_eq!(query(&*log, q).await, newest_first(&e));
 }
 
@@ -164,7 +206,11 @@ pub async fn before_cursor_pages_without_overlap_or_gaps(log: Arc<dyn AuditLog>)
     let sizes: Vec<_> = pages.iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![3, 3, 1]);
     let walked: Vec<_> = pages.into_iter().flatten().collect();
-    assert_eq!(ids(&walked), ids(&newest_first(&e)), "every event once, newest first");
+    assert_eq!(
+        ids(&walked),
+        ids(&newest_first(&e)),
+        "every event once, newest first"
+    );
 }
 
 /// Appending the same event id twice stores it once; the first write wins.
@@ -175,12 +221,16 @@ pub async fn appending_the_same_event_twice_stores_one(log: Arc<dyn AuditLog>) {
     log.append(&e).await.expect("append the same event again");
     let mut retried = e.clone();
     retried.details = serde_json::json!({ "retry": true });
-    log.append(&retried).await.expect("append a retry with the same id");
+    log.append(&retried)
+        .await
+        .expect("append a retry with the same id");
 
     assert_eq!(query(&*log, by_user(&user)).await, vec![e]);
 }
 
 /// `ping` answers a reachable log.
 pub async fn audit_ping_answers(log: Arc<dyn AuditLog>) {
-    log.ping().await.expect("a reachable audit log answers ping");
+    log.ping()
+        .await
+        .expect("a reachable audit log answers ping");
 }

@@ -12,7 +12,9 @@ use session_core::session::{Lifetimes, Revocation, RevokeReason, Session};
 use session_core::store::{RefreshResult, SessionStore, StoreError};
 use time::{Duration, OffsetDateTime};
 
-use crate::fixtures::{base_time, default_grace, mint, open_session, params, secrets, secs, unique_user};
+use crate::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
+};
 
 /// Opens a session with default lifetimes and stores it.
 async fn opened(
@@ -22,7 +24,10 @@ async fn opened(
     now: OffsetDateTime,
 ) -> (Session, RefreshToken, PresentedRefresh) {
     let opened = open_session(secrets, user, &Lifetimes::default(), now);
-    store.create(&opened.0).await.expect("create a fresh session");
+    store
+        .create(&opened.0)
+        .await
+        .expect("create a fresh session");
     opened
 }
 
@@ -35,12 +40,17 @@ async fn rotate(
     grace: Duration,
     now: OffsetDateTime,
 ) -> (RefreshToken, PresentedRefresh, RefreshResult) {
-    let (token, next_presented, next) = mint(secrets, &presented.session_id, presented.generation + 1);
+    let (token, next_presented, next) =
+        mint(secrets, &presented.session_id, presented.generation + 1);
     let result = store
         .refresh(presented, &next, &params(grace), now)
         .await
         .expect("refresh the live token");
-    assert_eq!(result.outcome, RefreshOutcome::Rotated, "presenting the live token rotates it");
+    assert_eq!(
+        result.outcome,
+        RefreshOutcome::Rotated,
+        "presenting the live token rotates it"
+    );
     (token, next_presented, result)
 }
 
@@ -69,17 +79,34 @@ pub async fn create_never_overwrites(store: Arc<dyn SessionStore>) {
     impostor.metadata = serde_json::json!({ "impostor": true });
     impostor.refresh.current = secrets.issue_refresh(&original.id, 0).1.digest;
 
-    let err = store.create(&impostor).await.expect_err("a second create with the same id fails");
-    assert!(matches!(err, StoreError::Conflict), "expected Conflict, got {err:?}");
+    let err = store
+        .create(&impostor)
+        .await
+        .expect_err("a second create with the same id fails");
+    assert!(
+        matches!(err, StoreError::Conflict),
+        "expected Conflict, got {err:?}"
+    );
     let err = store
         .create_limited(&impostor, 0, now)
         .await
         .expect_err("a second create_limited with the same id fails");
-    assert!(matches!(err, StoreError::Conflict), "expected Conflict, got {err:?}");
-
-    assert_eq!(stored(&*store, &original.id).await, original, "the original is kept");
     assert!(
-        store.list_user(&impostor.user_id, now).await.expect("list").is_empty(),
+        matches!(err, StoreError::Conflict),
+        "expected Conflict, got {err:?}"
+    );
+
+    assert_eq!(
+        stored(&*store, &original.id).await,
+        original,
+        "the original is kept"
+    );
+    assert!(
+        store
+            .list_user(&impostor.user_id, now)
+            .await
+            .expect("list")
+            .is_empty(),
         "the impostor's user gained no session"
     );
 }
@@ -90,7 +117,12 @@ pub async fn create_never_overwrites(store: Arc<dyn SessionStore>) {
 pub async fn get_returns_what_was_created(store: Arc<dyn SessionStore>) {
     let secrets = secrets();
     let now = base_time();
-    let (mut session, _, _) = open_session(&secrets, &unique_user("roundtrip"), &Lifetimes::default(), now);
+    let (mut session, _, _) = open_session(
+        &secrets,
+        &unique_user("roundtrip"),
+        &Lifetimes::default(),
+        now,
+    );
     session.created_at = secs(now, -3_600);
     session.last_seen_at = secs(now, -5);
     session.idle_expires_at = secs(now, 86_400);
@@ -114,8 +146,18 @@ pub async fn get_returns_what_was_created(store: Arc<dyn SessionStore>) {
     session.version = 3;
 
     store.create(&session).await.expect("create");
-    assert_eq!(stored(&*store, &session.id).await, session, "every field round-trips");
-    assert_eq!(store.get(&SessionId::generate()).await.expect("get unknown"), None);
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        session,
+        "every field round-trips"
+    );
+    assert_eq!(
+        store
+            .get(&SessionId::generate())
+            .await
+            .expect("get unknown"),
+        None
+    );
 }
 
 /// A revoked session still reads back, as a tombstone: revoked with its
@@ -142,7 +184,11 @@ pub async fn a_revoked_session_reads_back_as_a_tombstone(store: Arc<dyn SessionS
             reason: RevokeReason::Admin
         })
     );
-    assert_eq!(stored(&*store, &session.id).await, expected, "get returns the tombstone");
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        expected,
+        "get returns the tombstone"
+    );
 }
 
 /// `replace` is a compare-and-swap on the version: it succeeds once with
@@ -156,23 +202,43 @@ pub async fn replace_with_a_stale_version_fails(store: Arc<dyn SessionStore>) {
     let mut first = session.clone();
     first.version += 1;
     first.metadata = serde_json::json!({ "writer": "first" });
-    assert!(store.replace(&first, session.version).await.expect("replace"), "the version read is current");
+    assert!(
+        store
+            .replace(&first, session.version)
+            .await
+            .expect("replace"),
+        "the version read is current"
+    );
 
     let mut second = session.clone();
     second.version += 1;
     second.metadata = serde_json::json!({ "writer": "second" });
     assert!(
-        !store.replace(&second, session.version).await.expect("replace"),
+        !store
+            .replace(&second, session.version)
+            .await
+            .expect("replace"),
         "a stale version loses"
     );
-    assert_eq!(stored(&*store, &session.id).await, first, "the loser changed nothing");
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        first,
+        "the loser changed nothing"
+    );
 
     let (ghost, _, _) = open_session(&secrets, &session.user_id, &Lifetimes::default(), now);
     assert!(
-        !store.replace(&ghost, ghost.version).await.expect("replace unknown"),
+        !store
+            .replace(&ghost, ghost.version)
+            .await
+            .expect("replace unknown"),
         "replacing an unknown session fails"
     );
-    assert_eq!(store.get(&ghost.id).await.expect("get"), None, "replace never creates");
+    assert_eq!(
+        store.get(&ghost.id).await.expect("get"),
+        None,
+        "replace never creates"
+    );
 }
 
 /// Presenting the live token rotates it: the minted successor becomes
@@ -191,7 +257,11 @@ pub async fn refresh_rotates_the_live_token(store: Arc<dyn SessionStore>) {
     assert_eq!(result.outcome, RefreshOutcome::Rotated);
 
     let after = stored(&*store, &session.id).await;
-    assert_eq!(result.session.as_ref(), Some(&after), "the result is the stored state");
+    assert_eq!(
+        result.session.as_ref(),
+        Some(&after),
+        "the result is the stored state"
+    );
     assert_eq!(after.refresh.generation, 1);
     assert_eq!(after.refresh.current, p1.digest);
     assert_eq!(after.refresh.previous, Some(p0.digest));
@@ -199,10 +269,16 @@ pub async fn refresh_rotates_the_live_token(store: Arc<dyn SessionStore>) {
     assert_eq!(after.refresh.grace_successor, next.sealed);
     assert_eq!(after.refresh.recent_refreshes, vec![at]);
     assert_eq!(after.last_seen_at, at);
-    assert_eq!(after.idle_expires_at, at + Lifetimes::default().idle_timeout);
+    assert_eq!(
+        after.idle_expires_at,
+        at + Lifetimes::default().idle_timeout
+    );
     assert_eq!(after.absolute_expires_at, session.absolute_expires_at);
     assert_eq!(after.created_at, session.created_at);
-    assert!(after.version > session.version, "a rotation bumps the version");
+    assert!(
+        after.version > session.version,
+        "a rotation bumps the version"
+    );
     assert!(after.revoked.is_none());
 
     rotate(&*store, &secrets, &p1, default_grace(), secs(now, 120)).await;
@@ -219,8 +295,12 @@ async fn concurrent_rotations(store: Arc<dyn SessionStore>, grace: Duration) {
 
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
-            let (store, secrets, barrier, params) =
-                (Arc::clone(&store), Arc::clone(&secrets), Arc::clone(&barrier), Arc::clone(&params));
+            let (store, secrets, barrier, params) = (
+                Arc::clone(&store),
+                Arc::clone(&secrets),
+                Arc::clone(&barrier),
+                Arc::clone(&params),
+            );
             tokio::spawn(async move {
                 let (token, _, next) = mint(&secrets, &p0.session_id, 1);
                 barrier.wait().await;
@@ -232,20 +312,39 @@ async fn concurrent_rotations(store: Arc<dyn SessionStore>, grace: Duration) {
     let mut runs = Vec::with_capacity(TASKS);
     for joined in futures::future::join_all(tasks).await {
         let (token, next, result) = joined.expect("a refresh task panicked");
-        runs.push((token, next, result.expect("a concurrent refresh errs only on a broken store").outcome));
+        runs.push((
+            token,
+            next,
+            result
+                .expect("a concurrent refresh errs only on a broken store")
+                .outcome,
+        ));
     }
 
-    let winners: Vec<_> = runs.iter().filter(|r| r.2 == RefreshOutcome::Rotated).collect();
-    assert_eq!(winners.len(), 1, "exactly one refresh rotates: {:?}", runs.iter().map(|r| &r.2).collect::<Vec<_>>());
+    let winners: Vec<_> = runs
+        .iter()
+        .filter(|r| r.2 == RefreshOutcome::Rotated)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one refresh rotates: {:?}",
+        runs.iter().map(|r| &r.2).collect::<Vec<_>>()
+    );
     let (winner_token, winner_next, _) = winners[0];
 
     let after = stored(&*store, &session.id).await;
     assert_eq!(after.refresh.generation, 1, "one rotation happened");
-    assert_eq!(after.refresh.current, winner_next.digest, "the winner's successor is live");
+    assert_eq!(
+        after.refresh.current, winner_next.digest,
+        "the winner's successor is live"
+    );
     let live = runs
         .iter()
         .filter(|(token, _, _)| {
-            let parsed = secrets.parse_refresh(token.expose()).expect("a minted token parses");
+            let parsed = secrets
+                .parse_refresh(token.expose())
+                .expect("a minted token parses");
             parsed.digest == after.refresh.current
         })
         .count();
@@ -255,13 +354,27 @@ async fn concurrent_rotations(store: Arc<dyn SessionStore>, grace: Duration) {
     if grace > Duration::ZERO {
         for (_, _, outcome) in losers {
             let RefreshOutcome::GraceReplay { sealed } = outcome else {
-                panic!("inside the grace window a duplicate refresh is a grace replay, not {outcome:?}");
+                panic!(
+                    "inside the grace window a duplicate refresh is a grace replay, not {outcome:?}"
+                );
             };
-            assert_eq!(Some(sealed), winner_next.sealed.as_ref(), "every replay gets the same sealed successor");
-            let opened = secrets.unseal_successor(&session.id, sealed).expect("the successor unseals");
-            assert_eq!(&opened, winner_token, "the replayed successor is the live token");
+            assert_eq!(
+                Some(sealed),
+                winner_next.sealed.as_ref(),
+                "every replay gets the same sealed successor"
+            );
+            let opened = secrets
+                .unseal_successor(&session.id, sealed)
+                .expect("the successor unseals");
+            assert_eq!(
+                &opened, winner_token,
+                "the replayed successor is the live token"
+            );
         }
-        assert!(after.revoked.is_none(), "duplicates inside the grace window log nobody out");
+        assert!(
+            after.revoked.is_none(),
+            "duplicates inside the grace window log nobody out"
+        );
     } else {
         let mut reused = 0;
         for (_, _, outcome) in losers {
@@ -283,7 +396,9 @@ async fn concurrent_rotations(store: Arc<dyn SessionStore>, grace: Duration) {
 /// Many concurrent refreshes of one token with the grace window on: exactly
 /// one rotates, every other gets the same sealed successor, and exactly one
 /// minted token is live afterwards.
-pub async fn concurrent_rotations_of_one_token_leave_one_live_successor(store: Arc<dyn SessionStore>) {
+pub async fn concurrent_rotations_of_one_token_leave_one_live_successor(
+    store: Arc<dyn SessionStore>,
+) {
     concurrent_rotations(store, default_grace()).await;
 }
 
@@ -297,7 +412,9 @@ pub async fn concurrent_rotations_without_grace_revoke_the_family(store: Arc<dyn
 /// A token two generations back is a reuse even inside the grace window:
 /// the whole family is revoked (reason `reuse_detected`), and the live
 /// token is answered `Revoked` from then on.
-pub async fn reuse_of_a_token_two_generations_back_revokes_the_family(store: Arc<dyn SessionStore>) {
+pub async fn reuse_of_a_token_two_generations_back_revokes_the_family(
+    store: Arc<dyn SessionStore>,
+) {
     let secrets = secrets();
     let now = base_time();
     let user = unique_user("reuse");
@@ -319,15 +436,29 @@ pub async fn reuse_of_a_token_two_generations_back_revokes_the_family(store: Arc
             reason: RevokeReason::ReuseDetected
         })
     );
-    assert_eq!(stored(&*store, &session.id).await, revoked, "the revocation is stored");
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        revoked,
+        "the revocation is stored"
+    );
 
     let (_, _, next) = mint(&secrets, &session.id, 3);
     let result = store
         .refresh(&p2, &next, &params(default_grace()), secs(now, 3))
         .await
         .expect("refresh");
-    assert_eq!(result.outcome, RefreshOutcome::Revoked, "the live token died with its family");
-    assert!(store.list_user(&user, secs(now, 3)).await.expect("list").is_empty());
+    assert_eq!(
+        result.outcome,
+        RefreshOutcome::Revoked,
+        "the live token died with its family"
+    );
+    assert!(
+        store
+            .list_user(&user, secs(now, 3))
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 /// A replay of the token rotated away last, inside the grace window, gets
@@ -350,11 +481,26 @@ pub async fn replay_of_the_previous_token_inside_grace_returns_the_same_successo
         .await
         .expect("refresh");
     let RefreshOutcome::GraceReplay { sealed } = &result.outcome else {
-        panic!("a replay inside the window is a grace replay, not {:?}", result.outcome);
+        panic!(
+            "a replay inside the window is a grace replay, not {:?}",
+            result.outcome
+        );
     };
-    assert_eq!(Some(sealed), before.refresh.grace_successor.as_ref(), "the same sealed successor");
-    assert_eq!(secrets.unseal_successor(&session.id, sealed), Some(t1), "it opens to the live token");
-    assert_eq!(stored(&*store, &session.id).await, before, "a grace replay writes nothing");
+    assert_eq!(
+        Some(sealed),
+        before.refresh.grace_successor.as_ref(),
+        "the same sealed successor"
+    );
+    assert_eq!(
+        secrets.unseal_successor(&session.id, sealed),
+        Some(t1),
+        "it opens to the live token"
+    );
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        before,
+        "a grace replay writes nothing"
+    );
 
     rotate(&*store, &secrets, &p1, default_grace(), secs(now, 10)).await;
 }
@@ -372,7 +518,11 @@ pub async fn replay_of_the_previous_token_after_grace_is_reuse(store: Arc<dyn Se
         .refresh(&p0, &next, &params(default_grace()), now + default_grace())
         .await
         .expect("refresh");
-    assert_eq!(result.outcome, RefreshOutcome::Reused, "the window's end is outside it");
+    assert_eq!(
+        result.outcome,
+        RefreshOutcome::Reused,
+        "the window's end is outside it"
+    );
     assert_eq!(
         stored(&*store, &session.id).await.revoked.map(|r| r.reason),
         Some(RevokeReason::ReuseDetected)
@@ -382,7 +532,9 @@ pub async fn replay_of_the_previous_token_after_grace_is_reuse(store: Arc<dyn Se
 /// A token of a generation the family never reached, or of the live
 /// generation with another digest, is `Invalid` and changes nothing; the
 /// live token still rotates afterwards.
-pub async fn a_never_issued_generation_is_invalid_without_side_effects(store: Arc<dyn SessionStore>) {
+pub async fn a_never_issued_generation_is_invalid_without_side_effects(
+    store: Arc<dyn SessionStore>,
+) {
     let secrets = secrets();
     let now = base_time();
     let (session, _, p0) = opened(&*store, &secrets, &unique_user("never-issued"), now).await;
@@ -396,8 +548,16 @@ pub async fn a_never_issued_generation_is_invalid_without_side_effects(store: Ar
             .refresh(&future, &next, &params(default_grace()), secs(now, 1))
             .await
             .expect("refresh");
-        assert_eq!(result.outcome, RefreshOutcome::Invalid, "generation {generation} was never issued");
-        assert_eq!(stored(&*store, &session.id).await, before, "an invalid token changes nothing");
+        assert_eq!(
+            result.outcome,
+            RefreshOutcome::Invalid,
+            "generation {generation} was never issued"
+        );
+        assert_eq!(
+            stored(&*store, &session.id).await,
+            before,
+            "an invalid token changes nothing"
+        );
     }
     let (_, sibling, _) = mint(&secrets, &session.id, 1);
     let (_, _, next) = mint(&secrets, &session.id, 2);
@@ -405,8 +565,16 @@ pub async fn a_never_issued_generation_is_invalid_without_side_effects(store: Ar
         .refresh(&sibling, &next, &params(default_grace()), secs(now, 1))
         .await
         .expect("refresh");
-    assert_eq!(result.outcome, RefreshOutcome::Invalid, "same generation, other token");
-    assert_eq!(stored(&*store, &session.id).await, before, "an invalid token changes nothing");
+    assert_eq!(
+        result.outcome,
+        RefreshOutcome::Invalid,
+        "same generation, other token"
+    );
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        before,
+        "an invalid token changes nothing"
+    );
 
     rotate(&*store, &secrets, &p1, default_grace(), secs(now, 2)).await;
 }
@@ -421,10 +589,17 @@ pub async fn refresh_after_the_idle_deadline_is_expired(store: Arc<dyn SessionSt
     let deadline = session.idle_expires_at;
     assert_eq!(deadline, now + Lifetimes::default().idle_timeout);
 
-    let listed = store.list_user(&user, deadline - Duration::seconds(1)).await.expect("list");
+    let listed = store
+        .list_user(&user, deadline - Duration::seconds(1))
+        .await
+        .expect("list");
     assert_eq!(ids(&listed), vec![session.id], "alive until the deadline");
     assert!(
-        store.list_user(&user, deadline).await.expect("list").is_empty(),
+        store
+            .list_user(&user, deadline)
+            .await
+            .expect("list")
+            .is_empty(),
         "list_user omits an expired session"
     );
 
@@ -434,7 +609,14 @@ pub async fn refresh_after_the_idle_deadline_is_expired(store: Arc<dyn SessionSt
         .await
         .expect("refresh");
     assert_eq!(result.outcome, RefreshOutcome::Expired);
-    assert!(store.list_user(&user, deadline).await.expect("list").is_empty(), "no refresh revived it");
+    assert!(
+        store
+            .list_user(&user, deadline)
+            .await
+            .expect("list")
+            .is_empty(),
+        "no refresh revived it"
+    );
 }
 
 /// Refreshing moves the idle deadline but never past the absolute one; at
@@ -450,9 +632,20 @@ pub async fn refresh_never_outlives_the_absolute_deadline(store: Arc<dyn Session
     store.create(&session).await.expect("create");
     assert_eq!(session.expires_at(), secs(now, 86_400));
 
-    let (_, p1, rotated) = rotate(&*store, &secrets, &p0, default_grace(), secs(now, 20 * 3_600)).await;
+    let (_, p1, rotated) = rotate(
+        &*store,
+        &secrets,
+        &p0,
+        default_grace(),
+        secs(now, 20 * 3_600),
+    )
+    .await;
     let after = rotated.session.expect("a rotation returns the session");
-    assert_eq!(after.idle_expires_at, secs(now, 86_400), "the idle deadline is capped");
+    assert_eq!(
+        after.idle_expires_at,
+        secs(now, 86_400),
+        "the idle deadline is capped"
+    );
 
     let (_, _, next) = mint(&secrets, &session.id, 2);
     let result = store
@@ -473,7 +666,11 @@ pub async fn refresh_of_an_unknown_session_is_expired(store: Arc<dyn SessionStor
         .await
         .expect("refresh");
     assert_eq!(result.outcome, RefreshOutcome::Expired);
-    assert_eq!(store.get(&id).await.expect("get"), None, "a refresh never creates");
+    assert_eq!(
+        store.get(&id).await.expect("get"),
+        None,
+        "a refresh never creates"
+    );
 }
 
 /// `revoke` answers `Some` only for the call that revoked an active
@@ -489,7 +686,10 @@ pub async fn revoke_twice_returns_none_the_second_time(store: Arc<dyn SessionSto
         .await
         .expect("revoke");
     let first = first.expect("the first revoke revokes");
-    assert_eq!(first.revoked.map(|r| (r.at, r.reason)), Some((secs(now, 1), RevokeReason::Logout)));
+    assert_eq!(
+        first.revoked.map(|r| (r.at, r.reason)),
+        Some((secs(now, 1), RevokeReason::Logout))
+    );
     let second = store
         .revoke(&session.id, RevokeReason::Admin, secs(now, 2))
         .await
@@ -533,11 +733,22 @@ pub async fn revoke_user_touches_only_that_user(store: Arc<dyn SessionStore>) {
     revoked.sort_by_key(|s| s.created_at);
     assert_eq!(ids(&revoked), vec![a1.id, a2.id]);
     for s in &revoked {
-        assert_eq!(s.revoked.map(|r| (r.at, r.reason)), Some((at, RevokeReason::PasswordChanged)));
-        assert_eq!(stored(&*store, &s.id).await, *s, "the returned session is the stored tombstone");
+        assert_eq!(
+            s.revoked.map(|r| (r.at, r.reason)),
+            Some((at, RevokeReason::PasswordChanged))
+        );
+        assert_eq!(
+            stored(&*store, &s.id).await,
+            *s,
+            "the returned session is the stored tombstone"
+        );
     }
     assert!(store.list_user(&alice, at).await.expect("list").is_empty());
-    assert_eq!(ids(&store.list_user(&bob, at).await.expect("list")), vec![b1.id], "bob keeps his session");
+    assert_eq!(
+        ids(&store.list_user(&bob, at).await.expect("list")),
+        vec![b1.id],
+        "bob keeps his session"
+    );
     assert_eq!(stored(&*store, &b1.id).await, b1);
 
     let again = store
@@ -559,15 +770,27 @@ pub async fn the_per_user_limit_revokes_the_oldest(store: Arc<dyn SessionStore>)
 
     let at = secs(now, 2);
     let (newest, _, _) = open_session(&secrets, &user, &Lifetimes::default(), at);
-    let evicted = store.create_limited(&newest, 2, at).await.expect("create_limited");
+    let evicted = store
+        .create_limited(&newest, 2, at)
+        .await
+        .expect("create_limited");
     assert_eq!(ids(&evicted), vec![oldest.id], "the oldest is evicted");
-    assert_eq!(evicted[0].revoked.map(|r| (r.at, r.reason)), Some((at, RevokeReason::SessionLimit)));
+    assert_eq!(
+        evicted[0].revoked.map(|r| (r.at, r.reason)),
+        Some((at, RevokeReason::SessionLimit))
+    );
     assert_eq!(stored(&*store, &oldest.id).await, evicted[0]);
-    assert_eq!(ids(&store.list_user(&user, at).await.expect("list")), vec![middle.id, newest.id]);
+    assert_eq!(
+        ids(&store.list_user(&user, at).await.expect("list")),
+        vec![middle.id, newest.id]
+    );
 
     let later = secs(now, 3);
     let (unlimited, _, _) = open_session(&secrets, &user, &Lifetimes::default(), later);
-    let evicted = store.create_limited(&unlimited, 0, later).await.expect("create_limited");
+    let evicted = store
+        .create_limited(&unlimited, 0, later)
+        .await
+        .expect("create_limited");
     assert!(evicted.is_empty(), "a limit of 0 is unlimited");
     assert_eq!(
         ids(&store.list_user(&user, later).await.expect("list")),
@@ -586,7 +809,13 @@ pub async fn list_user_is_oldest_first_and_omits_revoked(store: Arc<dyn SessionS
     let (first, _, _) = opened(&*store, &secrets, &user, secs(now, 10)).await;
     let (gone, _, _) = opened(&*store, &secrets, &user, secs(now, 25)).await;
     let (third, _, _) = opened(&*store, &secrets, &user, secs(now, 30)).await;
-    opened(&*store, &secrets, &unique_user("someone-else"), secs(now, 15)).await;
+    opened(
+        &*store,
+        &secrets,
+        &unique_user("someone-else"),
+        secs(now, 15),
+    )
+    .await;
     store
         .revoke(&gone.id, RevokeReason::UserRevoked, secs(now, 40))
         .await
@@ -596,7 +825,13 @@ pub async fn list_user_is_oldest_first_and_omits_revoked(store: Arc<dyn SessionS
     let listed = store.list_user(&user, secs(now, 50)).await.expect("list");
     assert_eq!(ids(&listed), vec![first.id, second.id, third.id]);
     assert_eq!(listed[0], first, "listed sessions are whole");
-    assert!(store.list_user(&unique_user("nobody"), now).await.expect("list").is_empty());
+    assert!(
+        store
+            .list_user(&unique_user("nobody"), now)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 /// `purge_expired` never drops a live session.

@@ -12,8 +12,10 @@ use crate::fixtures::{base_time, unique_user};
 
 /// A well-formed argon2id PHC string; the stores keep it as opaque text, so
 /// no check pays for real hashing.
-const HASH_A: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE";
-const HASH_B: &str = "$argon2id$v=19$m=19456,t=2,p=1$cGVwcGVycGVwcGVy$YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI";
+const HASH_A: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE";
+const HASH_B: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$cGVwcGVycGVwcGVy$YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI";
 
 fn user(label: &str, hash: &str) -> User {
     User {
@@ -40,7 +42,10 @@ pub async fn create_user_never_overwrites(store: Arc<dyn UserStore>) {
         .create_user(&impostor)
         .await
         .expect_err("a second user with the same name is refused");
-    assert!(matches!(err, StoreError::Conflict), "expected Conflict, got {err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict),
+        "expected Conflict, got {err:?}"
+    );
     assert_eq!(get(&*store, &original.username).await, Some(original));
 }
 
@@ -60,15 +65,33 @@ pub async fn set_password_replaces_only_that_users_hash(store: Arc<dyn UserStore
     store.create_user(&a).await.expect("create_user");
     store.create_user(&b).await.expect("create_user");
 
-    assert!(store.set_password(&a.username, HASH_B).await.expect("set_password"));
+    assert!(
+        store
+            .set_password(&a.username, HASH_B)
+            .await
+            .expect("set_password")
+    );
     let changed = get(&*store, &a.username).await.expect("still there");
     assert_eq!(changed.password_hash, HASH_B);
     assert_eq!(changed.created_at, a.created_at, "only the hash changes");
-    assert_eq!(get(&*store, &b.username).await, Some(b), "another user keeps their hash");
+    assert_eq!(
+        get(&*store, &b.username).await,
+        Some(b),
+        "another user keeps their hash"
+    );
 
     let ghost = unique_user("user-pw-ghost");
-    assert!(!store.set_password(&ghost, HASH_B).await.expect("set_password"));
-    assert_eq!(get(&*store, &ghost).await, None, "set_password never creates");
+    assert!(
+        !store
+            .set_password(&ghost, HASH_B)
+            .await
+            .expect("set_password")
+    );
+    assert_eq!(
+        get(&*store, &ghost).await,
+        None,
+        "set_password never creates"
+    );
 }
 
 /// `delete_user` removes that user only, answers false the second time,
@@ -80,13 +103,23 @@ pub async fn delete_user_removes_only_that_user(store: Arc<dyn UserStore>) {
 
     assert!(store.delete_user(&a.username).await.expect("delete_user"));
     assert_eq!(get(&*store, &a.username).await, None);
-    assert_eq!(get(&*store, &b.username).await, Some(b), "another user is kept");
-    assert!(!store.delete_user(&a.username).await.expect("delete_user"), "already gone");
+    assert_eq!(
+        get(&*store, &b.username).await,
+        Some(b),
+        "another user is kept"
+    );
+    assert!(
+        !store.delete_user(&a.username).await.expect("delete_user"),
+        "already gone"
+    );
 
     let again = User {
         password_hash: HASH_B.to_owned(),
         ..a
     };
-    store.create_user(&again).await.expect("the name is free again");
+    store
+        .create_user(&again)
+        .await
+        .expect("the name is free again");
     assert_eq!(get(&*store, &again.username).await, Some(again));
 }

@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn rotation_keeps_recent_refreshes_bounded_by_the_rapid_limit() {
         let mut s = fresh();
-        s.refresh.recent_refreshes = (0..30).map(|i| at(i)).collect();
+        s.refresh.recent_refreshes = (0..30).map(at).collect();
         let p = RefreshParams {
             anomaly: AnomalyPolicy {
                 rapid_refresh: AnomalyAction::Ignore,

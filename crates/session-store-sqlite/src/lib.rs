@@ -106,3 +106,47 @@ impl SqliteStore {
             .map_err(classify)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_pooled_connection_syncs_fully_with_foreign_keys_and_a_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sessions.db"))
+            .await
+            .unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let pragma = |name: &'static str| sqlx::query_scalar::<_, i64>(name);
+        // 2 = FULL: every commit is fsynced before it returns.
+        assert_eq!(
+            pragma("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            pragma("PRAGMA foreign_keys")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            pragma("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap(),
+            5000
+        );
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}

@@ -102,23 +102,15 @@ impl Ports {
     }
 }
 
-/// How a server wants to be stopped.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stop {
-    /// SIGKILL at once (nothing on disk to care about).
-    Kill,
-    /// SIGINT (PostgreSQL's fast shutdown, which also stops its backends),
-    /// then SIGKILL if it is still running after a while.
-    Interrupt,
-}
-
 /// A running throwaway server; stopped when dropped.
 #[derive(Debug)]
 pub(super) struct Server {
     name: String,
     child: Child,
     log: PathBuf,
-    stop: Stop,
+    /// A command that stops the server gracefully; without one, or if the
+    /// server still runs a while after it, the server is killed.
+    graceful_stop: Option<Command>,
 }
 
 impl Server {
@@ -127,7 +119,7 @@ impl Server {
         name: String,
         mut command: Command,
         log: PathBuf,
-        stop: Stop,
+        graceful_stop: Option<Command>,
     ) -> Result<Self> {
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -139,7 +131,7 @@ impl Server {
             name,
             child,
             log,
-            stop,
+            graceful_stop,
         })
     }
 
@@ -191,13 +183,15 @@ impl Drop for Server {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        if let Stop::Interrupt = self.stop {
-            let interrupted = Command::new("kill")
-                .args(["-INT", &self.child.id().to_string()])
+        if let Some(stop) = &mut self.graceful_stop {
+            let stopping = stop
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|status| status.success());
             let deadline = Instant::now() + Duration::from_secs(20);
-            while interrupted && Instant::now() < deadline {
+            while stopping && Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::process::{Ports, RunDir, Server, Stop};
+use super::process::{Ports, RunDir, Server};
 use crate::cmd;
 
 pub(super) const SHARED_PORT: u16 = 6379;
@@ -70,7 +70,7 @@ fn start(binary: &Path, dir: &Path, port: u16, extra: &[&str]) -> Result<Server>
         format!("redis-server on port {port}"),
         command,
         dir.join("redis.log"),
-        Stop::Kill,
+        None,
     )?;
     server.wait_until(Duration::from_secs(15), || answers_ping(port))?;
     Ok(server)

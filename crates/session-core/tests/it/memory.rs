@@ -10,9 +10,10 @@ use session_conformance::fixtures::{
 use session_core::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use session_core::memory::MemoryStore;
 use session_core::rotation::RefreshOutcome;
-use session_core::session::{Lifetimes, RevokeReason};
+use session_core::secret::SessionId;
+use session_core::session::{Lifetimes, RevokeReason, Session};
 use session_core::store::{AuditLog, SessionStore, StoreError};
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
 async fn fresh() -> Arc<MemoryStore> {
     Arc::new(MemoryStore::new())
@@ -28,6 +29,74 @@ mod audit {
 
 mod users {
     session_conformance::user_store_tests!(super::fresh());
+}
+
+/// A `MemoryStore` that yields to the scheduler around every read and
+/// write, so that concurrent refreshes really interleave between their
+/// read and their compare-and-swap (the bare store never yields).
+#[derive(Debug, Default)]
+struct Interleaving(MemoryStore);
+
+#[async_trait::async_trait]
+impl SessionStore for Interleaving {
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        self.0.create(session).await
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        tokio::task::yield_now().await;
+        let got = self.0.get(id).await;
+        tokio::task::yield_now().await;
+        got
+    }
+
+    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
+        tokio::task::yield_now().await;
+        self.0.replace(session, expected_version).await
+    }
+
+    async fn revoke(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Option<Session>, StoreError> {
+        self.0.revoke(id, reason, now).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.0.revoke_user(user_id, reason, now).await
+    }
+
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.0.list_user(user_id, now).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        SessionStore::ping(&self.0).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_that_interleave_between_read_and_write_leave_one_live_successor() {
+    for _ in 0..4 {
+        let store: Arc<dyn SessionStore> = Arc::new(Interleaving::default());
+        session_conformance::sessions::concurrent_rotations_of_one_token_leave_one_live_successor(
+            Arc::clone(&store),
+        )
+        .await;
+        session_conformance::sessions::concurrent_rotations_without_grace_revoke_the_family(store)
+            .await;
+    }
 }
 
 #[tokio::test]

@@ -14,12 +14,12 @@ use sqlx::{Connection, Executor, PgConnection};
 use time::OffsetDateTime;
 
 /// The shared PostgreSQL's URL.
-pub fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `url` with its database replaced by `db`.
-pub fn with_database(url: &str, db: &str) -> String {
+pub(crate) fn with_database(url: &str, db: &str) -> String {
     let authority = url.find("://").map_or(0, |i| i + 3);
     let (base, query) = match url.find('?') {
         Some(q) => (&url[..q], &url[q..]),
@@ -44,14 +44,14 @@ async fn admin_connection(url: &str) -> PgConnection {
 
 /// A database of one test's own, dropped (with its connections) at the end.
 #[derive(Debug)]
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
+pub(crate) struct TestDb {
+    pub(crate) name: String,
+    pub(crate) url: String,
     admin_url: String,
 }
 
 impl TestDb {
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let admin_url = database_url();
         let name = format!("audit_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin_connection(&admin_url).await;
@@ -68,14 +68,14 @@ impl TestDb {
     }
 
     /// A migrated log on this database.
-    pub async fn log(&self) -> PostgresAuditLog {
+    pub(crate) async fn log(&self) -> PostgresAuditLog {
         PostgresAuditLog::connect(&self.url, MigrateMode::Apply)
             .await
             .expect("connect and migrate")
     }
 
     /// A superuser connection to this database.
-    pub async fn superuser(&self) -> PgConnection {
+    pub(crate) async fn superuser(&self) -> PgConnection {
         admin_connection(&self.url).await
     }
 }
@@ -107,8 +107,8 @@ impl Drop for TestDb {
 /// A log that owns the database (and directory) it lives in, for the
 /// conformance macro's factory.
 #[derive(Debug)]
-pub struct Owned<L> {
-    pub log: L,
+pub(crate) struct Owned<L> {
+    pub(crate) log: L,
     _db: TestDb,
     _dir: Option<tempfile::TempDir>,
 }
@@ -126,7 +126,7 @@ impl<L: AuditLog> AuditLog for Owned<L> {
     }
 }
 
-pub async fn fresh_postgres_log() -> Arc<dyn AuditLog> {
+pub(crate) async fn fresh_postgres_log() -> Arc<dyn AuditLog> {
     let db = TestDb::create().await;
     let log = db.log().await;
     Arc::new(Owned {
@@ -136,7 +136,7 @@ pub async fn fresh_postgres_log() -> Arc<dyn AuditLog> {
     })
 }
 
-pub async fn fresh_outbox_log() -> Arc<dyn AuditLog> {
+pub(crate) async fn fresh_outbox_log() -> Arc<dyn AuditLog> {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let log = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.expect("open outbox");
@@ -148,7 +148,7 @@ pub async fn fresh_outbox_log() -> Arc<dyn AuditLog> {
 }
 
 /// Short pauses, so tests recover quickly.
-pub fn fast_config() -> OutboxConfig {
+pub(crate) fn fast_config() -> OutboxConfig {
     OutboxConfig {
         batch_size: 200,
         min_backoff: Duration::from_millis(20),
@@ -160,12 +160,12 @@ pub fn fast_config() -> OutboxConfig {
 }
 
 /// A fixed instant to start events from.
-pub fn t0() -> OffsetDateTime {
+pub(crate) fn t0() -> OffsetDateTime {
     time::macros::datetime!(2026-11-26 06:00:00 UTC)
 }
 
 /// The `i`th revocation of a test.
-pub fn revocation(i: i64) -> AuditEvent {
+pub(crate) fn revocation(i: i64) -> AuditEvent {
     let at = t0() + time::Duration::milliseconds(i);
     AuditEvent::new(AuditKind::SessionRevoked, Actor::Admin, at)
         .session(format!("session-{i}"), format!("user-{}", i % 7))
@@ -176,15 +176,15 @@ pub fn revocation(i: i64) -> AuditEvent {
 /// A PostgreSQL server of the test's own, in a temporary directory, run as
 /// an unprivileged user (`postgres`) when the tests run as root.
 #[derive(Debug)]
-pub struct OwnedPostgres {
+pub(crate) struct OwnedPostgres {
     dir: tempfile::TempDir,
     bindir: PathBuf,
     as_postgres: bool,
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl OwnedPostgres {
-    pub fn init() -> Self {
+    pub(crate) fn init() -> Self {
         let bindir = pg_bindir();
         let as_postgres = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
         let dir = tempfile::Builder::new().prefix("audit-pg-").tempdir().expect("temp dir");
@@ -231,7 +231,7 @@ impl OwnedPostgres {
         );
     }
 
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=40",
             self.port,
@@ -242,12 +242,12 @@ impl OwnedPostgres {
         self.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start"]);
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let data = self.data();
         self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"]);
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }

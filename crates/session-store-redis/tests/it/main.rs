@@ -20,33 +20,52 @@ use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::secret::PresentedRefresh;
 use session_core::store::RefreshResult;
 use session_core::user::User;
-use session_core::{RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore};
+use session_core::{FeedEvent, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore};
 use session_store_redis::RedisStore;
 use time::OffsetDateTime;
 
 /// The shared single node.
-pub fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A prefix no other test (or concurrent run) uses.
-pub fn unique_prefix() -> String {
+/// Both deployments, for tests that run on each.
+pub(crate) async fn both_stores() -> [Arc<Cleaned>; 2] {
+    [single_store().await, cluster_store().await]
+}
+
+/// The `PEXPIREAT` value for an instant: Unix ms rounded up.
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    let n = t.unix_timestamp_nanos();
+    i64::try_from(n.div_euclid(1_000_000) + i128::from(n.rem_euclid(1_000_000) != 0)).unwrap()
+}
+
+/// A feed event, or a failure after a generous bound (liveness, not speed).
+pub(crate) async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<FeedEvent>) -> FeedEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a feed event within 30 s")
+        .expect("the feed is still running")
+}
+
+pub(crate) fn unique_prefix() -> String {
     format!("it-{}", SessionId::generate().to_string().replace(['-', '_'], "x"))
 }
 
 /// A store on the shared single node under a fresh prefix; its keys are
 /// deleted when it is dropped.
-pub async fn single_store() -> Arc<Cleaned> {
+pub(crate) async fn single_store() -> Arc<Cleaned> {
     let url = redis_url();
     let store = RedisStore::connect(&url, &unique_prefix())
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} is required (set REDIS_URL): {e:?}"));
-    Arc::new(Cleaned::new(store, vec![url]))
+    Arc::new(Cleaned::new(store, vec![url], false))
 }
 
 /// A store on the test cluster under a fresh prefix; its keys are deleted
 /// when it is dropped.
-pub async fn cluster_store() -> Arc<Cleaned> {
+pub(crate) async fn cluster_store() -> Arc<Cleaned> {
     let nodes = servers::cluster_nodes();
     let url = format!("redis+cluster://{}", nodes.join(","));
     let store = RedisStore::connect(&url, &unique_prefix())
@@ -56,24 +75,46 @@ pub async fn cluster_store() -> Arc<Cleaned> {
     Arc::new(Cleaned::new(
         store,
         nodes.iter().map(|n| format!("redis://{n}")).collect(),
+        true,
     ))
 }
 
 /// A [`RedisStore`] that deletes every key under its prefix on drop, on
 /// every node it knows.
 #[derive(Debug)]
-pub struct Cleaned {
-    pub store: RedisStore,
+pub(crate) struct Cleaned {
+    pub(crate) store: RedisStore,
     nodes: Vec<String>,
+    cluster: bool,
 }
 
 impl Cleaned {
-    fn new(store: RedisStore, nodes: Vec<String>) -> Self {
-        Self { store, nodes }
+    fn new(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Self {
+        Self { store, nodes, cluster }
+    }
+
+    /// A plain connection to the node that serves `key`.
+    pub(crate) fn node_for(&self, key: &str) -> redis::Connection {
+        let url = if self.cluster {
+            format!("redis://{}", servers::cluster_node_of(key))
+        } else {
+            self.nodes[0].clone()
+        };
+        redis::Client::open(url).unwrap().get_connection().unwrap()
+    }
+
+    /// Runs `cmd` (whose first argument is `key`) on the node serving `key`.
+    pub(crate) fn raw<T: redis::FromRedisValue>(&self, key: &str, cmd: &mut redis::Cmd) -> T {
+        cmd.query(&mut self.node_for(key)).unwrap()
+    }
+
+    /// The absolute expiry of `key` in Unix ms (-1 none, -2 no key).
+    pub(crate) fn pexpiretime(&self, key: &str) -> i64 {
+        self.raw(key, redis::cmd("PEXPIRETIME").arg(key))
     }
 
     /// Every key under the prefix, on every node.
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let mut out = Vec::new();
         for node in &self.nodes {
             let mut con = redis::Client::open(node.as_str()).unwrap().get_connection().unwrap();

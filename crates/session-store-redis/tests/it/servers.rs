@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A port that is free now, and whose cluster-bus port (+10000) is free too.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -46,14 +46,14 @@ fn answers(port: u16) -> bool {
 
 /// A throwaway `redis-server` on its own port, killed on drop.
 #[derive(Debug)]
-pub struct Throwaway {
-    pub port: u16,
+pub(crate) struct Throwaway {
+    pub(crate) port: u16,
     child: Option<Child>,
     dir: PathBuf,
 }
 
 impl Throwaway {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = free_port();
         let mut s = Self {
             port,
@@ -64,12 +64,12 @@ impl Throwaway {
         s
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server (again) on the same port.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -86,7 +86,7 @@ impl Throwaway {
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -94,12 +94,12 @@ impl Throwaway {
     }
 
     /// Freezes the server (SIGSTOP): it keeps its sockets but never answers.
-    pub fn freeze(&self) {
+    pub(crate) fn freeze(&self) {
         self.signal("STOP");
     }
 
     /// Thaws a frozen server.
-    pub fn thaw(&self) {
+    pub(crate) fn thaw(&self) {
         self.signal("CONT");
     }
 
@@ -134,7 +134,7 @@ impl Throwaway {
 
 /// The cluster's `host:port` list: `REDIS_CLUSTER_NODES`, or a cluster this
 /// test binary starts once (and whose servers die with it).
-pub fn cluster_nodes() -> Vec<String> {
+pub(crate) fn cluster_nodes() -> Vec<String> {
     static NODES: OnceLock<Vec<String>> = OnceLock::new();
     NODES
         .get_or_init(|| match std::env::var("REDIS_CLUSTER_NODES") {
@@ -171,6 +171,9 @@ fn start_cluster() -> Vec<String> {
             conf = conf.display(),
             dir = dir.display(),
         );
+        // The watchdog shell is deliberately left running: it ends (and
+        // takes its server with it) when this test process exits.
+        #[allow(clippy::zombie_processes)] // reason: see above; reaped by init after we exit
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
@@ -207,7 +210,7 @@ fn start_cluster() -> Vec<String> {
 }
 
 /// Which cluster node (`host:port`) serves `key`.
-pub fn cluster_node_of(key: &str) -> String {
+pub(crate) fn cluster_node_of(key: &str) -> String {
     let nodes = cluster_nodes();
     let mut con = redis::Client::open(format!("redis://{}", nodes[0]))
         .unwrap()

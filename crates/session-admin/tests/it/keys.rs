@@ -1,0 +1,48 @@
+//! `keys list|rotate`.
+
+use crate::harness::{Env, rows};
+
+#[tokio::test]
+async fn rotating_starts_a_new_active_key_and_retires_the_old_one() {
+    let env = Env::start().await;
+    let before = env.run(&["keys", "list", "--json"]).await.json();
+    let keys = before["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{before}");
+    let old_kid = keys[0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(keys[0]["state"], "active");
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert!(keys[0]["created_at"].is_string());
+
+    let table = env.run(&["keys", "list"]).await;
+    let text = table.ok();
+    assert!(text.starts_with("KID"), "{text}");
+    assert!(text.lines().next().unwrap().contains("AGE"), "{text}");
+    assert_eq!(rows(text).len(), 1);
+    assert!(rows(text)[0].starts_with(&old_kid), "{text}");
+
+    let rotated = env.run(&["keys", "rotate", "--json"]).await.json();
+    let new_kid = rotated["key"]["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    let text = env.run(&["keys", "rotate"]).await;
+    let line = text.ok();
+    assert!(
+        line.starts_with("started signing key ") && line.contains("(EdDSA)"),
+        "{line}"
+    );
+
+    let after = env.run(&["keys", "list", "--json"]).await.json();
+    let keys = after["keys"].as_array().unwrap();
+    let state = |kid: &str| {
+        keys.iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| k["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state(&old_kid).as_deref(), Some("retired"), "{after}");
+    assert_eq!(state(&new_kid).as_deref(), Some("retired"), "{after}");
+    assert_eq!(
+        keys.iter().filter(|k| k["state"] == "active").count(),
+        1,
+        "{after}"
+    );
+}

@@ -1,0 +1,258 @@
+//! A client per endpoint, so tests read like the flow they check.
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use session_server::config::ConfigError;
+use session_server::testing::TestServer;
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const UA: &str = "it-tests/1.0";
+
+pub struct App {
+    pub server: TestServer,
+    pub http: Client,
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .user_agent(UA)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl App {
+    pub async fn start() -> Self {
+        Self::start_with(|_| Ok(())).await
+    }
+
+    pub async fn start_with(
+        configure: impl FnOnce(&mut session_server::RawSettings) -> Result<(), ConfigError>,
+    ) -> Self {
+        let server = TestServer::start_with(|raw| {
+            // Tests open many sessions from one address.
+            raw.set("rate_limit_login", "0")?;
+            raw.set("rate_limit_refresh", "0")?;
+            raw.set("rate_limit_create", "0")?;
+            configure(raw)
+        })
+        .await
+        .expect("server starts");
+        Self {
+            server,
+            http: client(),
+        }
+    }
+
+    pub fn public(&self, path: &str) -> String {
+        format!("{}{path}", self.server.public_url())
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.server.admin_url())
+    }
+
+    pub fn admin_req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.admin(path))
+            .bearer_auth(self.server.admin_token())
+    }
+
+    pub async fn add_user(&self, name: &str) {
+        let r = self
+            .admin_req(reqwest::Method::POST, "/admin/v1/users")
+            .json(&json!({ "username": name, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
+    }
+
+    /// Bearer-transport login.
+    pub async fn login_bearer(&self, name: &str, password: &str) -> Response {
+        self.http
+            .post(self.public("/v1/auth/login"))
+            .header("X-Session-Transport", "bearer")
+            .json(&json!({ "username": name, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A user with a bearer session: (access, refresh, body).
+    pub async fn bearer_session(&self, name: &str) -> Tokens {
+        self.add_user(name).await;
+        let r = self.login_bearer(name, PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        Tokens::from_body(r.json().await.unwrap())
+    }
+
+    /// Opens a session through the admin API (trusted backend).
+    pub async fn admin_session(&self, user_id: &str) -> Tokens {
+        let r = self
+            .admin_req(reqwest::Method::POST, "/admin/v1/sessions")
+            .json(&json!({ "user_id": user_id, "user_agent": UA, "ip": "127.0.0.1" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        Tokens::from_body(r.json().await.unwrap())
+    }
+
+    pub async fn refresh_bearer(&self, refresh: &str) -> Response {
+        self.http
+            .post(self.public("/v1/auth/refresh"))
+            .header("X-Session-Transport", "bearer")
+            .json(&json!({ "refresh_token": refresh }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn whoami(&self, access: &str) -> Response {
+        self.http
+            .get(self.public("/v1/session"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn logout_bearer(&self, access: &str) -> Response {
+        self.http
+            .post(self.public("/v1/auth/logout"))
+            .header("X-Session-Transport", "bearer")
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn audit(&self, query: &str) -> Vec<Value> {
+        let r = self
+            .admin_req(reqwest::Method::GET, &format!("/admin/v1/audit?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub session_id: String,
+    pub csrf: String,
+    pub body: Value,
+}
+
+impl Tokens {
+    pub fn from_body(body: Value) -> Self {
+        Self {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+            session_id: body["session_id"].as_str().unwrap().to_owned(),
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+}
+
+/// Cookie-transport state: the cookies the server set, sent back by hand
+/// (reqwest's jar refuses `Secure` cookies over plain HTTP).
+#[derive(Debug, Clone, Default)]
+pub struct Browser {
+    pub access: Option<String>,
+    pub refresh: Option<String>,
+    pub csrf: Option<String>,
+}
+
+pub fn set_cookies(r: &Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn cookie_value(cookies: &[String], name: &str) -> Option<String> {
+    cookies.iter().find_map(|c| {
+        let first = c.split(';').next()?;
+        let (k, v) = first.split_once('=')?;
+        (k == name).then(|| v.to_owned())
+    })
+}
+
+impl Browser {
+    pub fn absorb(&mut self, cookies: &[String], body: &Value) {
+        if let Some(a) = cookie_value(cookies, "__Host-session") {
+            self.access = Some(a);
+        }
+        if let Some(r) = cookie_value(cookies, "__Secure-refresh") {
+            self.refresh = Some(r);
+        }
+        if let Some(c) = body["csrf_token"].as_str() {
+            self.csrf = Some(c.to_owned());
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.access {
+            parts.push(format!("__Host-session={a}"));
+        }
+        if let Some(r) = &self.refresh {
+            parts.push(format!("__Secure-refresh={r}"));
+        }
+        parts.join("; ")
+    }
+}
+
+impl App {
+    pub async fn browser_login(&self, name: &str) -> Browser {
+        self.add_user(name).await;
+        let r = self
+            .http
+            .post(self.public("/v1/auth/login"))
+            .json(&json!({ "username": name, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let cookies = set_cookies(&r);
+        let body: Value = r.json().await.unwrap();
+        let mut b = Browser::default();
+        b.absorb(&cookies, &body);
+        b
+    }
+
+    pub fn browser_post(&self, b: &Browser, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.public(path))
+            .header("cookie", b.cookie_header())
+    }
+}
+
+pub async fn error_code(r: Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.expect("error bodies are JSON");
+    assert!(
+        body["message"].is_string(),
+        "error body has a message: {body}"
+    );
+    (status, body["error"].as_str().unwrap().to_owned())
+}

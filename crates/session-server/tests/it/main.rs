@@ -1,0 +1,11 @@
+//! Integration tests: the real server on loopback ports, real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // reason: tests (they may read the wall clock to forge tokens)
+#![allow(unreachable_pub)] // reason: a test binary has no public API; `pub` marks the harness surface
+
+mod harness;
+
+mod admin;
+mod auth;
+mod hostile;
+mod persistence;
+mod secrets;

@@ -1,0 +1,197 @@
+//! Nothing is lost across a restart, graceful or not.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use session_server::testing::TestServer;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_sessions_users_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| Ok(())).await.unwrap();
+    let app = App {
+        server,
+        http: client(),
+    };
+    let t = app.bearer_session("alice").await;
+    let events_before = app.audit("").await.len();
+    app.server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |_| Ok(())).await.unwrap();
+    let app = App {
+        server,
+        http: client(),
+    };
+    assert_eq!(
+        app.whoami(&t.access).await.status(),
+        StatusCode::OK,
+        "same keys, same session"
+    );
+    assert_eq!(
+        app.refresh_bearer(&t.refresh).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert!(app.audit("").await.len() >= events_before + 2);
+}
+
+struct Proc {
+    child: Child,
+    public: String,
+    admin: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn(dir: &std::path::Path) -> Proc {
+    let (p, a) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_session-server"))
+        .env("SESSION_DATA_DIR", dir)
+        .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
+        .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
+        .env("SESSION_RATE_LIMIT_CREATE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc {
+        child,
+        public: format!("http://127.0.0.1:{p}"),
+        admin: format!("http://127.0.0.1:{a}"),
+    };
+    let http = client();
+    for _ in 0..200 {
+        if http
+            .get(format!("{}/healthz", proc.public))
+            .send()
+            .await
+            .is_ok()
+        {
+            return proc;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start");
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn(dir.path()).await;
+    let token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = client();
+    let r = http
+        .post(format!("{}/admin/v1/users", proc.admin))
+        .bearer_auth(&token)
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Load: 8 writers open sessions until the kill; every 201 must survive.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (http, admin, token, stop) =
+            (client(), proc.admin.clone(), token.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 400 {
+                i += 1;
+                let r = http
+                    .post(format!("{admin}/admin/v1/sessions"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "user_id": format!("user-{w}"), "user_agent": UA }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        acked.push(Tokens::from_body(r.json().await.unwrap()));
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proc.child.kill().unwrap(); // SIGKILL
+    proc.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 10, "the load ran ({} sessions)", acked.len());
+
+    let mut proc = spawn(dir.path()).await;
+    let http = client();
+    for t in &acked {
+        let r = http
+            .get(format!("{}/v1/session", proc.public))
+            .bearer_auth(&t.access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "session {} survived",
+            t.session_id
+        );
+    }
+    let r = http
+        .post(format!("{}/v1/auth/login", proc.public))
+        .header("X-Session-Transport", "bearer")
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the user survived");
+    let events: Value = http
+        .get(format!(
+            "{}/admin/v1/audit?kind=session_created&limit=1000",
+            proc.admin
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: std::collections::HashSet<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["session_id"].as_str())
+        .collect();
+    for t in &acked {
+        assert!(
+            ids.contains(t.session_id.as_str()),
+            "event of {} survived",
+            t.session_id
+        );
+    }
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+    let _ = Method::GET;
+}
