@@ -55,6 +55,45 @@ CREATE TRIGGER audit_checkpoints_no_truncate
     BEFORE TRUNCATE ON audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
 
+-- One round trip per batch: the writer computes the chain from the head it
+-- expects; under the chain lock (pg_advisory_xact_lock, key 'audit_lg'),
+-- this inserts the batch only when that head is still the head and no id of
+-- the batch is stored yet. Otherwise it inserts nothing and returns the
+-- actual head and the stored ids, and the writer recomputes and retries.
+-- Each statement of this (volatile) function takes a fresh snapshot, so the
+-- head read after the lock sees every append committed before it.
+CREATE FUNCTION audit_append(
+    expected_head bytea,
+    ids uuid[], ats timestamptz[], kinds text[], session_ids text[], user_ids text[], actors text[],
+    ips text[], user_agents text[], reasons text[], detailss jsonb[], prev_hashes bytea[], hashes bytea[]
+) RETURNS TABLE (appended bigint, head bytea, duplicates uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    current_head bytea;
+    stored uuid[];
+    n bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(7022629598040910951);
+    SELECT e.hash INTO current_head FROM audit_events e ORDER BY e.seq DESC LIMIT 1;
+    stored := ARRAY(SELECT e.id FROM audit_events e WHERE e.id = ANY(ids));
+    IF current_head IS DISTINCT FROM expected_head OR cardinality(stored) > 0 THEN
+        RETURN QUERY SELECT 0::bigint, current_head, stored;
+        RETURN;
+    END IF;
+    INSERT INTO audit_events
+        (id, at, kind, session_id, user_id, actor, ip, user_agent, reason, details, prev_hash, hash)
+    SELECT t.id, t.at, t.kind, t.session_id, t.user_id, t.actor, t.ip, t.user_agent, t.reason, t.details,
+           t.prev_hash, t.hash
+    FROM unnest(ids, ats, kinds, session_ids, user_ids, actors, ips, user_agents, reasons, detailss,
+                prev_hashes, hashes)
+         WITH ORDINALITY AS t(id, at, kind, session_id, user_id, actor, ip, user_agent, reason, details,
+                              prev_hash, hash, ord)
+    ORDER BY t.ord;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN QUERY SELECT n, hashes[cardinality(hashes)], stored;
+END;
+$$;
+
 -- The service's role: it may add and read records, nothing else. Roles are
 -- cluster-wide, so another database may have created it already (perhaps
 -- at this very moment).
@@ -69,7 +108,9 @@ END;
 $$;
 
 REVOKE ALL ON audit_events, audit_checkpoints FROM PUBLIC;
+REVOKE ALL ON FUNCTION audit_append FROM PUBLIC;
 REVOKE ALL ON audit_events, audit_checkpoints FROM session_service;
 GRANT USAGE ON SCHEMA public TO session_service;
 GRANT SELECT, INSERT ON audit_events, audit_checkpoints TO session_service;
 GRANT USAGE ON SEQUENCE audit_events_seq_seq TO session_service;
+GRANT EXECUTE ON FUNCTION audit_append TO session_service;

@@ -6,22 +6,25 @@
 //! - `cargo xtask ci` — the whole gate, in order, stopping at the first
 //!   failure: `cargo fmt --check`; the dependency-direction check (from
 //!   `cargo metadata`); `cargo clippy --workspace --all-targets -D warnings`;
-//!   the tests (see `test`). `.ci/run` runs exactly this.
+//!   the tests (see `test`), against the services. `.ci/run` runs exactly
+//!   this.
 //! - `cargo xtask deps` — only the dependency-direction check.
-//! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then run
-//!   `cargo nextest run --workspace --all-targets --no-fail-fast` (or
+//! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then
+//!   run `cargo nextest run --workspace --all-targets --no-fail-fast` (or
 //!   `cargo test` when nextest is not installed) with `ARGS` appended, and
 //!   the doctests when no `ARGS` are given (neither nextest nor
 //!   `cargo test --all-targets` runs them).
-//! - `cargo xtask services [--throwaway]` — start the services, print their environment as
-//!   `export` lines and keep them running until Ctrl-C.
+//! - `cargo xtask services [--throwaway]` — start the services, print their
+//!   environment as `export` lines and keep them running until Ctrl-C.
 //! - `cargo xtask bench` — run the benchmarks.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
 //!
 //! The services are Redis, PostgreSQL and a three-node Redis Cluster. The
 //! shared Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth)
-//! are used when they answer (unless `--throwaway` is given); otherwise throwaway servers are started on
-//! free loopback ports. The cluster is always a throwaway one. Throwaway
+//! are used when they answer (unless `--throwaway` is given); otherwise
+//! throwaway servers are started on free loopback ports. The cluster is
+//! always a throwaway one. `REDIS_URL`, `DATABASE_URL` or
+//! `REDIS_CLUSTER_NODES` already set in the environment win. Throwaway
 //! servers live in a temporary directory and are stopped when xtask exits,
 //! on success or error. Tests receive `REDIS_URL`, `DATABASE_URL`,
 //! `REDIS_CLUSTER_NODES` (comma-separated `host:port`),

@@ -123,9 +123,12 @@ impl AdminClient {
         Ok(Self { http, base, auth })
     }
 
-    /// The base URL, for messages.
-    pub(crate) fn base(&self) -> &Url {
-        &self.base
+    /// The base URL for messages: without any user name or password in it.
+    pub(crate) fn shown_url(&self) -> String {
+        let mut url = self.base.clone();
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        url.to_string()
     }
 
     /// `base` joined with `segments`, each percent-encoded as one segment.
@@ -218,7 +221,7 @@ impl AdminClient {
             innermost(&e)
         };
         ApiError::Unreachable {
-            url: self.base.to_string(),
+            url: self.shown_url(),
             reason,
             source: e,
         }
@@ -315,6 +318,13 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap();
+        let with_credentials = AdminClient::new(
+            "http://ops:hunter2@10.0.0.1:8081".parse().unwrap(),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(with_credentials.shown_url(), "http://10.0.0.1:8081/");
         assert_eq!(
             prefixed.url(&["healthz"]).as_str(),
             "https://proxy.example/sessions/healthz"

@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 // reason: test support. A check that cannot go on is a failed check, and
 // `expect` says which step failed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
@@ -103,10 +103,16 @@ macro_rules! __expand_checks {
 /// store from `$factory`: an expression of a future whose output is an
 /// `Arc` of a [`SessionStore`] (it is evaluated once per test).
 ///
-/// ```ignore
-/// mod conformance {
-///     session_conformance::session_store_tests!(crate::fresh_store());
+/// ```no_run
+/// # use std::sync::Arc;
+/// async fn fresh() -> Arc<session_core::memory::MemoryStore> {
+///     Arc::new(session_core::memory::MemoryStore::new())
 /// }
+///
+/// mod conformance {
+///     session_conformance::session_store_tests!(super::fresh());
+/// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! session_store_tests {

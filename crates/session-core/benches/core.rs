@@ -70,9 +70,105 @@ fn access(c: &mut Criterion) {
 }
 
 // --- Rotation on the in-memory store -----------------------------------------
-// Reserved for the rotation bench (another helper adds it here): define a
-// `fn rotation(c: &mut Criterion)` and add it to `criterion_group!` below.
+
+use criterion::BatchSize;
+use session_core::memory::MemoryStore;
+use session_core::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
+use session_core::store::SessionStore;
+use session_core::{
+    AnomalyAction, AnomalyPolicy, ClientInfo, Lifetimes, PresentedRefresh, Session,
+};
+use tokio::runtime::Runtime;
+
+/// A session opened at `NOW` in `store`, with its live token.
+fn opened(store: &MemoryStore, rt: &Runtime, secrets: &TokenSecrets) -> PresentedRefresh {
+    let sid = SessionId::generate();
+    let (_, live) = secrets.issue_refresh(&sid, 0);
+    let session = Session::new(sid, "bench".into(), live.digest, &Lifetimes::default(), NOW);
+    rt.block_on(store.create(&session)).unwrap();
+    live
+}
+
+/// What the service does per refresh: mint and seal a successor, then let
+/// the store decide and compare-and-swap.
+fn refresh_once(
+    store: &MemoryStore,
+    rt: &Runtime,
+    secrets: &TokenSecrets,
+    params: &RefreshParams,
+    presented: &PresentedRefresh,
+) -> (RefreshOutcome, PresentedRefresh) {
+    let (token, next_presented) =
+        secrets.issue_refresh(&presented.session_id, presented.generation + 1);
+    let next = NextRefresh {
+        digest: next_presented.digest,
+        sealed: Some(secrets.seal_successor(&presented.session_id, &token)),
+    };
+    let result = rt
+        .block_on(store.refresh(presented, &next, params, NOW))
+        .unwrap();
+    (result.outcome, next_presented)
+}
+
+fn rotation(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let secrets = TokenSecrets::from_master(&TokenSecrets::generate_master());
+    // One clock instant throughout, so the rapid-refresh rule would fire:
+    // it is off here, the bench measures rotation itself.
+    let params = RefreshParams {
+        grace: Duration::seconds(10),
+        idle_timeout: Duration::days(14),
+        anomaly: AnomalyPolicy {
+            rapid_refresh: AnomalyAction::Ignore,
+            ..AnomalyPolicy::default()
+        },
+        client: ClientInfo::default(),
+    };
+    let mut g = c.benchmark_group("rotation on the in-memory store");
+    g.throughput(Throughput::Elements(1));
+
+    let store = MemoryStore::new();
+    let mut live = opened(&store, &rt, &secrets);
+    g.bench_function("rotate the live token", |b| {
+        b.iter(|| {
+            let (outcome, next) = refresh_once(&store, &rt, &secrets, &params, black_box(&live));
+            assert_eq!(outcome, RefreshOutcome::Rotated);
+            live = next;
+        })
+    });
+
+    let previous = live;
+    refresh_once(&store, &rt, &secrets, &params, &previous);
+    g.bench_function("grace replay of the previous token", |b| {
+        b.iter(|| {
+            let (outcome, _) = refresh_once(&store, &rt, &secrets, &params, black_box(&previous));
+            assert!(matches!(outcome, RefreshOutcome::GraceReplay { .. }));
+        })
+    });
+
+    g.bench_function("reuse detection revokes the family", |b| {
+        b.iter_batched(
+            || {
+                let store = MemoryStore::new();
+                let first = opened(&store, &rt, &secrets);
+                let (_, second) = refresh_once(&store, &rt, &secrets, &params, &first);
+                refresh_once(&store, &rt, &secrets, &params, &second);
+                (store, first)
+            },
+            |(store, first)| {
+                let (outcome, _) = refresh_once(&store, &rt, &secrets, &params, black_box(&first));
+                assert_eq!(outcome, RefreshOutcome::Reused);
+                store
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 // -----------------------------------------------------------------------------
 
-criterion_group!(benches, refresh, access);
+criterion_group!(benches, refresh, access, rotation);
 criterion_main!(benches);

@@ -97,7 +97,8 @@ fn valid_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create_session(
+#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::public::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
+pub(crate) async fn create_session(
     State(state): State<AppState>,
     Client(caller): Client,
     StrictJson(req): StrictJson<CreateSessionRequest>,
@@ -116,12 +117,12 @@ async fn create_session(
             return Err(ApiError::unprocessable("metadata over 8 KiB"));
         }
     }
-    if let Some(ip) = &req.ip {
-        if ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(ApiError::unprocessable(
-                "ip must be an IPv4 or IPv6 address",
-            ));
-        }
+    if let Some(ip) = &req.ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(ApiError::unprocessable(
+            "ip must be an IPv4 or IPv6 address",
+        ));
     }
     if req.user_agent.as_ref().is_some_and(|ua| ua.len() > 512) {
         return Err(ApiError::unprocessable("user_agent over 512 bytes"));
@@ -146,7 +147,8 @@ pub struct IntrospectRequest {
     pub token: String,
 }
 
-async fn introspect(
+#[utoipa::path(post, path = "/admin/v1/introspect", tag = "admin", request_body = IntrospectRequest, responses((status = 200, description = "{\"active\": bool, ...}")), security(("admin_token" = [])))]
+pub(crate) async fn introspect(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<IntrospectRequest>,
 ) -> Result<Response, ApiError> {
@@ -278,7 +280,8 @@ fn parse_sid(id: &str) -> Result<SessionId, ApiError> {
         .map_err(|_| ApiError::not_found("no such session"))
 }
 
-async fn get_session(
+#[utoipa::path(get, path = "/admin/v1/sessions/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 200, body = AdminSessionView), (status = 404)), security(("admin_token" = [])))]
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -293,7 +296,8 @@ async fn get_session(
     Ok(Json(AdminSessionView::new(&session, now)).into_response())
 }
 
-async fn revoke_session(
+#[utoipa::path(delete, path = "/admin/v1/sessions/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("admin_token" = [])))]
+pub(crate) async fn revoke_session(
     State(state): State<AppState>,
     Client(client): Client,
     Path(id): Path<String>,
@@ -308,7 +312,8 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_user_sessions(
+#[utoipa::path(get, path = "/admin/v1/users/{user_id}/sessions", tag = "admin", params(("user_id" = String, Path)), responses((status = 200, description = "{\"sessions\": [...]}")), security(("admin_token" = [])))]
+pub(crate) async fn list_user_sessions(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -322,7 +327,8 @@ async fn list_user_sessions(
     Ok(Json(serde_json::json!({ "sessions": views })).into_response())
 }
 
-async fn revoke_user_sessions(
+#[utoipa::path(delete, path = "/admin/v1/users/{user_id}/sessions", tag = "admin", params(("user_id" = String, Path)), responses((status = 200, description = "{\"revoked\": n}")), security(("admin_token" = [])))]
+pub(crate) async fn revoke_user_sessions(
     State(state): State<AppState>,
     Client(client): Client,
     Path(user_id): Path<String>,
@@ -361,7 +367,8 @@ fn valid_password(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create_user(
+#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", request_body = CreateUserRequest, responses((status = 201), (status = 409, description = "user_exists"), (status = 422)), security(("admin_token" = [])))]
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
@@ -386,7 +393,8 @@ async fn create_user(
         .into_response())
 }
 
-async fn delete_user(
+#[utoipa::path(delete, path = "/admin/v1/users/{username}", tag = "admin", params(("username" = String, Path)), responses((status = 204), (status = 404)), security(("admin_token" = [])))]
+pub(crate) async fn delete_user(
     State(state): State<AppState>,
     Client(client): Client,
     Path(username): Path<String>,
@@ -397,7 +405,8 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn set_password(
+#[utoipa::path(post, path = "/admin/v1/users/{username}/password", tag = "admin", params(("username" = String, Path)), request_body = PasswordRequest, responses((status = 200, description = "{\"revoked\": n}"), (status = 404)), security(("admin_token" = [])))]
+pub(crate) async fn set_password(
     State(state): State<AppState>,
     Client(client): Client,
     Path(username): Path<String>,
@@ -432,7 +441,8 @@ pub struct AuditParams {
     pub before: Option<String>,
 }
 
-async fn audit(
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", params(AuditParams), responses((status = 200, description = "{\"events\": [...], \"next_before\": id}"), (status = 422)), security(("admin_token" = [])))]
+pub(crate) async fn audit(
     State(state): State<AppState>,
     query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -473,12 +483,14 @@ async fn audit(
     Ok(Json(serde_json::json!({ "events": events, "next_before": next })).into_response())
 }
 
-async fn list_keys(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", responses((status = 200, description = "{\"keys\": [...]}")), security(("admin_token" = [])))]
+pub(crate) async fn list_keys(State(state): State<AppState>) -> Response {
     let keys: Vec<KeyInfo> = state.service.keys().keys(state.service.now());
     Json(serde_json::json!({ "keys": keys })).into_response()
 }
 
-async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", responses((status = 201, description = "{\"key\": {...}}")), security(("admin_token" = [])))]
+pub(crate) async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
     let info = state.service.rotate_keys().await?;
     if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
         tracing::error!(error = %e, "rotated key could not be saved; it will be lost on restart");
@@ -491,7 +503,8 @@ async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError
         .into_response())
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "admin", responses((status = 200, description = "Prometheus text format")), security(("admin_token" = [])))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(backlog) = &state.info.audit_backlog {
         metrics::gauge!("session_audit_backlog").set(backlog() as f64);
     }
@@ -506,7 +519,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn openapi(headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "admin", responses((status = 200, description = "this document")), security(("admin_token" = [])))]
+pub(crate) async fn openapi(headers: HeaderMap) -> Response {
     let _ = headers;
     Json(crate::openapi::document()).into_response()
 }

@@ -152,10 +152,10 @@ async fn housekeeping(state: AppState) {
             Ok(n) => tracing::info!(purged = n, "expired sessions removed"),
             Err(e) => tracing::warn!(error = %e, "purge of expired sessions failed"),
         }
-        if state.service.keys().prune(now) > 0 {
-            if let Err(e) = crate::state::save_keys(&state.keys_path, state.service.keys()) {
-                tracing::warn!(error = %e, "pruned key ring could not be saved");
-            }
+        if state.service.keys().prune(now) > 0
+            && let Err(e) = crate::state::save_keys(&state.keys_path, state.service.keys())
+        {
+            tracing::warn!(error = %e, "pruned key ring could not be saved");
         }
     }
 }

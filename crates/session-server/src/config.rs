@@ -489,7 +489,7 @@ impl Settings {
             name: "jwt_hs256_secret",
             message: "expected at least 64 hex digits (32 bytes)".into(),
         };
-        if hex.len() < 64 || hex.len() % 2 != 0 {
+        if hex.len() < 64 || !hex.len().is_multiple_of(2) {
             return Err(invalid());
         }
         (0..hex.len())

@@ -300,7 +300,8 @@ fn validate_login(req: &LoginRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn login(
+#[utoipa::path(post, path = "/v1/auth/login", tag = "public", request_body = LoginRequest, params(("X-Session-Transport" = Option<String>, Header, description = "`bearer` for tokens in the body")), responses((status = 200, description = "Signed in; cookies set in cookie transport", body = TokenResponse), (status = 401, description = "invalid_credentials"), (status = 403, description = "csrf_failed (cross-site or foreign Origin)"), (status = 429, description = "rate_limited")))]
+pub(crate) async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
@@ -324,7 +325,8 @@ async fn login(
     Ok(issued_response(&state, &issued, bearer, StatusCode::OK))
 }
 
-async fn refresh(
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "public", request_body(content = Option<RefreshRequest>, description = "bearer transport only"), responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_refresh_token, refresh_token_reused or session_revoked"), (status = 403, description = "csrf_failed"), (status = 429, description = "rate_limited")))]
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
@@ -414,7 +416,8 @@ async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<Session
     }
 }
 
-async fn logout(
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "public", responses((status = 204, description = "Session revoked, cookies cleared"), (status = 401, description = "invalid_token"), (status = 403, description = "csrf_failed")))]
+pub(crate) async fn logout(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
@@ -436,7 +439,11 @@ async fn logout(
     Ok(res)
 }
 
-async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/session", tag = "public", responses((status = 200, body = SessionView), (status = 401, description = "invalid_token")))]
+pub(crate) async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (auth, _) = authenticate(&state, &headers, true).await?;
     let session = auth.session.ok_or_else(ApiError::invalid_token)?;
     let mut res = Json(SessionView::from(session.as_ref())).into_response();
@@ -444,7 +451,8 @@ async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     Ok(res)
 }
 
-async fn list_sessions(
+#[utoipa::path(get, path = "/v1/sessions", tag = "public", responses((status = 200, body = DeviceList), (status = 401, description = "invalid_token")))]
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -468,7 +476,8 @@ async fn list_sessions(
     Ok(res)
 }
 
-async fn revoke_own(
+#[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "public", params(("session_id" = String, Path)), responses((status = 204), (status = 401, description = "invalid_token"), (status = 404, description = "not the caller's, or unknown")))]
+pub(crate) async fn revoke_own(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
@@ -499,7 +508,11 @@ async fn revoke_own(
     Ok(res)
 }
 
-async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/auth/verify", tag = "public", responses((status = 200, description = "Headers X-Session-User and X-Session-Id"), (status = 401, description = "invalid_token")))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (auth, _) = authenticate(&state, &headers, false).await?;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
@@ -516,7 +529,8 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     Ok(res)
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "public", responses((status = 200, description = "RFC 7517 key set")))]
+pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     let mut res = Json(state.service.keys().jwks(state.service.now())).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -525,12 +539,14 @@ async fn jwks(State(state): State<AppState>) -> Response {
     res
 }
 
-async fn healthz() -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "alive")))]
+pub(crate) async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// Readiness: every store answers. The body says which store and which
 /// validation mode are in force.
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "stores reachable"), (status = 503, description = "store_unavailable")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let mode = state.validator.effective_mode().as_str();
     let backlog = state.info.audit_backlog.as_ref().map(|f| f());

@@ -109,8 +109,10 @@ impl Validator {
         let now = self.service.now().unix_timestamp();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mode = self.effective_mode();
-        if mode != ValidationMode::Strict {
-            if let Some(e) = self.cache.get(&digest) {
+        if mode != ValidationMode::Strict
+            && let Some(e) = self.cache.get(&digest)
+        {
+            {
                 if e.auth.claims.exp + session_core::keys::MAX_LEEWAY.whole_seconds() <= now {
                     return Err(AuthError::Invalid);
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -118,7 +118,12 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
 pub struct PostgresAuditLog {
     pool: PgPool,
     writer: mpsc::Sender<Pending>,
+    head: HeadHint,
 }
+
+/// The chain head this process last saw: a guess that saves a round trip
+/// when right and costs one retry when another writer moved the head.
+type HeadHint = Arc<std::sync::Mutex<Option<Option<Hash>>>>;
 
 #[derive(Debug)]
 struct Pending {
@@ -210,8 +215,9 @@ impl PostgresAuditLog {
     /// so it must be called inside a Tokio runtime.
     pub fn from_pool(pool: PgPool) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(pool.clone(), rx));
-        Self { pool, writer: tx }
+        let head = HeadHint::default();
+        tokio::spawn(run_writer(pool.clone(), Arc::clone(&head), rx));
+        Self { pool, writer: tx, head }
     }
 
     /// The pool.
@@ -223,7 +229,7 @@ impl PostgresAuditLog {
     /// stored (and repeats within `events`): a skipped event never extends
     /// the chain. Returns how many were new.
     pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<u64, StoreError> {
-        append_batch(&self.pool, events).await
+        append_batch(&self.pool, &self.head, events).await
     }
 
     /// The last event's `seq` and hash, if any.
@@ -404,11 +410,11 @@ struct WriterGone;
 
 /// Takes whatever appends are waiting (up to [`MAX_BATCH`]), writes them in
 /// one transaction, and answers each.
-async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
+async fn run_writer(pool: PgPool, head: HeadHint, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
-        match append_batch(&pool, &events).await {
+        match append_batch(&pool, &head, &events).await {
             Ok(_) => {
                 for w in waiters {
                     let _ = w.send(Ok(()));
@@ -424,18 +430,73 @@ async fn run_writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn append_batch(pool: &PgPool, events: &[AuditEvent]) -> Result<u64, StoreError> {
+/// Optimistic attempts through `audit_append` before falling back to an
+/// explicit transaction that holds the chain lock throughout.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+async fn append_batch(pool: &PgPool, hint: &HeadHint, events: &[AuditEvent]) -> Result<u64, StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
-    let events: Vec<AuditEvent> = events
+    let mut events: Vec<AuditEvent> = events
         .iter()
         .filter(|e| seen.insert(e.id))
         .map(chain::normalize)
         .collect();
+    let guess = *hint.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut expected = match guess {
+        Some(head) => head,
+        None => sqlx::query_scalar::<_, Vec<u8>>("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await
+            .map_err(classify)?
+            .map(to_hash)
+            .transpose()?,
+    };
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let cols = Columns::chained(expected.unwrap_or(GENESIS), &events);
+        let (appended, head, stored): (i64, Option<Vec<u8>>, Vec<Uuid>) = sqlx::query_as(
+            "SELECT appended, head, duplicates FROM audit_append(\
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(expected.as_ref().map(|h| h.as_slice()))
+        .bind(cols.id)
+        .bind(cols.at)
+        .bind(cols.kind)
+        .bind(cols.session_id)
+        .bind(cols.user_id)
+        .bind(cols.actor)
+        .bind(cols.ip)
+        .bind(cols.user_agent)
+        .bind(cols.reason)
+        .bind(cols.details)
+        .bind(cols.prev_hash)
+        .bind(cols.hash)
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+        let head = head.map(to_hash).transpose()?;
+        *hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(head);
+        if appended > 0 {
+            return u64::try_from(appended).map_err(StoreError::backend);
+        }
+        let stored: HashSet<Uuid> = stored.into_iter().collect();
+        events.retain(|e| !stored.contains(&e.id));
+        expected = head;
+    }
+    let result = append_locked(pool, &events).await;
+    *hint.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    result
+}
+
+/// The fallback: one transaction that takes the chain lock, reads the head
+/// and the stored ids, and inserts what is new.
+async fn append_locked(pool: &PgPool, events: &[AuditEvent]) -> Result<u64, StoreError> {
     if events.is_empty() {
         return Ok(0);
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-
     let mut tx = pool.begin().await.map_err(classify)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
@@ -453,20 +514,14 @@ async fn append_batch(pool: &PgPool, events: &[AuditEvent]) -> Result<u64, Store
     .await
     .map_err(classify)?;
     let existing: HashSet<Uuid> = existing.into_iter().collect();
-    let fresh: Vec<&AuditEvent> = events.iter().filter(|e| !existing.contains(&e.id)).collect();
+    let fresh: Vec<AuditEvent> = events.iter().filter(|e| !existing.contains(&e.id)).cloned().collect();
     if fresh.is_empty() {
         tx.rollback().await.map_err(classify)?;
         return Ok(0);
     }
-
-    let mut prev = head.map(to_hash).transpose()?.unwrap_or(GENESIS);
+    let prev = head.map(to_hash).transpose()?.unwrap_or(GENESIS);
     let n = fresh.len();
-    let mut cols = Columns::with_capacity(n);
-    for e in fresh {
-        let hash = chain::link_event(&prev, e);
-        cols.push(e, prev, hash);
-        prev = hash;
-    }
+    let cols = Columns::chained(prev, &fresh);
     let inserted = sqlx::query(
         "INSERT INTO audit_events \
            (id, at, kind, session_id, user_id, actor, ip, user_agent, reason, details, prev_hash, hash) \
@@ -535,6 +590,17 @@ impl Columns {
             prev_hash: Vec::with_capacity(n),
             hash: Vec::with_capacity(n),
         }
+    }
+
+    /// The events' columns, chained from `prev`.
+    fn chained(mut prev: Hash, events: &[AuditEvent]) -> Self {
+        let mut cols = Self::with_capacity(events.len());
+        for e in events {
+            let hash = chain::link_event(&prev, e);
+            cols.push(e, prev, hash);
+            prev = hash;
+        }
+        cols
     }
 
     fn push(&mut self, e: &AuditEvent, prev: Hash, hash: Hash) {
@@ -632,4 +698,13 @@ fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, StoreError> {
 fn to_hash(bytes: Vec<u8>) -> Result<Hash, StoreError> {
     Hash::try_from(bytes.as_slice())
         .map_err(|_| StoreError::corrupt(format!("stored hash has {} bytes, not 32", bytes.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_migration_takes_the_same_chain_lock() {
+        let sql = include_str!("../../../migrations/postgres/20261126000001_audit_log.sql");
+        assert!(sql.contains(&format!("pg_advisory_xact_lock({})", super::CHAIN_LOCK)));
+    }
 }

@@ -1,19 +1,21 @@
-//! The compact encoding of a session as a Redis hash.
+//! The compact encoding of a session as one Redis string.
 //!
-//! | field | holds | written by |
-//! |---|---|---|
-//! | `v` | version, decimal | Rust; `HINCRBY` in the revoking scripts |
-//! | `e` | deadline (`expires_at`) as a fixed-width decimal, so Lua compares it as a string | Rust |
-//! | `r` | revocation `"<unix nanos> <reason>"`, absent while active | Rust or the revoking scripts |
-//! | `g` | the sealed grace successor, absent when none | Rust; deleted by the revoking scripts |
-//! | `d` | everything else, in the binary format below | Rust |
+//! ```text
+//! <version, decimal> ";" <"A" active | "R" revoked> <body>
+//! ```
 //!
-//! `d` is: format byte `1`, user id, the four timestamps, ip, user agent,
-//! metadata (JSON text), generation, current digest (32 bytes), previous
-//! digest (flag + 32 bytes), rotated-at (flag + timestamp), recent
-//! refreshes (count + timestamps). Strings are a varint length and bytes;
-//! optional strings use length + 1 with 0 for none; timestamps are
-//! zig-zag varints of Unix nanoseconds (exact round trip).
+//! The text header is all the Lua scripts read: the version for the
+//! compare-and-swap and the flag to know whether a write revokes. The body
+//! is binary: format byte `1`, user id, the four timestamps, ip, user
+//! agent, metadata (JSON text), generation, current digest (32 bytes),
+//! previous digest (flag + 32), rotated-at (flag + timestamp), recent
+//! refreshes (count + timestamps), revocation (flag + timestamp + reason
+//! byte). Strings are a varint length and bytes; optional strings use
+//! length + 1 with 0 for none; timestamps are zig-zag varints of Unix
+//! nanoseconds (an exact round trip).
+//!
+//! The sealed grace successor is not in the body: it lives in its own key
+//! that expires with the grace window (see the crate documentation).
 
 use session_core::secret::TokenDigest;
 use session_core::session::{RefreshState, Revocation};
@@ -21,48 +23,35 @@ use session_core::{RevokeReason, Session, SessionId};
 use time::OffsetDateTime;
 
 const FORMAT: u8 = 1;
-/// Added to Unix nanoseconds so every representable instant is a positive
-/// number of exactly [`SORT_WIDTH`] digits.
-const SORT_OFFSET: i128 = 1_000_000_000_000_000_000_000;
-const SORT_WIDTH: usize = 22;
+
+const REASONS: [RevokeReason; 8] = [
+    RevokeReason::Logout,
+    RevokeReason::Admin,
+    RevokeReason::UserRevoked,
+    RevokeReason::RevokeAll,
+    RevokeReason::PasswordChanged,
+    RevokeReason::ReuseDetected,
+    RevokeReason::Anomaly,
+    RevokeReason::SessionLimit,
+];
 
 /// Why a stored session could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DecodeError {
-    #[error("session record is missing field {0:?}")]
-    Missing(&'static str),
-    #[error("session record field {0:?} is malformed")]
-    Malformed(&'static str),
+    #[error("session record header is malformed")]
+    Header,
     #[error("session record has unknown format {0}")]
     Format(u8),
     #[error("session record is truncated")]
     Truncated,
+    #[error("session record body is malformed")]
+    Malformed,
     #[error("session metadata is not JSON")]
     Metadata(#[source] serde_json::Error),
 }
 
-/// A session split into its hash fields.
-#[derive(Debug, Clone)]
-pub(crate) struct Fields {
-    pub(crate) v: String,
-    pub(crate) e: String,
-    pub(crate) d: Vec<u8>,
-    /// Empty when none (Lua then deletes the field).
-    pub(crate) g: Vec<u8>,
-    /// Empty when active.
-    pub(crate) r: String,
-    /// `PEXPIREAT` argument: the deadline in Unix ms, rounded up.
-    pub(crate) deadline_ms: i64,
-}
-
-/// The sortable form of an instant (see [`SORT_OFFSET`]).
-pub(crate) fn sortable(t: OffsetDateTime) -> String {
-    let n = (t.unix_timestamp_nanos() + SORT_OFFSET).clamp(0, SORT_OFFSET * 2);
-    format!("{n:0SORT_WIDTH$}")
-}
-
 /// The instant in Unix milliseconds, rounded up, never below 1 (Redis
-/// refuses non-positive absolute expiries).
+/// refuses non-positive absolute expiries). Used for every `PXAT`.
 pub(crate) fn deadline_ms(t: OffsetDateTime) -> i64 {
     let nanos = t.unix_timestamp_nanos();
     let ms = nanos.div_euclid(1_000_000) + i128::from(nanos.rem_euclid(1_000_000) != 0);
@@ -75,24 +64,12 @@ pub(crate) fn index_score(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).unwrap_or(i64::MAX)
 }
 
-/// The `r` field for a revocation.
-pub(crate) fn revocation_field(at: OffsetDateTime, reason: RevokeReason) -> String {
-    format!("{} {}", at.unix_timestamp_nanos(), reason.as_str())
-}
-
-fn parse_revocation(s: &[u8]) -> Result<Revocation, DecodeError> {
-    let bad = || DecodeError::Malformed("r");
-    let s = std::str::from_utf8(s).map_err(|_| bad())?;
-    let (at, reason) = s.split_once(' ').ok_or_else(bad)?;
-    let at: i128 = at.parse().map_err(|_| bad())?;
-    Ok(Revocation {
-        at: OffsetDateTime::from_unix_timestamp_nanos(at).map_err(|_| bad())?,
-        reason: RevokeReason::parse(reason).ok_or_else(bad)?,
-    })
-}
-
-pub(crate) fn encode(s: &Session) -> Fields {
-    let mut d = Vec::with_capacity(192);
+/// The stored string of a session (header and body; not its grace successor).
+pub(crate) fn encode(s: &Session) -> Vec<u8> {
+    let mut d = Vec::with_capacity(320);
+    d.extend_from_slice(s.version.to_string().as_bytes());
+    d.push(b';');
+    d.push(if s.revoked.is_some() { b'R' } else { b'A' });
     d.push(FORMAT);
     put_str(&mut d, s.user_id.as_bytes());
     put_ts(&mut d, s.created_at);
@@ -125,44 +102,30 @@ pub(crate) fn encode(s: &Session) -> Fields {
     for t in &r.recent_refreshes {
         put_ts(&mut d, *t);
     }
-    Fields {
-        v: s.version.to_string(),
-        e: sortable(s.expires_at()),
-        d,
-        g: r.grace_successor.clone().unwrap_or_default(),
-        r: s
-            .revoked
-            .map(|rv| revocation_field(rv.at, rv.reason))
-            .unwrap_or_default(),
-        deadline_ms: deadline_ms(s.expires_at()),
+    match s.revoked {
+        Some(rv) => {
+            d.push(1);
+            put_ts(&mut d, rv.at);
+            let i = REASONS.iter().position(|r| *r == rv.reason).unwrap_or(0);
+            d.push(u8::try_from(i).unwrap_or(0));
+        }
+        None => d.push(0),
     }
+    d
 }
 
-/// Decodes the flat `HGETALL` reply of session `id`. `None` for an empty
-/// reply (no such key).
-pub(crate) fn decode(id: SessionId, hgetall: &[Vec<u8>]) -> Result<Option<Session>, DecodeError> {
-    if hgetall.is_empty() {
-        return Ok(None);
-    }
-    let (mut v, mut d, mut g, mut r) = (None, None, None, None);
-    for pair in hgetall.chunks(2) {
-        let [name, value] = pair else {
-            return Err(DecodeError::Truncated);
-        };
-        match name.as_slice() {
-            b"v" => v = Some(value),
-            b"d" => d = Some(value),
-            b"g" => g = Some(value),
-            b"r" => r = Some(value),
-            _ => {}
-        }
-    }
-    let version = std::str::from_utf8(v.ok_or(DecodeError::Missing("v"))?)
+/// Decodes the stored string of session `id` and its grace successor.
+pub(crate) fn decode(id: SessionId, value: &[u8], grace: Option<Vec<u8>>) -> Result<Session, DecodeError> {
+    let semi = value.iter().position(|b| *b == b';').ok_or(DecodeError::Header)?;
+    let version = std::str::from_utf8(&value[..semi])
         .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or(DecodeError::Malformed("v"))?;
-    let revoked = r.map(|r| parse_revocation(r)).transpose()?;
-    let mut rd = Reader(d.ok_or(DecodeError::Missing("d"))?);
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(DecodeError::Header)?;
+    let mut rd = Reader(&value[semi + 1..]);
+    let flag = rd.byte()?;
+    if flag != b'A' && flag != b'R' {
+        return Err(DecodeError::Header);
+    }
     let format = rd.byte()?;
     if format != FORMAT {
         return Err(DecodeError::Format(format));
@@ -175,7 +138,7 @@ pub(crate) fn decode(id: SessionId, hgetall: &[Vec<u8>]) -> Result<Option<Sessio
     let ip = rd.opt_string()?;
     let user_agent = rd.opt_string()?;
     let metadata = serde_json::from_slice(rd.bytes()?).map_err(DecodeError::Metadata)?;
-    let generation = u64::try_from(rd.varint()?).map_err(|_| DecodeError::Malformed("d"))?;
+    let generation = u64::try_from(rd.varint()?).map_err(|_| DecodeError::Malformed)?;
     let current = rd.digest()?;
     let previous = if rd.byte()? == 1 { Some(rd.digest()?) } else { None };
     let rotated_at = if rd.byte()? == 1 { Some(rd.ts()?) } else { None };
@@ -184,7 +147,17 @@ pub(crate) fn decode(id: SessionId, hgetall: &[Vec<u8>]) -> Result<Option<Sessio
     for _ in 0..n {
         recent_refreshes.push(rd.ts()?);
     }
-    Ok(Some(Session {
+    let revoked = if rd.byte()? == 1 {
+        let at = rd.ts()?;
+        let reason = *REASONS.get(usize::from(rd.byte()?)).ok_or(DecodeError::Malformed)?;
+        Some(Revocation { at, reason })
+    } else {
+        None
+    };
+    if revoked.is_some() != (flag == b'R') {
+        return Err(DecodeError::Header);
+    }
+    Ok(Session {
         id,
         user_id,
         created_at,
@@ -199,12 +172,12 @@ pub(crate) fn decode(id: SessionId, hgetall: &[Vec<u8>]) -> Result<Option<Sessio
             current,
             previous,
             rotated_at,
-            grace_successor: g.cloned(),
+            grace_successor: grace,
             recent_refreshes,
         },
         revoked,
         version,
-    }))
+    })
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u128) {
@@ -269,11 +242,11 @@ impl<'a> Reader<'a> {
                 return Ok(n);
             }
         }
-        Err(DecodeError::Malformed("d"))
+        Err(DecodeError::Malformed)
     }
 
     fn len(&mut self) -> Result<usize, DecodeError> {
-        usize::try_from(self.varint()?).map_err(|_| DecodeError::Malformed("d"))
+        usize::try_from(self.varint()?).map_err(|_| DecodeError::Malformed)
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
@@ -283,7 +256,7 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Result<String, DecodeError> {
         let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Malformed("d"))
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Malformed)
     }
 
     fn opt_string(&mut self) -> Result<Option<String>, DecodeError> {
@@ -293,7 +266,7 @@ impl<'a> Reader<'a> {
                 let b = self.take(n - 1)?;
                 String::from_utf8(b.to_vec())
                     .map(Some)
-                    .map_err(|_| DecodeError::Malformed("d"))
+                    .map_err(|_| DecodeError::Malformed)
             }
         }
     }
@@ -302,7 +275,7 @@ impl<'a> Reader<'a> {
         let z = self.varint()?;
         #[allow(clippy::cast_possible_wrap)] // reason: undoing the zig-zag bit reinterpretation
         let n = ((z >> 1) as i128) ^ -((z & 1) as i128);
-        OffsetDateTime::from_unix_timestamp_nanos(n).map_err(|_| DecodeError::Malformed("d"))
+        OffsetDateTime::from_unix_timestamp_nanos(n).map_err(|_| DecodeError::Malformed)
     }
 
     fn digest(&mut self) -> Result<TokenDigest, DecodeError> {
@@ -319,18 +292,6 @@ mod tests {
     use proptest::prelude::*;
     use session_core::Lifetimes;
     use time::Duration;
-
-    fn fields_to_hgetall(f: &Fields) -> Vec<Vec<u8>> {
-        let mut out = vec![b"v".to_vec(), f.v.clone().into_bytes(), b"e".to_vec(), f.e.clone().into_bytes()];
-        out.extend([b"d".to_vec(), f.d.clone()]);
-        if !f.g.is_empty() {
-            out.extend([b"g".to_vec(), f.g.clone()]);
-        }
-        if !f.r.is_empty() {
-            out.extend([b"r".to_vec(), f.r.clone().into_bytes()]);
-        }
-        out
-    }
 
     fn arb_time() -> impl Strategy<Value = OffsetDateTime> {
         (-2_000_000_000_i64..8_000_000_000, 0_u32..1_000_000_000).prop_map(|(s, n)| {
@@ -354,11 +315,6 @@ mod tests {
             revoked in proptest::option::of((arb_time(), 0_usize..8)),
             version in any::<u64>(),
         ) -> Session {
-            let reasons = [
-                RevokeReason::Logout, RevokeReason::Admin, RevokeReason::UserRevoked,
-                RevokeReason::RevokeAll, RevokeReason::PasswordChanged,
-                RevokeReason::ReuseDetected, RevokeReason::Anomaly, RevokeReason::SessionLimit,
-            ];
             let mut s = Session::new(SessionId::generate(), user, TokenDigest::from_bytes(cur), &Lifetimes::default(), times[0]);
             s.last_seen_at = times[1];
             s.idle_expires_at = times[2];
@@ -373,7 +329,7 @@ mod tests {
             s.refresh.rotated_at = rotated.then_some(times[4]);
             s.refresh.grace_successor = grace;
             s.refresh.recent_refreshes = recent;
-            s.revoked = revoked.map(|(at, i)| Revocation { at, reason: reasons[i] });
+            s.revoked = revoked.map(|(at, i)| Revocation { at, reason: REASONS[i] });
             s.version = version;
             s
         }
@@ -382,16 +338,16 @@ mod tests {
     proptest! {
         #[test]
         fn every_session_survives_an_encode_decode_round_trip(s in arb_session()) {
-            let f = encode(&s);
-            let back = decode(s.id, &fields_to_hgetall(&f)).unwrap().unwrap();
+            let back = decode(s.id, &encode(&s), s.refresh.grace_successor.clone()).unwrap();
             prop_assert_eq!(back, s);
         }
 
         #[test]
-        fn sortable_instants_compare_like_the_instants(a in arb_time(), b in arb_time()) {
-            let (sa, sb) = (sortable(a), sortable(b));
-            prop_assert_eq!(sa.len(), SORT_WIDTH);
-            prop_assert_eq!(sa.cmp(&sb), a.cmp(&b));
+        fn the_header_holds_the_version_and_the_revoked_flag(s in arb_session()) {
+            let v = encode(&s);
+            let flag = if s.revoked.is_some() { "R" } else { "A" };
+            let header = format!("{};{flag}", s.version);
+            prop_assert!(v.starts_with(header.as_bytes()));
         }
     }
 
@@ -404,11 +360,14 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_reply_is_no_session_and_a_mangled_one_is_an_error() {
-        assert!(decode(SessionId::generate(), &[]).unwrap().is_none());
-        let bad = vec![b"v".to_vec(), b"1".to_vec(), b"d".to_vec(), vec![1, 200]];
-        assert!(decode(SessionId::generate(), &bad).is_err());
-        let no_v = vec![b"d".to_vec(), vec![1]];
-        assert!(decode(SessionId::generate(), &no_v).is_err());
+    fn mangled_records_are_errors_not_panics() {
+        let id = SessionId::generate();
+        for bad in [&b""[..], b"1", b"1;", b"1;A", b"1;A\x01\xff", b"x;A\x01", b"1;Q\x01"] {
+            assert!(decode(id, bad, None).is_err(), "{bad:?}");
+        }
+        let s = Session::new(id, "u".into(), TokenDigest::of("t"), &Lifetimes::default(), OffsetDateTime::UNIX_EPOCH);
+        let mut v = encode(&s);
+        v.truncate(v.len() - 1);
+        assert!(decode(id, &v, None).is_err());
     }
 }

@@ -37,27 +37,27 @@ impl Keys {
         &self.channel
     }
 
-    /// `…:p:{<sid>}` → user id: the immutable pointer from a bare session id
-    /// to the user whose slot holds the session.
-    pub(crate) fn pointer(&self, sid: &SessionId) -> String {
-        format!("{}p:{{{sid}}}", self.base)
+    /// `…:s:{<sid>}` — one session (a string; see `codec`).
+    pub(crate) fn session(&self, sid: &SessionId) -> String {
+        format!("{}s:{{{sid}}}", self.base)
     }
 
-    /// `…:s:{<user tag>}:` — prefix of a user's session keys; the session id
-    /// follows.
-    pub(crate) fn session_prefix(&self, user_id: &str) -> String {
-        format!("{}s:{{{}}}:", self.base, tag(user_id))
+    /// `…:g:{<sid>}` — the sealed grace successor of a session, alive only
+    /// for the grace window. Same slot as the session.
+    pub(crate) fn grace(&self, sid: &SessionId) -> String {
+        format!("{}g:{{{sid}}}", self.base)
     }
 
-    /// `…:s:{<user tag>}:<sid>` — one session (a hash).
-    pub(crate) fn session(&self, user_id: &str, sid: &SessionId) -> String {
-        format!("{}{sid}", self.session_prefix(user_id))
-    }
-
-    /// `…:u:{<user tag>}` — the user's index: a sorted set of session ids
-    /// scored by creation time.
+    /// `…:u:{<user>}` — the user's index: a sorted set of session ids scored
+    /// by creation time (microseconds).
     pub(crate) fn index(&self, user_id: &str) -> String {
         format!("{}u:{{{}}}", self.base, tag(user_id))
+    }
+
+    /// `…:l:{<user>}` — the short-lived lock that serializes one user's
+    /// limited logins. Same slot as the index.
+    pub(crate) fn lock(&self, user_id: &str) -> String {
+        format!("{}l:{{{}}}", self.base, tag(user_id))
     }
 
     /// `…:user:{<username>}` — a built-in password user (a hash).
@@ -107,14 +107,14 @@ mod tests {
     }
 
     #[test]
-    fn a_users_session_and_index_share_one_hash_tag_whatever_the_user_id() {
+    fn keys_that_one_script_touches_share_one_hash_tag() {
         let keys = Keys::new("app").unwrap();
         let sid = SessionId::generate();
+        assert_eq!(hash_tag(&keys.session(&sid)), hash_tag(&keys.grace(&sid)));
         for user in ["alice", "", "a}b", "{x}", "%", "%25", "x{", "}"] {
-            let s = keys.session(user, &sid);
             let u = keys.index(user);
-            assert_eq!(hash_tag(&s), hash_tag(&u), "{user:?}");
-            assert!(!hash_tag(&s).is_empty());
+            assert_eq!(hash_tag(&u), hash_tag(&keys.lock(user)), "{user:?}");
+            assert!(!hash_tag(&u).is_empty());
         }
     }
 

@@ -7,7 +7,7 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +15,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use session_core::rotation::{NextRefresh, RefreshOutcome, RefreshParams, plan_refresh};
+use session_core::secret::PresentedRefresh;
+use session_core::store::{MAX_CAS_ATTEMPTS, RefreshResult};
 use session_core::user::User;
 use session_core::{
     FeedEvent, RevocationFeed, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore,
@@ -28,10 +31,16 @@ use crate::keys::Keys;
 /// [`StoreError::Unavailable`], so a dead Redis gives a fast 503, not a hang.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many session-id → user-id pointers are cached in memory. The mapping
-/// never changes, so the cache can never be stale; it only saves a round
-/// trip.
-const POINTER_CACHE_CAPACITY: usize = 65_536;
+/// How long the sealed grace successor outlives the grace window, so that
+/// clock skew between a server and Redis never drops it early.
+const GRACE_SKEW_MARGIN: time::Duration = time::Duration::seconds(60);
+
+/// Index entries whose session is gone are dropped once they are this old
+/// (younger ones may belong to a create in flight).
+const PRUNE_AFTER: time::Duration = time::Duration::minutes(1);
+
+/// How long a user's login lock lives if its holder dies.
+const LOCK_TTL: Duration = Duration::from_secs(10);
 
 /// Why [`RedisStore::connect`] refused its arguments.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +105,6 @@ pub struct RedisStore {
     /// Where the revocation feed subscribes (every node of a cluster, tried
     /// in turn; PUBLISH reaches subscribers on all of them).
     feed_nodes: Arc<Vec<redis::Client>>,
-    pointers: Arc<Mutex<HashMap<SessionId, Arc<str>>>>,
     cluster: bool,
 }
 
@@ -177,7 +185,6 @@ impl RedisStore {
             keys,
             timeout,
             feed_nodes: Arc::new(feed_nodes),
-            pointers: Arc::new(Mutex::new(HashMap::new())),
             cluster,
         };
         store.check_eviction_policy().await;
@@ -200,19 +207,19 @@ impl RedisStore {
         self.keys.pattern()
     }
 
-    /// The key of session `id` of `user_id` (for tests and operators).
-    pub fn session_key(&self, user_id: &str, id: &SessionId) -> String {
-        self.keys.session(user_id, id)
+    /// The key of session `id` (for tests and operators).
+    pub fn session_key(&self, id: &SessionId) -> String {
+        self.keys.session(id)
+    }
+
+    /// The key of session `id`'s sealed grace successor (for tests and operators).
+    pub fn grace_key(&self, id: &SessionId) -> String {
+        self.keys.grace(id)
     }
 
     /// The key of `user_id`'s session index (for tests and operators).
     pub fn user_index_key(&self, user_id: &str) -> String {
         self.keys.index(user_id)
-    }
-
-    /// The key pointing from session `id` to its user (for tests and operators).
-    pub fn pointer_key(&self, id: &SessionId) -> String {
-        self.keys.pointer(id)
     }
 
     /// Warns when Redis may evict keys that carry security state.
@@ -248,88 +255,187 @@ impl RedisStore {
         within(self.timeout, inv.invoke_async(&mut conn)).await
     }
 
-    /// The user owning session `id`, through the pointer key.
-    async fn owner(&self, id: &SessionId) -> Result<Option<Arc<str>>, StoreError> {
-        if let Some(uid) = self.cached_owner(id) {
-            return Ok(Some(uid));
+    /// Reads session `id` and its grace successor (one slot, one round trip).
+    async fn read(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(self.keys.session(id)).arg(self.keys.grace(id));
+        let (value, grace): (Option<Vec<u8>>, Option<Vec<u8>>) = self.query(&cmd).await?;
+        let Some(value) = value else { return Ok(None) };
+        codec::decode(*id, &value, grace).map(Some).map_err(StoreError::corrupt)
+    }
+
+    /// The compare-and-swap behind every write to an existing session.
+    /// `grace` (known on the refresh path) bounds how long the sealed
+    /// successor is kept; without it, it is kept to the session's deadline.
+    async fn write(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        grace: Option<time::Duration>,
+    ) -> Result<bool, StoreError> {
+        let value = codec::encode(session);
+        let deadline = codec::deadline_ms(session.expires_at());
+        let (g, g_deadline) = grace_field(session, grace);
+        let written: i64 = self
+            .invoke(
+                scripts::REPLACE
+                    .key(self.keys.session(&session.id))
+                    .key(self.keys.grace(&session.id))
+                    .arg(expected_version.to_string())
+                    .arg(value)
+                    .arg(deadline)
+                    .arg(g)
+                    .arg(g_deadline)
+                    .arg(if session.revoked.is_some() { "1" } else { "0" })
+                    .arg(self.keys.channel())
+                    .arg(session.id.to_string()),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Revokes one session if it is active at `now`, retrying when a
+    /// concurrent write moves its version.
+    async fn revoke_one(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+        owner: Option<&str>,
+    ) -> Result<Option<Session>, StoreError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some(mut session) = self.read(id).await? else {
+                return Ok(None);
+            };
+            if !session.is_active(now) || owner.is_some_and(|u| u != session.user_id) {
+                return Ok(None);
+            }
+            let expected = session.version;
+            session.revoke(reason, now);
+            if self.write(&session, expected, None).await? {
+                return Ok(Some(session));
+            }
         }
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.keys.pointer(id));
-        let uid: Option<Vec<u8>> = self.query(&cmd).await?;
-        let Some(uid) = uid else { return Ok(None) };
-        let uid: Arc<str> = String::from_utf8(uid).map_err(StoreError::corrupt)?.into();
-        self.remember_owner(*id, Arc::clone(&uid));
-        Ok(Some(uid))
+        Err(StoreError::Contention)
     }
 
-    fn cached_owner(&self, id: &SessionId) -> Option<Arc<str>> {
-        let cache = self.pointers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(id).cloned()
-    }
-
-    fn remember_owner(&self, id: SessionId, uid: Arc<str>) {
-        let mut cache = self.pointers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= POINTER_CACHE_CAPACITY {
-            cache.clear();
+    /// The sessions the user's index points to (revoked and expired ones
+    /// included), oldest first. Entries whose session is gone and that are
+    /// older than [`PRUNE_AFTER`] are dropped from the index; younger ones
+    /// may belong to a create in flight (which adds the index entry first).
+    /// Entries pointing at another user's session are ignored.
+    async fn user_sessions(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let index = self.keys.index(user_id);
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&index).arg(0).arg(-1).arg("WITHSCORES");
+        let entries: Vec<(String, f64)> = self.query(&cmd).await?;
+        let ids: Vec<(SessionId, f64)> = entries
+            .into_iter()
+            .filter_map(|(m, score)| m.parse().ok().map(|id| (id, score)))
+            .collect();
+        let reads = futures::future::join_all(ids.iter().map(|(id, _)| self.read(id))).await;
+        let prune_before = codec::index_score(now - PRUNE_AFTER) as f64;
+        let mut gone = Vec::new();
+        let mut out = Vec::new();
+        for ((id, score), read) in ids.into_iter().zip(reads) {
+            match read? {
+                Some(s) if s.user_id == user_id => out.push(s),
+                Some(_) => {}
+                None if score < prune_before => gone.push(id.to_string()),
+                None => {}
+            }
         }
-        cache.insert(id, uid);
+        if !gone.is_empty() {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&index).arg(gone);
+            // Pruning is housekeeping: a failure leaves entries for later.
+            if let Err(e) = self.query::<i64>(&zrem).await {
+                tracing::debug!(error = %e, "could not prune a user index");
+            }
+        }
+        out.sort_by_key(|s| (s.created_at, s.id.to_string()));
+        Ok(out)
     }
 
-    async fn create_inner(
+    /// Takes the user's limit lock, polling until the command timeout.
+    async fn lock_user(&self, user_id: &str) -> Result<String, StoreError> {
+        let token = SessionId::generate().to_string();
+        let key = self.keys.lock(user_id);
+        let start = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(LOCK_TTL.as_millis()).unwrap_or(u64::MAX));
+            let got: Option<String> = self.query(&cmd).await?;
+            if got.is_some() {
+                return Ok(token);
+            }
+            if start.elapsed() >= self.timeout {
+                return Err(StoreError::Contention);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    async fn unlock_user(&self, user_id: &str, token: &str) {
+        let unlocked = self
+            .invoke::<i64>(scripts::UNLOCK.key(self.keys.lock(user_id)).arg(token))
+            .await;
+        if let Err(e) = unlocked {
+            tracing::warn!(error = %e, "could not release a user's login lock; it expires by itself");
+        }
+    }
+
+    async fn create_then_evict(
         &self,
         session: &Session,
         max: u32,
-        now: Option<OffsetDateTime>,
+        now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let f = codec::encode(session);
-        // The pointer first: `SET NX` is the id's uniqueness check, and a
-        // pointer without a session (if the script below never runs) only
-        // leads to "no such session" until it expires.
-        let mut set = redis::cmd("SET");
-        set.arg(self.keys.pointer(&session.id))
-            .arg(session.user_id.as_bytes())
-            .arg("NX")
-            .arg("PXAT")
-            .arg(f.deadline_ms);
-        let created: Option<String> = self.query(&set).await?;
-        if created.is_none() {
-            return Err(StoreError::Conflict);
+        self.create(session).await?;
+        let others: Vec<Session> = self
+            .user_sessions(&session.user_id, now)
+            .await?
+            .into_iter()
+            .filter(|s| s.id != session.id && s.is_active(now))
+            .collect();
+        let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
+        let excess = others.len().saturating_sub(keep);
+        let mut evicted = Vec::new();
+        for old in others.iter().take(excess) {
+            if let Some(s) = self
+                .revoke_one(&old.id, RevokeReason::SessionLimit, now, Some(&session.user_id))
+                .await?
+            {
+                evicted.push(s);
+            }
         }
-        self.remember_owner(session.id, session.user_id.as_str().into());
-        let uid = &session.user_id;
-        let evict_as = now
-            .map(|n| codec::revocation_field(n, RevokeReason::SessionLimit))
-            .unwrap_or_default();
-        let now = now.map(codec::sortable).unwrap_or_default();
-        let reply: Value = self
-            .invoke(
-                scripts::CREATE
-                    .key(self.keys.session(uid, &session.id))
-                    .key(self.keys.index(uid))
-                    .arg(&f.v)
-                    .arg(&f.e)
-                    .arg(&f.d)
-                    .arg(&f.g)
-                    .arg(&f.r)
-                    .arg(f.deadline_ms)
-                    .arg(codec::index_score(session.created_at))
-                    .arg(session.id.to_string())
-                    .arg(max)
-                    .arg(now)
-                    .arg(evict_as)
-                    .arg(self.keys.session_prefix(uid))
-                    .arg(self.keys.channel()),
-            )
-            .await?;
-        let Value::Array(mut items) = reply else {
-            return Err(StoreError::backend(Unexpected("create reply")));
-        };
-        if items.is_empty() || matches!(items[0], Value::Int(0)) {
-            return Err(StoreError::Conflict);
-        }
-        items.remove(0);
-        decode_pairs(items)
+        Ok(evicted)
     }
+}
+
+/// The grace successor to store, and until when: the grace window (plus a
+/// margin for clock skew between servers and Redis) after the rotation,
+/// never past the session's deadline.
+fn grace_field(session: &Session, grace: Option<time::Duration>) -> (Vec<u8>, i64) {
+    let deadline = session.expires_at();
+    let Some(sealed) = session.refresh.grace_successor.clone() else {
+        return (Vec::new(), codec::deadline_ms(deadline));
+    };
+    let until = match (grace, session.refresh.rotated_at) {
+        (Some(grace), Some(at)) => (at + grace + GRACE_SKEW_MARGIN).min(deadline),
+        _ => deadline,
+    };
+    (sealed, codec::deadline_ms(until))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,58 +477,33 @@ fn classify(e: RedisError) -> StoreError {
     }
 }
 
-fn bulk(v: Value) -> Result<Vec<u8>, StoreError> {
-    match v {
-        Value::BulkString(b) => Ok(b),
-        Value::SimpleString(s) => Ok(s.into_bytes()),
-        _ => Err(StoreError::backend(Unexpected("expected a string"))),
-    }
-}
-
-fn bulk_list(v: Value) -> Result<Vec<Vec<u8>>, StoreError> {
-    match v {
-        Value::Array(items) => items.into_iter().map(bulk).collect(),
-        Value::Map(pairs) => {
-            let mut out = Vec::with_capacity(pairs.len() * 2);
-            for (k, v) in pairs {
-                out.push(bulk(k)?);
-                out.push(bulk(v)?);
-            }
-            Ok(out)
-        }
-        Value::Nil => Ok(Vec::new()),
-        _ => Err(StoreError::backend(Unexpected("expected an array"))),
-    }
-}
-
-fn parse_sid(b: &[u8]) -> Result<SessionId, StoreError> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| StoreError::corrupt(Unexpected("malformed session id in index")))
-}
-
-fn decode_one(id: SessionId, fields: &[Vec<u8>]) -> Result<Option<Session>, StoreError> {
-    codec::decode(id, fields).map_err(StoreError::corrupt)
-}
-
-/// Decodes `{sid, hgetall, sid, hgetall, …}`.
-fn decode_pairs(items: Vec<Value>) -> Result<Vec<Session>, StoreError> {
-    let mut out = Vec::with_capacity(items.len() / 2);
-    let mut it = items.into_iter();
-    while let (Some(sid), Some(fields)) = (it.next(), it.next()) {
-        let id = parse_sid(&bulk(sid)?)?;
-        if let Some(s) = decode_one(id, &bulk_list(fields)?)? {
-            out.push(s);
-        }
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        self.create_inner(session, 0, None).await.map(|_| ())
+        // The index entry first: a session that exists is always in its
+        // user's index (revoke_user must find it); an entry whose create
+        // then fails is dropped later.
+        self.invoke::<i64>(
+            scripts::INDEX_ADD
+                .key(self.keys.index(&session.user_id))
+                .arg(codec::index_score(session.created_at))
+                .arg(session.id.to_string())
+                .arg(codec::deadline_ms(session.absolute_expires_at.max(session.expires_at()))),
+        )
+        .await?;
+        let (g, g_deadline) = grace_field(session, None);
+        let created: i64 = self
+            .invoke(
+                scripts::CREATE
+                    .key(self.keys.session(&session.id))
+                    .key(self.keys.grace(&session.id))
+                    .arg(codec::encode(session))
+                    .arg(codec::deadline_ms(session.expires_at()))
+                    .arg(g)
+                    .arg(g_deadline),
+            )
+            .await?;
+        if created == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
     async fn create_limited(
@@ -435,55 +516,18 @@ impl SessionStore for RedisStore {
             self.create(session).await?;
             return Ok(Vec::new());
         }
-        let mut evicted = self.create_inner(session, max, Some(now)).await?;
-        evicted.sort_by_key(|s| (s.created_at, s.id.to_string()));
-        Ok(evicted)
+        let token = self.lock_user(&session.user_id).await?;
+        let result = self.create_then_evict(session, max, now).await;
+        self.unlock_user(&session.user_id, &token).await;
+        result
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let Some(uid) = self.owner(id).await? else {
-            return Ok(None);
-        };
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.keys.session(&uid, id));
-        let fields: Vec<Vec<u8>> = bulk_list(self.query::<Value>(&cmd).await?)?;
-        let session = decode_one(*id, &fields)?;
-        if let Some(s) = &session
-            && *s.user_id != *uid
-        {
-            return Err(StoreError::corrupt(Unexpected("session does not belong to its pointer's user")));
-        }
-        Ok(session)
+        self.read(id).await
     }
 
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        let f = codec::encode(session);
-        let uid = &session.user_id;
-        let sid = session.id.to_string();
-        let mut inv = scripts::REPLACE.key(self.keys.session(uid, &session.id));
-        let cas = self.invoke::<i64>(
-            inv
-                .key(self.keys.index(uid))
-                .arg(expected_version.to_string())
-                .arg(&f.v)
-                .arg(&f.e)
-                .arg(&f.d)
-                .arg(&f.g)
-                .arg(&f.r)
-                .arg(f.deadline_ms)
-                .arg(self.keys.channel())
-                .arg(&sid),
-        );
-        // The pointer lives in another slot; extend it alongside (GT: never
-        // shortens), so it never expires before the session it points to.
-        let mut extend = redis::cmd("PEXPIREAT");
-        extend.arg(self.keys.pointer(&session.id)).arg(f.deadline_ms).arg("GT");
-        let (cas, extended) = tokio::join!(cas, self.query::<i64>(&extend));
-        let written = cas? == 1;
-        if written && let Err(e) = extended {
-            tracing::warn!(error = %e, "could not extend a session pointer; the session may end at its previous deadline");
-        }
-        Ok(written)
+        self.write(session, expected_version, None).await
     }
 
     async fn revoke(
@@ -492,20 +536,7 @@ impl SessionStore for RedisStore {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Option<Session>, StoreError> {
-        let Some(uid) = self.owner(id).await? else {
-            return Ok(None);
-        };
-        let reply: Value = self
-            .invoke(
-                scripts::REVOKE
-                    .key(self.keys.session(&uid, id))
-                    .arg(codec::sortable(now))
-                    .arg(codec::revocation_field(now, reason))
-                    .arg(self.keys.channel())
-                    .arg(id.to_string()),
-            )
-            .await?;
-        decode_one(*id, &bulk_list(reply)?)
+        self.revoke_one(id, reason, now, None).await
     }
 
     async fn revoke_user(
@@ -514,47 +545,69 @@ impl SessionStore for RedisStore {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let reply: Value = self
-            .invoke(
-                scripts::REVOKE_USER
-                    .key(self.keys.index(user_id))
-                    .arg(self.keys.session_prefix(user_id))
-                    .arg(codec::sortable(now))
-                    .arg(codec::revocation_field(now, reason))
-                    .arg(self.keys.channel()),
-            )
-            .await?;
-        let mut out = decode_pairs(bulk_items(reply)?)?;
-        out.sort_by_key(|s| (s.created_at, s.id.to_string()));
+        let active: Vec<SessionId> = self
+            .user_sessions(user_id, now)
+            .await?
+            .into_iter()
+            .filter(|s| s.is_active(now))
+            .map(|s| s.id)
+            .collect();
+        let revoked = futures::future::join_all(
+            active.iter().map(|id| self.revoke_one(id, reason, now, Some(user_id))),
+        )
+        .await;
+        let mut out = Vec::new();
+        for r in revoked {
+            out.extend(r?);
+        }
         Ok(out)
     }
 
     async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
-        let reply: Value = self
-            .invoke(
-                scripts::LIST_USER
-                    .key(self.keys.index(user_id))
-                    .arg(self.keys.session_prefix(user_id)),
-            )
-            .await?;
-        let mut out: Vec<Session> = decode_pairs(bulk_items(reply)?)?
-            .into_iter()
-            .filter(|s| s.user_id == user_id && s.is_active(now))
-            .collect();
-        out.sort_by_key(|s| (s.created_at, s.id.to_string()));
-        Ok(out)
+        let mut all = self.user_sessions(user_id, now).await?;
+        all.retain(|s| s.is_active(now));
+        Ok(all)
+    }
+
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError> {
+        // Read, decide in core, then one compare-and-swap script; the
+        // grace window is known here, so the sealed successor is kept for
+        // that window only.
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some(session) = self.read(&presented.session_id).await? else {
+                return Ok(RefreshResult {
+                    outcome: RefreshOutcome::Expired,
+                    session: None,
+                    anomalies: Vec::new(),
+                });
+            };
+            let plan = plan_refresh(&session, presented, next, params, now);
+            let Some(new) = plan.write else {
+                return Ok(RefreshResult {
+                    outcome: plan.outcome,
+                    session: Some(session),
+                    anomalies: plan.anomalies,
+                });
+            };
+            if self.write(&new, session.version, Some(params.grace)).await? {
+                return Ok(RefreshResult {
+                    outcome: plan.outcome,
+                    session: Some(new),
+                    anomalies: plan.anomalies,
+                });
+            }
+        }
+        Err(StoreError::Contention)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
-    }
-}
-
-fn bulk_items(v: Value) -> Result<Vec<Value>, StoreError> {
-    match v {
-        Value::Array(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        _ => Err(StoreError::backend(Unexpected("expected an array"))),
     }
 }
 

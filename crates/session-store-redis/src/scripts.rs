@@ -1,168 +1,89 @@
-//! The Lua scripts. Each one touches only keys that share one user's hash
-//! tag (`{<user>}`), so it runs atomically on one cluster slot. Session keys
-//! that a script derives from index members are in that same slot, because
-//! they carry the same tag.
+//! The Lua scripts. Each touches only keys that share one hash tag, so each
+//! runs atomically on one cluster slot: a session's scripts touch
+//! `…:s:{<sid>}` and `…:g:{<sid>}`; the index and lock scripts touch
+//! `…:u:{<user>}` or `…:l:{<user>}` alone.
 //!
-//! Instants arrive as fixed-width decimal strings (`codec::sortable`), so
-//! "expired" is a plain string comparison: `e <= now`.
+//! The scripts read only the stored string's text header
+//! (`<version>;<A|R>`, see `codec`): the version for the compare-and-swap
+//! and the flag to tell whether a write revokes.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Revokes session key `k` if it is active at `now`; publishes its id.
-/// Shared by the scripts below (prepended to their bodies).
-const REVOKE_FN: &str = r"
-local function revoke_if_active(k, sid, now, rev, channel)
-  if redis.call('HEXISTS', k, 'r') == 1 then return false end
-  local e = redis.call('HGET', k, 'e')
-  if not e or e <= now then return false end
-  redis.call('HSET', k, 'r', rev)
-  redis.call('HDEL', k, 'g')
-  redis.call('HINCRBY', k, 'v', 1)
-  redis.call('PUBLISH', channel, sid)
-  return true
-end
-local function extend(k, ms)
-  local t = redis.call('PEXPIRETIME', k)
-  if t < tonumber(ms) then redis.call('PEXPIREAT', k, ms) end
-end
-";
-
-/// Create, optionally keeping the user at most `max` active sessions.
+/// Creates a session unless its id exists.
 ///
-/// KEYS: 1 session, 2 user index.
-/// ARGV: 1 v, 2 e, 3 d, 4 g ("" = none), 5 r ("" = none), 6 deadline ms,
-/// 7 index score, 8 session id, 9 max (0 = unlimited), 10 now,
-/// 11 revocation value for evicted sessions, 12 session key prefix,
-/// 13 channel.
-///
-/// Returns `{0}` when the session exists (nothing written), else
-/// `{1, sid, hgetall, sid, hgetall, ...}` with the evicted sessions.
+/// KEYS: 1 session, 2 grace successor.
+/// ARGV: 1 stored string, 2 deadline ms, 3 grace successor ("" = none),
+/// 4 its deadline ms.
+/// Returns 1 when created, 0 when the id exists (nothing written).
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{REVOKE_FN}{}",
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
-local out = {1}
-local max = tonumber(ARGV[9])
-if max > 0 then
-  local active = {}
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local k = ARGV[12] .. m
-    if redis.call('EXISTS', k) == 0 then
-      redis.call('ZREM', KEYS[2], m)
-    elseif redis.call('HEXISTS', k, 'r') == 0 and redis.call('HGET', k, 'e') > ARGV[10] then
-      active[#active + 1] = m
-    end
-  end
-  for i = 1, #active - (max - 1) do
-    local m = active[i]
-    local k = ARGV[12] .. m
-    if revoke_if_active(k, m, ARGV[10], ARGV[11], ARGV[13]) then
-      out[#out + 1] = m
-      out[#out + 1] = redis.call('HGETALL', k)
-    end
-  end
-end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'e', ARGV[2], 'd', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'g', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[5]) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
-extend(KEYS[2], ARGV[6])
-return out
-"
-    ))
-});
-
-/// Compare-and-swap on the version.
-///
-/// KEYS: 1 session, 2 user index.
-/// ARGV: 1 expected v, 2 new v, 3 e, 4 d, 5 g, 6 r, 7 deadline ms,
-/// 8 channel, 9 session id.
-///
-/// Returns 1 when written, 0 when the version moved, the session is gone,
-/// or the write would clear a revocation (revocation is never undone).
-/// Publishes the id when this write revokes the session.
-pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{REVOKE_FN}{}",
-        r"
-local cur = redis.call('HGET', KEYS[1], 'v')
-if not cur or cur ~= ARGV[1] then return 0 end
-local was_revoked = redis.call('HEXISTS', KEYS[1], 'r') == 1
-if was_revoked and ARGV[6] == '' then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'd', ARGV[4])
-if ARGV[5] == '' then redis.call('HDEL', KEYS[1], 'g') else redis.call('HSET', KEYS[1], 'g', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[6]) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[7])
-extend(KEYS[2], ARGV[7])
-if not was_revoked and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
-return 1
-"
-    ))
-});
-
-/// Revokes one session if active.
-///
-/// KEYS: 1 session. ARGV: 1 now, 2 revocation value, 3 channel, 4 session id.
-/// Returns the session's `HGETALL` after revoking, or an empty array.
-pub(crate) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{REVOKE_FN}{}",
-        r"
-if revoke_if_active(KEYS[1], ARGV[4], ARGV[1], ARGV[2], ARGV[3]) then
-  return redis.call('HGETALL', KEYS[1])
-end
-return {}
-"
-    ))
-});
-
-/// Revokes every active session of one user.
-///
-/// KEYS: 1 user index. ARGV: 1 session key prefix, 2 now, 3 revocation
-/// value, 4 channel. Returns `{sid, hgetall, ...}` of those revoked; drops
-/// index entries whose session key is gone.
-pub(crate) static REVOKE_USER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{REVOKE_FN}{}",
-        r"
-local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local k = ARGV[1] .. m
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('ZREM', KEYS[1], m)
-  elseif revoke_if_active(k, m, ARGV[2], ARGV[3], ARGV[4]) then
-    out[#out + 1] = m
-    out[#out + 1] = redis.call('HGETALL', k)
-  end
-end
-return out
-"
-    ))
-});
-
-/// Reads every session in one user's index, oldest first.
-///
-/// KEYS: 1 user index. ARGV: 1 session key prefix. Returns
-/// `{sid, hgetall, ...}`; drops index entries whose session key is gone.
-pub(crate) static LIST_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local k = ARGV[1] .. m
-  local h = redis.call('HGETALL', k)
-  if #h == 0 then
-    redis.call('ZREM', KEYS[1], m)
-  else
-    out[#out + 1] = m
-    out[#out + 1] = h
-  end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then return 0 end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PXAT', ARGV[4]) end
+return 1
+",
+    )
+});
+
+/// Compare-and-swap on the version: every write to an existing session
+/// (rotation, reuse revocation, anomaly revocation, revoke) goes through it.
+///
+/// KEYS: 1 session, 2 grace successor.
+/// ARGV: 1 expected version, 2 new stored string, 3 its deadline ms,
+/// 4 grace successor ("" = none), 5 its deadline ms, 6 "1" if the new
+/// string is revoked, 7 channel, 8 session id.
+///
+/// Returns 1 when written; 0 when the session is gone, its version moved,
+/// or the write would clear a revocation (a revocation is never undone).
+/// Publishes the session id when this write is the one that revokes.
+pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local semi = string.find(cur, ';', 1, true)
+if not semi or string.sub(cur, 1, semi - 1) ~= ARGV[1] then return 0 end
+local was_revoked = string.sub(cur, semi + 1, semi + 1) == 'R'
+local revokes = ARGV[6] == '1'
+if was_revoked and not revokes then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5])
+else
+  redis.call('DEL', KEYS[2])
 end
-return out
+if revokes and not was_revoked then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+return 1
+",
+    )
+});
+
+/// Adds a session to its user's index and makes the index live at least as
+/// long as the session can (its absolute deadline). Never moves an entry
+/// that exists.
+///
+/// KEYS: 1 index. ARGV: 1 score, 2 session id, 3 deadline ms.
+pub(crate) static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
+local t = redis.call('PEXPIRETIME', KEYS[1])
+if t < tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return 1
+",
+    )
+});
+
+/// Releases a lock if this holder still owns it.
+///
+/// KEYS: 1 lock. ARGV: 1 holder token.
+pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 ",
     )
 });

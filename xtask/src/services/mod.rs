@@ -85,6 +85,14 @@ impl Services {
             "SESSION_TEST_PG_BINDIR",
             pg_bindir.to_string_lossy().into_owned(),
         ));
+        for (key, value) in &env {
+            // A value given by the developer may hold a password: not shown.
+            if std::env::var(key).is_ok_and(|preset| preset == *value) {
+                eprintln!("services: {key} (from the environment)");
+            } else {
+                eprintln!("services: {key}={value}");
+            }
+        }
         Ok(Self {
             env,
             servers,
@@ -113,9 +121,7 @@ impl Services {
 
 /// A variable the developer set already, which then wins.
 fn preset(key: &str) -> Option<String> {
-    let value = std::env::var(key).ok().filter(|value| !value.is_empty())?;
-    eprintln!("services: {key} taken from the environment");
-    Some(value)
+    std::env::var(key).ok().filter(|value| !value.is_empty())
 }
 
 /// `cargo xtask services`: start, print the environment, wait for Ctrl-C.

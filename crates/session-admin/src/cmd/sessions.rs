@@ -77,15 +77,21 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 /// One session as `field  value` lines: the contract's fields first, then
 /// whatever else the server sent.
 pub(crate) fn session_details(session: &Value, local: Local) -> String {
-    const KNOWN: [(&str, &str); 9] = [
+    const KNOWN: [(&str, &str); 15] = [
         ("session_id", "session"),
         ("user_id", "user"),
+        ("active", "active"),
         ("created_at", "created"),
         ("last_seen_at", "last seen"),
         ("expires_at", "expires"),
+        ("idle_expires_at", "idle deadline"),
+        ("absolute_expires_at", "absolute deadline"),
+        ("revoked_at", "revoked"),
+        ("revoked_reason", "revoked reason"),
         ("ip", "ip"),
         ("user_agent", "user agent"),
         ("current", "current"),
+        ("refresh_generation", "refreshes"),
         ("metadata", "metadata"),
     ];
     let mut table = Table::default();
@@ -145,6 +151,14 @@ async fn revoke_user(ctx: &Ctx, user: &str, args: &RevokeArgs) -> anyhow::Result
             .await
             .with_context(|| format!("sessions of user {user:?}"))?;
         let n = array(&body, "sessions")?.len();
+        if n == 0 {
+            if ctx.json {
+                return output::json(&json!({ "revoked": 0 }));
+            }
+            return output::println(&format!(
+                "user {user:?} has no active sessions; nothing to revoke"
+            ));
+        }
         let question = format!(
             "Revoke all {n} active session{} of user {user:?}?",
             if n == 1 { "" } else { "s" }
@@ -218,6 +232,7 @@ mod tests {
             "user_id": "alice",
             "session_id": "s1",
             "revoked_at": "2026-01-31T12:00:00Z",
+            "seen_at": "2026-01-31T13:00:00Z",
             "metadata": {"device": "phone"}
         });
         let text = session_details(&s, UTC);
@@ -225,9 +240,16 @@ mod tests {
             .lines()
             .map(|l| l.split("  ").next().unwrap())
             .collect();
-        assert_eq!(keys, ["session", "user", "metadata", "revoked at", "zeta"]);
+        assert_eq!(
+            keys,
+            ["session", "user", "revoked", "metadata", "seen at", "zeta"]
+        );
         assert!(
-            text.contains("revoked at  2026-01-31 12:00:00 +00:00"),
+            text.contains("revoked   2026-01-31 12:00:00 +00:00"),
+            "{text}"
+        );
+        assert!(
+            text.contains("seen at   2026-01-31 13:00:00 +00:00"),
             "{text}"
         );
     }

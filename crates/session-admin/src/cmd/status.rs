@@ -17,7 +17,7 @@ use crate::output::{self, Table, age, parse_time, text};
 const LEEWAY_SECONDS: f64 = 60.0;
 
 pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    let url = ctx.client.base().to_string();
+    let url = ctx.client.shown_url();
     let sent = ctx.now();
     let health = ctx
         .client
@@ -118,7 +118,11 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 "not_ready".into()
             }
         });
-        for (key, label) in [("store", "store"), ("validation_mode", "validation")] {
+        for (key, label) in [
+            ("store", "store"),
+            ("audit", "audit"),
+            ("validation_mode", "validation"),
+        ] {
             if let Some(v) = readyz.body.get(key) {
                 readiness.push_str(&format!(", {label} {}", text(Some(v))));
             }

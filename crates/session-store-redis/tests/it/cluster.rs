@@ -113,15 +113,22 @@ async fn concurrent_logins_never_exceed_the_per_user_limit_on_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_users_session_and_index_live_in_one_slot() {
+async fn a_session_and_its_grace_successor_live_in_one_slot() {
     let store = cluster_store().await;
-    let (session, _, _) = open_session(&secrets(), "user{with}braces", &Lifetimes::default(), base_time());
+    let secrets = secrets();
+    let now = base_time();
+    let (session, _, p0) = open_session(&secrets, "user{with}braces", &Lifetimes::default(), now);
     store.create(&session).await.unwrap();
-    let s = store.store.session_key(&session.user_id, &session.id);
-    let u = store.store.user_index_key(&session.user_id);
+    let (_, _, next) = mint(&secrets, &session.id, 1);
+    let r = store.refresh(&p0, &next, &params(default_grace()), now).await.unwrap();
+    assert_eq!(r.outcome, RefreshOutcome::Rotated);
+    let s = store.store.session_key(&session.id);
+    let g = store.store.grace_key(&session.id);
     let slot = |k: &str| -> i64 { store.raw(k, redis::cmd("CLUSTER").arg("KEYSLOT").arg(k)) };
-    assert_eq!(slot(&s), slot(&u));
-    assert_eq!(store.list_user(&session.user_id, base_time()).await.unwrap().len(), 1);
+    assert_eq!(slot(&s), slot(&g));
+    let stored = store.get(&session.id).await.unwrap().unwrap();
+    assert_eq!(stored, r.session.unwrap(), "both keys read back in one MGET");
+    assert_eq!(store.list_user(&session.user_id, now).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +147,7 @@ async fn revocations_on_every_node_reach_a_subscriber_on_one_node() {
         assert!(sessions.len() < 500, "sessions never covered every node");
         let (s, _, _) = open_session(&secrets, &unique_user("fanout"), &Lifetimes::default(), now);
         store.create(&s).await.unwrap();
-        covered.insert(servers::cluster_node_of(&store.store.session_key(&s.user_id, &s.id)));
+        covered.insert(servers::cluster_node_of(&store.store.session_key(&s.id)));
         sessions.push(s);
     }
     let mut expected = HashSet::new();

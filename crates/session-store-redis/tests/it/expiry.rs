@@ -8,7 +8,7 @@ use time::Duration;
 use crate::{both_stores, ms};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_key_expires_at_the_sessions_deadline_and_follows_it_on_rotation() {
+async fn a_session_key_expires_at_the_sessions_deadline_and_follows_it_on_rotation() {
     for store in both_stores().await {
         let secrets = secrets();
         let now = base_time();
@@ -16,16 +16,21 @@ async fn every_key_expires_at_the_sessions_deadline_and_follows_it_on_rotation()
         let (session, _, p0) = open_session(&secrets, &user, &Lifetimes::default(), now);
         store.create(&session).await.unwrap();
 
-        let s_key = store.store.session_key(&user, &session.id);
+        let s_key = store.store.session_key(&session.id);
+        let g_key = store.store.grace_key(&session.id);
         let u_key = store.store.user_index_key(&user);
-        let p_key = store.store.pointer_key(&session.id);
         let deadline = ms(session.expires_at());
         assert_eq!(store.pexpiretime(&s_key), deadline, "session key");
-        assert_eq!(store.pexpiretime(&p_key), deadline, "pointer key");
-        assert_eq!(store.pexpiretime(&u_key), deadline, "index key");
+        assert_eq!(
+            store.pexpiretime(&u_key),
+            ms(session.absolute_expires_at),
+            "the index lives until the latest absolute deadline of its sessions"
+        );
+        assert_eq!(store.pexpiretime(&g_key), -2, "no grace successor before a rotation");
 
-        // A rotation an hour later pushes the idle deadline, and every key
-        // with it.
+        // A rotation an hour later pushes the idle deadline, and the key
+        // with it; the sealed successor lives for the grace window only
+        // (plus a 60 s margin for clock skew).
         let later = secs(now, 3600);
         let (_, _, next) = mint(&secrets, &session.id, 1);
         let r = store.refresh(&p0, &next, &params(default_grace()), later).await.unwrap();
@@ -34,13 +39,18 @@ async fn every_key_expires_at_the_sessions_deadline_and_follows_it_on_rotation()
         let new_deadline = ms(rotated.expires_at());
         assert_eq!(new_deadline, deadline + 3_600_000);
         assert_eq!(store.pexpiretime(&s_key), new_deadline, "session key after rotation");
-        assert_eq!(store.pexpiretime(&p_key), new_deadline, "pointer key after rotation");
-        assert_eq!(store.pexpiretime(&u_key), new_deadline, "index key after rotation");
+        assert_eq!(
+            store.pexpiretime(&g_key),
+            ms(later + default_grace() + Duration::seconds(60)),
+            "grace successor"
+        );
+        assert_eq!(store.pexpiretime(&u_key), ms(session.absolute_expires_at), "index");
 
-        // A revoked tombstone keeps its key until that same deadline.
+        // A revoked tombstone keeps its key until that same deadline, and
+        // its sealed successor is gone at once.
         store.revoke(&session.id, RevokeReason::Logout, later).await.unwrap().unwrap();
         assert_eq!(store.pexpiretime(&s_key), new_deadline, "tombstone");
-        assert_eq!(store.pexpiretime(&p_key), new_deadline, "tombstone pointer");
+        assert_eq!(store.pexpiretime(&g_key), -2, "no successor after revocation");
     }
 }
 
@@ -56,7 +66,7 @@ async fn the_absolute_deadline_caps_the_key_expiry() {
         };
         let (session, _, p0) = open_session(&secrets, &unique_user("abs"), &lifetimes, now);
         store.create(&session).await.unwrap();
-        let s_key = store.store.session_key(&session.user_id, &session.id);
+        let s_key = store.store.session_key(&session.id);
         assert_eq!(store.pexpiretime(&s_key), ms(secs(now, 7200)));
 
         let (_, _, next) = mint(&secrets, &session.id, 1);
@@ -75,6 +85,7 @@ async fn a_users_index_lives_as_long_as_its_longest_lived_session() {
         let long = Lifetimes::default();
         let short = Lifetimes {
             idle_timeout: Duration::hours(1),
+            absolute_lifetime: Duration::hours(2),
             ..Lifetimes::default()
         };
         let (a, _, _) = open_session(&secrets, &user, &long, now);
@@ -82,11 +93,9 @@ async fn a_users_index_lives_as_long_as_its_longest_lived_session() {
         store.create(&a).await.unwrap();
         store.create(&b).await.unwrap();
         let u_key = store.store.user_index_key(&user);
-        assert_eq!(store.pexpiretime(&u_key), ms(a.expires_at()));
-        assert_eq!(
-            store.pexpiretime(&store.store.session_key(&user, &b.id)),
-            ms(b.expires_at())
-        );
+        assert_eq!(store.pexpiretime(&u_key), ms(a.absolute_expires_at));
+        assert_eq!(store.pexpiretime(&store.store.session_key(&b.id)), ms(b.expires_at()));
+        assert_eq!(store.pexpiretime(&store.store.session_key(&a.id)), ms(a.expires_at()));
     }
 }
 

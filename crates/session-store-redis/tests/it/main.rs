@@ -56,8 +56,13 @@ pub(crate) fn unique_prefix() -> String {
 /// A store on the shared single node under a fresh prefix; its keys are
 /// deleted when it is dropped.
 pub(crate) async fn single_store() -> Arc<Cleaned> {
+    single_store_with_prefix(&unique_prefix()).await
+}
+
+/// [`single_store`] under a given prefix.
+pub(crate) async fn single_store_with_prefix(prefix: &str) -> Arc<Cleaned> {
     let url = redis_url();
-    let store = RedisStore::connect(&url, &unique_prefix())
+    let store = RedisStore::connect(&url, prefix)
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} is required (set REDIS_URL): {e:?}"));
     Arc::new(Cleaned::new(store, vec![url], false))
