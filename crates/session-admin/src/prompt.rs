@@ -6,16 +6,21 @@ use zeroize::Zeroizing;
 
 use crate::error::Failure;
 
-/// Asks `question` on stderr and reads the answer from stdin. `Ok(true)`
-/// only for `y` or `yes`. Refuses outright (a usage error) when stdin is
-/// not a terminal: scripts say `--yes`.
-pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::Usage(
-            "refusing without --yes: stdin is not a terminal, so nobody can confirm".to_owned(),
-        )
-        .into());
+/// Refuses (a usage error) when stdin is not a terminal, so that nobody
+/// is asked a question no one can answer; `what` says what was refused.
+pub(crate) fn require_terminal(what: &str) -> Result<(), Failure> {
+    if std::io::stdin().is_terminal() {
+        Ok(())
+    } else {
+        Err(Failure::Usage(format!(
+            "refusing to {what} without --yes: stdin is not a terminal"
+        )))
     }
+}
+
+/// Asks `question` on stderr and reads the answer from stdin (see
+/// [`require_terminal`]). `Ok(true)` only for `y` or `yes`.
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut stderr = std::io::stderr().lock();
     write!(stderr, "{question} [y/N] ")?;
     stderr.flush()?;

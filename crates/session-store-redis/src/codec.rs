@@ -115,8 +115,15 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
 }
 
 /// Decodes the stored string of session `id` and its grace successor.
-pub(crate) fn decode(id: SessionId, value: &[u8], grace: Option<Vec<u8>>) -> Result<Session, DecodeError> {
-    let semi = value.iter().position(|b| *b == b';').ok_or(DecodeError::Header)?;
+pub(crate) fn decode(
+    id: SessionId,
+    value: &[u8],
+    grace: Option<Vec<u8>>,
+) -> Result<Session, DecodeError> {
+    let semi = value
+        .iter()
+        .position(|b| *b == b';')
+        .ok_or(DecodeError::Header)?;
     let version = std::str::from_utf8(&value[..semi])
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -140,8 +147,16 @@ pub(crate) fn decode(id: SessionId, value: &[u8], grace: Option<Vec<u8>>) -> Res
     let metadata = serde_json::from_slice(rd.bytes()?).map_err(DecodeError::Metadata)?;
     let generation = u64::try_from(rd.varint()?).map_err(|_| DecodeError::Malformed)?;
     let current = rd.digest()?;
-    let previous = if rd.byte()? == 1 { Some(rd.digest()?) } else { None };
-    let rotated_at = if rd.byte()? == 1 { Some(rd.ts()?) } else { None };
+    let previous = if rd.byte()? == 1 {
+        Some(rd.digest()?)
+    } else {
+        None
+    };
+    let rotated_at = if rd.byte()? == 1 {
+        Some(rd.ts()?)
+    } else {
+        None
+    };
     let n = rd.varint()?;
     let mut recent_refreshes = Vec::new();
     for _ in 0..n {
@@ -149,7 +164,9 @@ pub(crate) fn decode(id: SessionId, value: &[u8], grace: Option<Vec<u8>>) -> Res
     }
     let revoked = if rd.byte()? == 1 {
         let at = rd.ts()?;
-        let reason = *REASONS.get(usize::from(rd.byte()?)).ok_or(DecodeError::Malformed)?;
+        let reason = *REASONS
+            .get(usize::from(rd.byte()?))
+            .ok_or(DecodeError::Malformed)?;
         Some(Revocation { at, reason })
     } else {
         None
@@ -356,16 +373,33 @@ mod tests {
         let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         assert_eq!(deadline_ms(t), 1_800_000_000_000);
         assert_eq!(deadline_ms(t + Duration::nanoseconds(1)), 1_800_000_000_001);
-        assert_eq!(deadline_ms(OffsetDateTime::UNIX_EPOCH - Duration::days(1)), 1);
+        assert_eq!(
+            deadline_ms(OffsetDateTime::UNIX_EPOCH - Duration::days(1)),
+            1
+        );
     }
 
     #[test]
     fn mangled_records_are_errors_not_panics() {
         let id = SessionId::generate();
-        for bad in [&b""[..], b"1", b"1;", b"1;A", b"1;A\x01\xff", b"x;A\x01", b"1;Q\x01"] {
+        for bad in [
+            &b""[..],
+            b"1",
+            b"1;",
+            b"1;A",
+            b"1;A\x01\xff",
+            b"x;A\x01",
+            b"1;Q\x01",
+        ] {
             assert!(decode(id, bad, None).is_err(), "{bad:?}");
         }
-        let s = Session::new(id, "u".into(), TokenDigest::of("t"), &Lifetimes::default(), OffsetDateTime::UNIX_EPOCH);
+        let s = Session::new(
+            id,
+            "u".into(),
+            TokenDigest::of("t"),
+            &Lifetimes::default(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
         let mut v = encode(&s);
         v.truncate(v.len() - 1);
         assert!(decode(id, &v, None).is_err());

@@ -26,7 +26,12 @@ pub(crate) fn spawn(
     rx
 }
 
-async fn run(nodes: Vec<redis::Client>, channel: String, timeout: Duration, tx: mpsc::Sender<FeedEvent>) {
+async fn run(
+    nodes: Vec<redis::Client>,
+    channel: String,
+    timeout: Duration,
+    tx: mpsc::Sender<FeedEvent>,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut next_node = 0usize;
     loop {

@@ -23,7 +23,8 @@ impl Keys {
     pub(crate) fn new(prefix: &str) -> Result<Self, BadPrefix> {
         // Braces in the prefix would move the hash tag and break the
         // one-slot guarantee of every script.
-        if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace) {
+        if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace)
+        {
             return Err(BadPrefix);
         }
         Ok(Self {

@@ -20,7 +20,8 @@ use session_core::secret::PresentedRefresh;
 use session_core::store::{MAX_CAS_ATTEMPTS, RefreshResult};
 use session_core::user::User;
 use session_core::{
-    FeedEvent, RevocationFeed, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore,
+    FeedEvent, RevocationFeed, RevokeReason, Session, SessionId, SessionStore, StoreError,
+    UserStore,
 };
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -46,7 +47,9 @@ const LOCK_TTL: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The URL is neither `redis://…` nor `redis+cluster://…`, or is malformed.
-    #[error("invalid Redis URL (expected redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT,…)")]
+    #[error(
+        "invalid Redis URL (expected redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT,…)"
+    )]
     Url(#[source] Option<RedisError>),
     /// The prefix is empty or holds braces or whitespace, which would break
     /// the key layout's hash tags.
@@ -147,7 +150,11 @@ impl RedisStore {
     }
 
     /// [`RedisStore::connect`] with another command timeout.
-    pub async fn connect_with_timeout(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let bad_url = |e: RedisError| StoreError::backend(ConfigError::Url(Some(e)));
         let (conn, feed_nodes, cluster) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -175,7 +182,11 @@ impl RedisStore {
                 .set_number_of_retries(2)
                 .set_factor(50)
                 .set_max_delay(1_000);
-            let conn = within(timeout, ConnectionManager::new_with_config(client.clone(), config)).await?;
+            let conn = within(
+                timeout,
+                ConnectionManager::new_with_config(client.clone(), config),
+            )
+            .await?;
             (Conn::Single(conn), vec![client], false)
         } else {
             return Err(StoreError::backend(ConfigError::Url(None)));
@@ -238,7 +249,9 @@ impl RedisStore {
                     );
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "cannot read maxmemory-policy (CONFIG disabled?)"),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read maxmemory-policy (CONFIG disabled?)")
+            }
         }
     }
 
@@ -261,7 +274,9 @@ impl RedisStore {
         cmd.arg(self.keys.session(id)).arg(self.keys.grace(id));
         let (value, grace): (Option<Vec<u8>>, Option<Vec<u8>>) = self.query(&cmd).await?;
         let Some(value) = value else { return Ok(None) };
-        codec::decode(*id, &value, grace).map(Some).map_err(StoreError::corrupt)
+        codec::decode(*id, &value, grace)
+            .map(Some)
+            .map_err(StoreError::corrupt)
     }
 
     /// The compare-and-swap behind every write to an existing session.
@@ -413,7 +428,12 @@ impl RedisStore {
         let mut evicted = Vec::new();
         for old in others.iter().take(excess) {
             if let Some(s) = self
-                .revoke_one(&old.id, RevokeReason::SessionLimit, now, Some(&session.user_id))
+                .revoke_one(
+                    &old.id,
+                    RevokeReason::SessionLimit,
+                    now,
+                    Some(&session.user_id),
+                )
                 .await?
             {
                 evicted.push(s);
@@ -469,7 +489,10 @@ fn classify(e: RedisError) -> StoreError {
                 | ErrorKind::ClusterConnectionNotFound
                 | ErrorKind::ReadOnly
         )
-        || matches!(e.code(), Some("OOM" | "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "BUSY"));
+        || matches!(
+            e.code(),
+            Some("OOM" | "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "BUSY")
+        );
     if unavailable {
         StoreError::unavailable(e)
     } else {
@@ -488,7 +511,9 @@ impl SessionStore for RedisStore {
                 .key(self.keys.index(&session.user_id))
                 .arg(codec::index_score(session.created_at))
                 .arg(session.id.to_string())
-                .arg(codec::deadline_ms(session.absolute_expires_at.max(session.expires_at()))),
+                .arg(codec::deadline_ms(
+                    session.absolute_expires_at.max(session.expires_at()),
+                )),
         )
         .await?;
         let (g, g_deadline) = grace_field(session, None);
@@ -503,7 +528,11 @@ impl SessionStore for RedisStore {
                     .arg(g_deadline),
             )
             .await?;
-        if created == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 
     async fn create_limited(
@@ -553,7 +582,9 @@ impl SessionStore for RedisStore {
             .map(|s| s.id)
             .collect();
         let revoked = futures::future::join_all(
-            active.iter().map(|id| self.revoke_one(id, reason, now, Some(user_id))),
+            active
+                .iter()
+                .map(|id| self.revoke_one(id, reason, now, Some(user_id))),
         )
         .await;
         let mut out = Vec::new();
@@ -563,7 +594,11 @@ impl SessionStore for RedisStore {
         Ok(out)
     }
 
-    async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
         let mut all = self.user_sessions(user_id, now).await?;
         all.retain(|s| s.is_active(now));
         Ok(all)
@@ -595,7 +630,10 @@ impl SessionStore for RedisStore {
                     anomalies: plan.anomalies,
                 });
             };
-            if self.write(&new, session.version, Some(params.grace)).await? {
+            if self
+                .write(&new, session.version, Some(params.grace))
+                .await?
+            {
                 return Ok(RefreshResult {
                     outcome: plan.outcome,
                     session: Some(new),
@@ -622,7 +660,11 @@ impl UserStore for RedisStore {
                     .arg(user.created_at.unix_timestamp_nanos().to_string()),
             )
             .await?;
-        if added == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        if added == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
     }
 
     async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
@@ -650,7 +692,11 @@ impl UserStore for RedisStore {
 
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
         let set: i64 = self
-            .invoke(scripts::SET_PASSWORD.key(self.keys.user(username)).arg(password_hash))
+            .invoke(
+                scripts::SET_PASSWORD
+                    .key(self.keys.user(username))
+                    .arg(password_hash),
+            )
             .await?;
         Ok(set == 1)
     }

@@ -7,8 +7,6 @@ mod sessions;
 mod status;
 mod users;
 
-use std::io::Write;
-
 use clap::CommandFactory;
 use serde_json::Value;
 use session_core::{Clock, SystemClock};
@@ -95,14 +93,6 @@ pub(crate) async fn run(cli: Cli, local: Local) -> anyhow::Result<()> {
         Command::Keys(c) => keys::run(&ctx, c).await,
         Command::Status => status::run(&ctx).await,
         Command::Completions { .. } | Command::Man => Ok(()),
-    }
-}
-
-fn ignore_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(e)
     }
 }
 

@@ -140,12 +140,7 @@ async fn revoke_user(ctx: &Ctx, user: &str, args: &RevokeArgs) -> anyhow::Result
     let client = ctx.authed()?;
     if !args.yes {
         // Refuse before any request when nobody can answer the question.
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            return Err(Failure::Usage(format!(
-                "refusing to revoke every session of user {user:?} without --yes: stdin is not a terminal"
-            ))
-            .into());
-        }
+        crate::prompt::require_terminal(&format!("revoke every session of user {user:?}"))?;
         let body = client
             .get(&["admin", "v1", "users", user, "sessions"], &[])
             .await

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use session_conformance::fixtures::{base_time, default_grace, mint, open_session, params, secrets, unique_user};
+use session_conformance::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, unique_user,
+};
 use session_core::rotation::RefreshOutcome;
 use session_core::{FeedEvent, Lifetimes, RevocationFeed, RevokeReason, SessionStore};
 use time::Duration;
@@ -24,7 +26,10 @@ async fn fifty_concurrent_refreshes_of_one_token_on_the_cluster_rotate_exactly_o
             let store = Arc::clone(&store);
             let (_, presented, next) = mint(&secrets, &session.id, 1);
             tokio::spawn(async move {
-                let r = store.refresh(&p0, &next, &params(default_grace()), now).await.unwrap();
+                let r = store
+                    .refresh(&p0, &next, &params(default_grace()), now)
+                    .await
+                    .unwrap();
                 (r.outcome, presented.digest)
             })
         })
@@ -41,10 +46,16 @@ async fn fifty_concurrent_refreshes_of_one_token_on_the_cluster_rotate_exactly_o
         }
     }
     assert_eq!(rotated.len(), 1, "exactly one refresh rotates");
-    assert!(replays.len() <= 1, "every other refresh replays the one successor");
+    assert!(
+        replays.len() <= 1,
+        "every other refresh replays the one successor"
+    );
     let stored = store.get(&session.id).await.unwrap().unwrap();
     assert_eq!(stored.refresh.generation, 1);
-    assert_eq!(stored.refresh.current, rotated[0], "the winner's successor is the live token");
+    assert_eq!(
+        stored.refresh.current, rotated[0],
+        "the winner's successor is the live token"
+    );
     if let Some(sealed) = replays.into_iter().next() {
         assert_eq!(Some(sealed), stored.refresh.grace_successor);
     }
@@ -55,7 +66,8 @@ async fn fifty_concurrent_refreshes_without_grace_leave_no_live_successor_but_th
     let store = cluster_store().await;
     let secrets = secrets();
     let now = base_time();
-    let (session, _, p0) = open_session(&secrets, &unique_user("race0"), &Lifetimes::default(), now);
+    let (session, _, p0) =
+        open_session(&secrets, &unique_user("race0"), &Lifetimes::default(), now);
     store.create(&session).await.unwrap();
 
     let tasks: Vec<_> = (0..50)
@@ -75,12 +87,16 @@ async fn fifty_concurrent_refreshes_without_grace_leave_no_live_successor_but_th
     for t in tasks {
         outcomes.push(t.await.unwrap());
     }
-    let rotated = outcomes.iter().filter(|o| **o == RefreshOutcome::Rotated).count();
+    let rotated = outcomes
+        .iter()
+        .filter(|o| **o == RefreshOutcome::Rotated)
+        .count();
     assert_eq!(rotated, 1, "exactly one refresh rotates: {outcomes:?}");
     assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, RefreshOutcome::Rotated | RefreshOutcome::Reused | RefreshOutcome::Revoked)),
+        outcomes.iter().all(|o| matches!(
+            o,
+            RefreshOutcome::Rotated | RefreshOutcome::Reused | RefreshOutcome::Revoked
+        )),
         "{outcomes:?}"
     );
     let stored = store.get(&session.id).await.unwrap().unwrap();
@@ -108,7 +124,10 @@ async fn concurrent_logins_never_exceed_the_per_user_limit_on_the_cluster() {
     for t in tasks {
         evicted += t.await.unwrap();
     }
-    assert_eq!(evicted, 17, "every login beyond the limit evicts exactly one session");
+    assert_eq!(
+        evicted, 17,
+        "every login beyond the limit evicts exactly one session"
+    );
     assert_eq!(store.list_user(&user, now).await.unwrap().len(), 3);
 }
 
@@ -120,15 +139,25 @@ async fn a_session_and_its_grace_successor_live_in_one_slot() {
     let (session, _, p0) = open_session(&secrets, "user{with}braces", &Lifetimes::default(), now);
     store.create(&session).await.unwrap();
     let (_, _, next) = mint(&secrets, &session.id, 1);
-    let r = store.refresh(&p0, &next, &params(default_grace()), now).await.unwrap();
+    let r = store
+        .refresh(&p0, &next, &params(default_grace()), now)
+        .await
+        .unwrap();
     assert_eq!(r.outcome, RefreshOutcome::Rotated);
     let s = store.store.session_key(&session.id);
     let g = store.store.grace_key(&session.id);
     let slot = |k: &str| -> i64 { store.raw(k, redis::cmd("CLUSTER").arg("KEYSLOT").arg(k)) };
     assert_eq!(slot(&s), slot(&g));
     let stored = store.get(&session.id).await.unwrap().unwrap();
-    assert_eq!(stored, r.session.unwrap(), "both keys read back in one MGET");
-    assert_eq!(store.list_user(&session.user_id, now).await.unwrap().len(), 1);
+    assert_eq!(
+        stored,
+        r.session.unwrap(),
+        "both keys read back in one MGET"
+    );
+    assert_eq!(
+        store.list_user(&session.user_id, now).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +181,11 @@ async fn revocations_on_every_node_reach_a_subscriber_on_one_node() {
     }
     let mut expected = HashSet::new();
     for s in &sessions {
-        store.revoke(&s.id, RevokeReason::Admin, now).await.unwrap().unwrap();
+        store
+            .revoke(&s.id, RevokeReason::Admin, now)
+            .await
+            .unwrap()
+            .unwrap();
         expected.insert(s.id);
     }
     let mut seen = HashSet::new();

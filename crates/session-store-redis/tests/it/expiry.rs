@@ -1,6 +1,8 @@
 //! Every key expires exactly at the deadline of the session(s) it serves.
 
-use session_conformance::fixtures::{base_time, default_grace, mint, open_session, params, secrets, secs, unique_user};
+use session_conformance::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
+};
 use session_core::rotation::RefreshOutcome;
 use session_core::{Lifetimes, RevokeReason, SessionStore};
 use time::Duration;
@@ -26,31 +28,54 @@ async fn a_session_key_expires_at_the_sessions_deadline_and_follows_it_on_rotati
             ms(session.absolute_expires_at),
             "the index lives until the latest absolute deadline of its sessions"
         );
-        assert_eq!(store.pexpiretime(&g_key), -2, "no grace successor before a rotation");
+        assert_eq!(
+            store.pexpiretime(&g_key),
+            -2,
+            "no grace successor before a rotation"
+        );
 
         // A rotation an hour later pushes the idle deadline, and the key
         // with it; the sealed successor lives for the grace window only
         // (plus a 60 s margin for clock skew).
         let later = secs(now, 3600);
         let (_, _, next) = mint(&secrets, &session.id, 1);
-        let r = store.refresh(&p0, &next, &params(default_grace()), later).await.unwrap();
+        let r = store
+            .refresh(&p0, &next, &params(default_grace()), later)
+            .await
+            .unwrap();
         assert_eq!(r.outcome, RefreshOutcome::Rotated);
         let rotated = r.session.unwrap();
         let new_deadline = ms(rotated.expires_at());
         assert_eq!(new_deadline, deadline + 3_600_000);
-        assert_eq!(store.pexpiretime(&s_key), new_deadline, "session key after rotation");
+        assert_eq!(
+            store.pexpiretime(&s_key),
+            new_deadline,
+            "session key after rotation"
+        );
         assert_eq!(
             store.pexpiretime(&g_key),
             ms(later + default_grace() + Duration::seconds(60)),
             "grace successor"
         );
-        assert_eq!(store.pexpiretime(&u_key), ms(session.absolute_expires_at), "index");
+        assert_eq!(
+            store.pexpiretime(&u_key),
+            ms(session.absolute_expires_at),
+            "index"
+        );
 
         // A revoked tombstone keeps its key until that same deadline, and
         // its sealed successor is gone at once.
-        store.revoke(&session.id, RevokeReason::Logout, later).await.unwrap().unwrap();
+        store
+            .revoke(&session.id, RevokeReason::Logout, later)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(store.pexpiretime(&s_key), new_deadline, "tombstone");
-        assert_eq!(store.pexpiretime(&g_key), -2, "no successor after revocation");
+        assert_eq!(
+            store.pexpiretime(&g_key),
+            -2,
+            "no successor after revocation"
+        );
     }
 }
 
@@ -70,9 +95,16 @@ async fn the_absolute_deadline_caps_the_key_expiry() {
         assert_eq!(store.pexpiretime(&s_key), ms(secs(now, 7200)));
 
         let (_, _, next) = mint(&secrets, &session.id, 1);
-        let r = store.refresh(&p0, &next, &params(default_grace()), secs(now, 60)).await.unwrap();
+        let r = store
+            .refresh(&p0, &next, &params(default_grace()), secs(now, 60))
+            .await
+            .unwrap();
         assert_eq!(r.outcome, RefreshOutcome::Rotated);
-        assert_eq!(store.pexpiretime(&s_key), ms(secs(now, 7200)), "rotation never passes the absolute deadline");
+        assert_eq!(
+            store.pexpiretime(&s_key),
+            ms(secs(now, 7200)),
+            "rotation never passes the absolute deadline"
+        );
     }
 }
 
@@ -94,8 +126,14 @@ async fn a_users_index_lives_as_long_as_its_longest_lived_session() {
         store.create(&b).await.unwrap();
         let u_key = store.store.user_index_key(&user);
         assert_eq!(store.pexpiretime(&u_key), ms(a.absolute_expires_at));
-        assert_eq!(store.pexpiretime(&store.store.session_key(&b.id)), ms(b.expires_at()));
-        assert_eq!(store.pexpiretime(&store.store.session_key(&a.id)), ms(a.expires_at()));
+        assert_eq!(
+            store.pexpiretime(&store.store.session_key(&b.id)),
+            ms(b.expires_at())
+        );
+        assert_eq!(
+            store.pexpiretime(&store.store.session_key(&a.id)),
+            ms(a.expires_at())
+        );
     }
 }
 
@@ -114,7 +152,10 @@ async fn user_records_never_expire() {
             .await
             .unwrap();
         let keys = store.keys();
-        let user_key = keys.iter().find(|k| k.contains(":user:")).expect("a user key");
+        let user_key = keys
+            .iter()
+            .find(|k| k.contains(":user:"))
+            .expect("a user key");
         assert_eq!(store.pexpiretime(user_key), -1);
     }
 }

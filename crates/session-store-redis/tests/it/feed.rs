@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use session_conformance::fixtures::{base_time, default_grace, mint, open_session, params, secrets, unique_user};
+use session_conformance::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, unique_user,
+};
 use session_core::rotation::RefreshOutcome;
 use session_core::{FeedEvent, Lifetimes, RevocationFeed, RevokeReason, SessionId, SessionStore};
 use session_store_redis::RedisStore;
@@ -11,7 +13,10 @@ use session_store_redis::RedisStore;
 use crate::servers::Throwaway;
 use crate::{next_event, single_store};
 
-async fn expect_revoked(rx: &mut tokio::sync::mpsc::Receiver<FeedEvent>, mut want: HashSet<SessionId>) {
+async fn expect_revoked(
+    rx: &mut tokio::sync::mpsc::Receiver<FeedEvent>,
+    mut want: HashSet<SessionId>,
+) {
     while !want.is_empty() {
         match next_event(rx).await {
             FeedEvent::Revoked(id) => assert!(want.remove(&id), "unexpected revocation of {id}"),
@@ -32,7 +37,11 @@ async fn every_kind_of_revocation_is_published_on_the_feed() {
     // revoke (logout)
     let (a, _, _) = open_session(&secrets, &unique_user("feed"), &lifetimes, now);
     store.create(&a).await.unwrap();
-    store.revoke(&a.id, RevokeReason::Logout, now).await.unwrap().unwrap();
+    store
+        .revoke(&a.id, RevokeReason::Logout, now)
+        .await
+        .unwrap()
+        .unwrap();
     expect_revoked(&mut rx, HashSet::from([a.id])).await;
 
     // revoke_user
@@ -41,7 +50,14 @@ async fn every_kind_of_revocation_is_published_on_the_feed() {
     let (b2, _, _) = open_session(&secrets, &user, &lifetimes, now);
     store.create(&b1).await.unwrap();
     store.create(&b2).await.unwrap();
-    assert_eq!(store.revoke_user(&user, RevokeReason::RevokeAll, now).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .revoke_user(&user, RevokeReason::RevokeAll, now)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     expect_revoked(&mut rx, HashSet::from([b1.id, b2.id])).await;
 
     // reuse of a rotated-away token
@@ -49,9 +65,23 @@ async fn every_kind_of_revocation_is_published_on_the_feed() {
     store.create(&c).await.unwrap();
     let (_, _, next) = mint(&secrets, &c.id, 1);
     let grace0 = params(time::Duration::ZERO);
-    assert_eq!(store.refresh(&p0, &next, &grace0, now).await.unwrap().outcome, RefreshOutcome::Rotated);
+    assert_eq!(
+        store
+            .refresh(&p0, &next, &grace0, now)
+            .await
+            .unwrap()
+            .outcome,
+        RefreshOutcome::Rotated
+    );
     let (_, _, next) = mint(&secrets, &c.id, 1);
-    assert_eq!(store.refresh(&p0, &next, &grace0, now).await.unwrap().outcome, RefreshOutcome::Reused);
+    assert_eq!(
+        store
+            .refresh(&p0, &next, &grace0, now)
+            .await
+            .unwrap()
+            .outcome,
+        RefreshOutcome::Reused
+    );
     expect_revoked(&mut rx, HashSet::from([c.id])).await;
 
     // anomaly: another user agent
@@ -69,24 +99,41 @@ async fn every_kind_of_revocation_is_published_on_the_feed() {
     // session limit
     let user = unique_user("feed-limit");
     let (e1, _, _) = open_session(&secrets, &user, &lifetimes, now);
-    let (e2, _, _) = open_session(&secrets, &user, &lifetimes, now + time::Duration::seconds(1));
+    let (e2, _, _) = open_session(
+        &secrets,
+        &user,
+        &lifetimes,
+        now + time::Duration::seconds(1),
+    );
     store.create(&e1).await.unwrap();
     let evicted = store.create_limited(&e2, 1, now).await.unwrap();
     assert_eq!(evicted.len(), 1);
     expect_revoked(&mut rx, HashSet::from([e1.id])).await;
 
     // Nothing is published for a no-op (already revoked).
-    assert!(store.revoke(&a.id, RevokeReason::Admin, now).await.unwrap().is_none());
+    assert!(
+        store
+            .revoke(&a.id, RevokeReason::Admin, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let (f, _, _) = open_session(&secrets, &unique_user("feed-marker"), &lifetimes, now);
     store.create(&f).await.unwrap();
-    store.revoke(&f.id, RevokeReason::Admin, now).await.unwrap().unwrap();
+    store
+        .revoke(&f.id, RevokeReason::Admin, now)
+        .await
+        .unwrap()
+        .unwrap();
     expect_revoked(&mut rx, HashSet::from([f.id])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_reports_a_restart_as_disconnected_then_connected() {
     let mut server = Throwaway::start();
-    let store = RedisStore::connect(&server.url(), "feedrestart").await.unwrap();
+    let store = RedisStore::connect(&server.url(), "feedrestart")
+        .await
+        .unwrap();
     let mut rx = store.subscribe().await.unwrap();
     assert_eq!(next_event(&mut rx).await, FeedEvent::Connected);
 
@@ -101,6 +148,10 @@ async fn the_feed_reports_a_restart_as_disconnected_then_connected() {
     let (s, _, _) = open_session(&secrets, &unique_user("after"), &Lifetimes::default(), now);
     crate::outage::wait_until_answering(&store).await;
     store.create(&s).await.unwrap();
-    store.revoke(&s.id, RevokeReason::Admin, now).await.unwrap().unwrap();
+    store
+        .revoke(&s.id, RevokeReason::Admin, now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next_event(&mut rx).await, FeedEvent::Revoked(s.id));
 }

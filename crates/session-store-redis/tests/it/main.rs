@@ -9,6 +9,7 @@ mod cluster;
 mod conformance;
 mod expiry;
 mod feed;
+mod index;
 mod memory;
 mod outage;
 mod servers;
@@ -20,7 +21,9 @@ use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::secret::PresentedRefresh;
 use session_core::store::RefreshResult;
 use session_core::user::User;
-use session_core::{FeedEvent, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore};
+use session_core::{
+    FeedEvent, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore,
+};
 use session_store_redis::RedisStore;
 use time::OffsetDateTime;
 
@@ -50,7 +53,10 @@ pub(crate) async fn next_event(rx: &mut tokio::sync::mpsc::Receiver<FeedEvent>) 
 }
 
 pub(crate) fn unique_prefix() -> String {
-    format!("it-{}", SessionId::generate().to_string().replace(['-', '_'], "x"))
+    format!(
+        "it-{}",
+        SessionId::generate().to_string().replace(['-', '_'], "x")
+    )
 }
 
 /// A store on the shared single node under a fresh prefix; its keys are
@@ -95,7 +101,11 @@ pub(crate) struct Cleaned {
 
 impl Cleaned {
     fn new(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Self {
-        Self { store, nodes, cluster }
+        Self {
+            store,
+            nodes,
+            cluster,
+        }
     }
 
     /// A plain connection to the node that serves `key`.
@@ -122,7 +132,10 @@ impl Cleaned {
     pub(crate) fn keys(&self) -> Vec<String> {
         let mut out = Vec::new();
         for node in &self.nodes {
-            let mut con = redis::Client::open(node.as_str()).unwrap().get_connection().unwrap();
+            let mut con = redis::Client::open(node.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(self.store.key_pattern())
                 .query(&mut con)
@@ -136,8 +149,12 @@ impl Cleaned {
 impl Drop for Cleaned {
     fn drop(&mut self) {
         for node in &self.nodes {
-            let Ok(client) = redis::Client::open(node.as_str()) else { continue };
-            let Ok(mut con) = client.get_connection() else { continue };
+            let Ok(client) = redis::Client::open(node.as_str()) else {
+                continue;
+            };
+            let Ok(mut con) = client.get_connection() else {
+                continue;
+            };
             let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
                 .arg(self.store.key_pattern())
                 .query(&mut con)
@@ -184,7 +201,11 @@ impl SessionStore for Cleaned {
     ) -> Result<Vec<Session>, StoreError> {
         self.store.revoke_user(user_id, reason, now).await
     }
-    async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
         self.store.list_user(user_id, now).await
     }
     async fn refresh(

@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
-use session_conformance::fixtures::{base_time, default_grace, mint, open_session, params, secrets, unique_user};
+use session_conformance::fixtures::{
+    base_time, default_grace, mint, open_session, params, secrets, unique_user,
+};
 use session_core::user::User;
-use session_core::{Lifetimes, RevocationFeed as _, RevokeReason, SessionStore, StoreError, UserStore};
+use session_core::{
+    Lifetimes, RevocationFeed as _, RevokeReason, SessionStore, StoreError, UserStore,
+};
 use session_store_redis::RedisStore;
 
 use crate::servers::{Throwaway, free_port};
@@ -52,28 +56,55 @@ async fn every_operation_on_a_stopped_redis_is_unavailable_and_a_restarted_one_i
     let (_, _, next) = mint(&secrets, &session.id, 1);
     assert_unavailable("ping", bounded("ping", store.ping()).await);
     assert_unavailable("create", bounded("create", store.create(&other)).await);
-    assert_unavailable("create_limited", bounded("create_limited", store.create_limited(&other, 2, now)).await);
-    assert_unavailable("replace", bounded("replace", store.replace(&session, 0)).await);
+    assert_unavailable(
+        "create_limited",
+        bounded("create_limited", store.create_limited(&other, 2, now)).await,
+    );
+    assert_unavailable(
+        "replace",
+        bounded("replace", store.replace(&session, 0)).await,
+    );
     assert_unavailable(
         "revoke",
-        bounded("revoke", store.revoke(&session.id, RevokeReason::Admin, now)).await,
+        bounded(
+            "revoke",
+            store.revoke(&session.id, RevokeReason::Admin, now),
+        )
+        .await,
     );
     assert_unavailable(
         "revoke_user",
-        bounded("revoke_user", store.revoke_user(&user, RevokeReason::Admin, now)).await,
+        bounded(
+            "revoke_user",
+            store.revoke_user(&user, RevokeReason::Admin, now),
+        )
+        .await,
     );
-    assert_unavailable("list_user", bounded("list_user", store.list_user(&user, now)).await);
+    assert_unavailable(
+        "list_user",
+        bounded("list_user", store.list_user(&user, now)).await,
+    );
     assert_unavailable(
         "refresh",
-        bounded("refresh", store.refresh(&p0, &next, &params(default_grace()), now)).await,
+        bounded(
+            "refresh",
+            store.refresh(&p0, &next, &params(default_grace()), now),
+        )
+        .await,
     );
-    assert_unavailable("get_user", bounded("get_user", store.get_user("nobody")).await);
+    assert_unavailable(
+        "get_user",
+        bounded("get_user", store.get_user("nobody")).await,
+    );
     let u = User {
         username: unique_user("u"),
         password_hash: "x".into(),
         created_at: now,
     };
-    assert_unavailable("create_user", bounded("create_user", store.create_user(&u)).await);
+    assert_unavailable(
+        "create_user",
+        bounded("create_user", store.create_user(&u)).await,
+    );
 
     server.restart();
     wait_until_answering(&store).await;
@@ -87,13 +118,19 @@ async fn every_operation_on_a_stopped_redis_is_unavailable_and_a_restarted_one_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_times_out_as_unavailable() {
     let server = Throwaway::start();
-    let store = RedisStore::connect_with_timeout(&server.url(), "frozen", Duration::from_millis(500))
-        .await
-        .unwrap();
+    let store =
+        RedisStore::connect_with_timeout(&server.url(), "frozen", Duration::from_millis(500))
+            .await
+            .unwrap();
     store.ping().await.unwrap();
     server.freeze();
     assert_unavailable("ping", bounded("ping", store.ping()).await);
-    let (s, _, _) = open_session(&secrets(), &unique_user("frozen"), &Lifetimes::default(), base_time());
+    let (s, _, _) = open_session(
+        &secrets(),
+        &unique_user("frozen"),
+        &Lifetimes::default(),
+        base_time(),
+    );
     assert_unavailable("get", bounded("get", store.get(&s.id)).await);
     server.thaw();
     wait_until_answering(&store).await;
@@ -134,13 +171,20 @@ async fn malformed_urls_and_prefixes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_that_cannot_subscribe_keeps_trying_without_reporting_connected() {
     let mut server = Throwaway::start();
-    let store = RedisStore::connect(&server.url(), "latefeed").await.unwrap();
+    let store = RedisStore::connect(&server.url(), "latefeed")
+        .await
+        .unwrap();
     server.stop();
     let mut rx = store.subscribe().await.unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
         "no event while Redis is down"
     );
     server.restart();
-    assert_eq!(crate::next_event(&mut rx).await, session_core::FeedEvent::Connected);
+    assert_eq!(
+        crate::next_event(&mut rx).await,
+        session_core::FeedEvent::Connected
+    );
 }

@@ -32,7 +32,10 @@ fn scratch_dir(label: &str) -> PathBuf {
 fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -82,7 +85,9 @@ impl Throwaway {
             .expect("redis-server is installed");
         self.child = Some(child);
         let port = self.port;
-        wait_until("throwaway redis answering", Duration::from_secs(10), || answers(port));
+        wait_until("throwaway redis answering", Duration::from_secs(10), || {
+            answers(port)
+        });
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -127,7 +132,9 @@ impl Drop for Throwaway {
 impl Throwaway {
     fn thaw_quietly(&self) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
         }
     }
 }
@@ -183,7 +190,9 @@ fn start_cluster() -> Vec<String> {
             .expect("sh and redis-server are installed");
     }
     for &port in &ports {
-        wait_until("cluster node answering", Duration::from_secs(10), || answers(port));
+        wait_until("cluster node answering", Duration::from_secs(10), || {
+            answers(port)
+        });
     }
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let status = Command::new("redis-cli")
@@ -216,7 +225,11 @@ pub(crate) fn cluster_node_of(key: &str) -> String {
         .unwrap()
         .get_connection()
         .unwrap();
-    let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut con).unwrap();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut con)
+        .unwrap();
     let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
     for entry in slots {
         let start: i64 = redis::from_redis_value(&entry[0]).unwrap();
