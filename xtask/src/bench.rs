@@ -1,8 +1,38 @@
-//! `cargo xtask bench`: every benchmark the project has, one after another.
+//! `cargo xtask bench`: the HTTP benchmark of `session-server`, and (with
+//! `--micro`) the criterion micro-benchmarks.
+//!
+//! The HTTP benchmark builds `session-server` and this xtask in release,
+//! starts the server pinned to core 0 with one tokio worker, and drives it
+//! from `xtask load` (see [`crate::load`]) pinned to core 1. The store is
+//! Redis (a fresh, empty database of the Redis at `REDIS_URL` or
+//! 127.0.0.1:6379, flushed before and after) when Redis answers and the
+//! server accepts it, else SQLite in a temporary directory; the output
+//! says which. Workloads, each reported with requests/s, p50, p99, max and
+//! errors:
+//!
+//! - `validate`: `GET /v1/session` in each validation mode (the server
+//!   restarted per mode), over 1,000 hot sessions and, as "never-seen",
+//!   with each request a token not used before from a pre-created pool;
+//! - `refresh`: one rotation chain per connection;
+//! - `create`: `POST /admin/v1/sessions`;
+//! - `memory`: Redis bytes per live session after creating the pool
+//!   (100,000 sessions by default);
+//! - `propagation`: revoke on instance A, time until instance B answers
+//!   401 (Redis only).
 
-use anyhow::Result;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
 
 use crate::cmd;
+use crate::load::Report;
+use crate::load_resp::Resp;
 
 /// A criterion benchmark target.
 #[derive(Debug)]
@@ -16,10 +46,653 @@ const BENCHES: &[Bench] = &[Bench {
     bench: "core",
 }];
 
-pub(crate) fn run() -> Result<()> {
-    for bench in BENCHES {
-        cmd::run(cmd::cargo().args(["bench", "-p", bench.package, "--bench", bench.bench]))?;
+/// Sessions the validate workload spreads its requests over.
+const HOT_SESSIONS: usize = 1000;
+
+/// `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Only the HTTP benchmark (what runs without flags; kept so that
+    /// scripts can say it).
+    #[arg(long, conflicts_with = "micro")]
+    http_only: bool,
+    /// Also run the criterion micro-benchmarks (long): `cargo bench -p
+    /// session-core --bench core`.
+    #[arg(long)]
+    micro: bool,
+    /// Seconds measured per workload and mode (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// The session store; by default Redis when it answers, else SQLite.
+    #[arg(long, value_enum)]
+    store: Option<StoreChoice>,
+    /// The workloads to run (comma-separated); by default all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// Sessions pre-created for the never-seen-token pool and the Redis
+    /// memory figure.
+    #[arg(long, default_value_t = 100_000)]
+    pool: usize,
+    /// Revocations timed by the propagation workload.
+    #[arg(long, default_value_t = 1000)]
+    revocations: usize,
+    /// Also print the results as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreChoice {
+    Sqlite,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    Validate,
+    Refresh,
+    Create,
+    Memory,
+    Propagation,
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    http(args)?;
+    if args.micro {
+        for bench in BENCHES {
+            cmd::run(cmd::cargo().args(["bench", "-p", bench.package, "--bench", bench.bench]))?;
+        }
     }
-    eprintln!("bench: core benchmarks only; the HTTP benchmark arrives with the server");
     Ok(())
+}
+
+// ------------------------------------------------------------- results
+
+#[derive(Debug, Serialize)]
+struct Row {
+    workload: String,
+    mode: String,
+    #[serde(flatten)]
+    report: Report,
+}
+
+#[derive(Debug, Serialize)]
+struct Memory {
+    sessions: usize,
+    /// `INFO memory` `used_memory` after − before, per session (the whole
+    /// server: other clients of a shared Redis add noise).
+    used_memory_per_session: f64,
+    /// The sum of `MEMORY USAGE` over the benchmark database's keys, per
+    /// session (exact for that database; leaves out the server's
+    /// per-key dictionary and expiry overhead).
+    memory_usage_per_session: f64,
+    keys: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    command: String,
+    store: String,
+    pinned: bool,
+    connections: usize,
+    duration_s: u64,
+    loadavg_before: String,
+    loadavg_after: String,
+    rows: Vec<Row>,
+    memory: Option<Memory>,
+    skipped: Vec<String>,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+// -------------------------------------------------------------- Redis
+
+/// An empty database of a Redis server, flushed when dropped.
+#[derive(Debug)]
+struct RedisDb {
+    addr: SocketAddr,
+    db: u32,
+    conn: Resp,
+}
+
+impl RedisDb {
+    /// The address of `REDIS_URL` (host must be loopback) or 127.0.0.1:6379.
+    fn addr() -> Result<SocketAddr> {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], 6379)));
+        };
+        let rest = url.strip_prefix("redis://").context("REDIS_URL is not redis://")?;
+        let host_port = rest.split('/').next().unwrap_or(rest);
+        if host_port.contains('@') {
+            bail!("the benchmark does not take a Redis with a password");
+        }
+        let addr: SocketAddr = host_port
+            .replace("localhost", "127.0.0.1")
+            .parse()
+            .context("REDIS_URL's host must be a loopback IP and port")?;
+        if !addr.ip().is_loopback() {
+            bail!("the benchmark runs on loopback only; REDIS_URL is {addr}");
+        }
+        Ok(addr)
+    }
+
+    /// The highest-numbered empty database (from 15 down), flushed.
+    fn pick(addr: SocketAddr) -> Result<Self> {
+        let mut conn = Resp::connect(addr)?;
+        for db in (1..16u32).rev() {
+            if conn.cmd(&["SELECT", &db.to_string()]).is_err() {
+                continue;
+            }
+            if conn.cmd(&["DBSIZE"])?.int()? == 0 {
+                conn.cmd(&["FLUSHDB"])?;
+                return Ok(Self { addr, db, conn });
+            }
+        }
+        bail!("Redis at {addr} has no empty database among 1..=15")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/{}", self.addr, self.db)
+    }
+}
+
+impl Drop for RedisDb {
+    fn drop(&mut self) {
+        if let Err(error) = self.conn.cmd(&["FLUSHDB"]) {
+            eprintln!("bench: could not flush Redis db {}: {error:#}", self.db);
+        }
+    }
+}
+
+// ------------------------------------------------------------- servers
+
+/// Where the binaries are and how to start them.
+#[derive(Debug)]
+struct Setup {
+    server_bin: PathBuf,
+    loader_bin: PathBuf,
+    pinned: bool,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    connections: usize,
+    duration: u64,
+}
+
+impl Setup {
+    fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    fn pool_file(&self) -> PathBuf {
+        self.dir.join("pool.tsv")
+    }
+
+    /// `program` pinned to `core` when `taskset` works.
+    fn pinned_command(&self, program: &Path, core: u8) -> Command {
+        if self.pinned {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &core.to_string()]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Runs one `xtask load` job and reads its report.
+    fn load(&self, args: &[String]) -> Result<Report> {
+        let mut command = self.pinned_command(&self.loader_bin, 1);
+        command
+            .arg("load")
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        let shown = cmd::display(&command);
+        let output = command
+            .output()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        if !output.status.success() {
+            bail!("`{shown}` failed ({})", output.status);
+        }
+        let stdout = String::from_utf8(output.stdout)?;
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).with_context(|| format!("reading the report of `{shown}`"))
+    }
+
+    fn common(&self, server: &[&Server], warmup: f64) -> Vec<String> {
+        let mut args = vec![
+            "--connections".to_owned(),
+            self.connections.to_string(),
+            "--duration".to_owned(),
+            self.duration.to_string(),
+            "--warmup".to_owned(),
+            warmup.to_string(),
+        ];
+        for s in server {
+            args.extend(["--server-pid".to_owned(), s.child.id().to_string()]);
+        }
+        args
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding a loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A running `session-server`, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    public: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(setup: &Setup, name: &str, store_url: &str, validation: &str) -> Result<Self> {
+        let (public, admin) = (free_port()?, free_port()?);
+        let log = setup.dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut command = setup.pinned_command(&setup.server_bin, 0);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SESSION_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("SESSION_DATA_DIR", &setup.data_dir)
+            .env("SESSION_PUBLIC_ADDR", public.to_string())
+            .env("SESSION_ADMIN_ADDR", admin.to_string())
+            .env("SESSION_STORE", store_url)
+            .env("SESSION_VALIDATION", validation)
+            .env("SESSION_RATE_LIMIT_LOGIN", "0")
+            .env("SESSION_RATE_LIMIT_REFRESH", "0")
+            .env("SESSION_RATE_LIMIT_CREATE", "0")
+            .env("SESSION_ANOMALY_RAPID_REFRESH", "ignore")
+            .env("SESSION_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .env("TOKIO_WORKER_THREADS", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        eprintln!(
+            "bench: starting {name} ({validation}, {}): {}",
+            store_url.split("://").next().unwrap_or("?"),
+            cmd::display(&command)
+        );
+        let child = command.spawn().context("starting session-server")?;
+        let mut server = Self {
+            child,
+            public,
+            admin,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "session-server exited during start-up ({status}); its log:\n{}",
+                    server.log_tail()
+                );
+            }
+            if http_status(public, "/readyz").is_ok_and(|s| s == 200)
+                && setup.admin_token_file().exists()
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "session-server was not ready within 60 s; its log:\n{}",
+                    server.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status code of a plain `GET` (for readiness).
+fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0; 12];
+    stream.read_exact(&mut head)?;
+    let head = String::from_utf8_lossy(&head);
+    head.get(9..12)
+        .and_then(|code| code.parse().ok())
+        .context("not an HTTP answer")
+}
+
+// ---------------------------------------------------------- the run
+
+fn http(args: &BenchArgs) -> Result<()> {
+    let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "session-server",
+        "-p",
+        "xtask",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| cmd::root().join("target"), PathBuf::from)
+        .join("release");
+    let pinned = cmd::succeeds(Command::new("taskset").args(["-c", "0", "true"]))
+        && cmd::succeeds(Command::new("taskset").args(["-c", "1", "true"]));
+    if !pinned {
+        eprintln!("bench: `taskset -c 0/1` does not work here: server and generator run UNPINNED");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("session-bench-")
+        .tempdir()
+        .context("creating the benchmark's temporary directory")?;
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir)?;
+    let setup = Setup {
+        server_bin: target.join("session-server"),
+        loader_bin: target.join("xtask"),
+        pinned,
+        dir: dir.path().to_owned(),
+        data_dir,
+        connections: args.connections,
+        duration: args.duration,
+    };
+    let mut results = Results {
+        command: std::iter::once("cargo xtask bench".to_owned())
+            .chain(std::env::args().skip(2))
+            .collect::<Vec<_>>()
+            .join(" "),
+        store: String::new(),
+        pinned,
+        connections: args.connections,
+        duration_s: args.duration,
+        loadavg_before: loadavg(),
+        loadavg_after: String::new(),
+        rows: Vec::new(),
+        memory: None,
+        skipped: Vec::new(),
+    };
+
+    // The store: Redis when asked or when it answers, if the server takes it.
+    let sqlite_url = format!("sqlite://{}", setup.data_dir.join("sessions.db").display());
+    let mut redis = None;
+    if args.store != Some(StoreChoice::Sqlite) {
+        match RedisDb::addr().and_then(RedisDb::pick) {
+            Ok(db) => redis = Some(db),
+            Err(error) if args.store == Some(StoreChoice::Redis) => return Err(error),
+            Err(error) => eprintln!("bench: no usable Redis ({error:#}); using SQLite"),
+        }
+    }
+    let mut store_url = redis.as_ref().map_or_else(|| sqlite_url.clone(), RedisDb::url);
+    let first = match Server::start(&setup, "server-cached", &store_url, "cached") {
+        Ok(server) => server,
+        Err(error) if redis.is_some() && args.store != Some(StoreChoice::Redis) => {
+            eprintln!(
+                "bench: session-server did not start on Redis, so it is not wired in yet; \
+                 falling back to SQLite. The error: {error:#}"
+            );
+            redis = None;
+            store_url.clone_from(&sqlite_url);
+            Server::start(&setup, "server-cached", &store_url, "cached")?
+        }
+        Err(error) => return Err(error),
+    };
+    results.store = if let Some(db) = &redis {
+        format!("redis (db {} of {})", db.db, db.addr)
+    } else {
+        "sqlite".to_owned()
+    };
+    eprintln!("bench: store: {}", results.store);
+    let token_file = setup.admin_token_file().display().to_string();
+
+    // The pool: hot sessions and never-seen tokens; with Redis, its memory.
+    let needs_pool = selected(Workload::Validate) || selected(Workload::Memory);
+    if needs_pool {
+        let before = match &mut redis {
+            Some(db) => Some(db.conn.used_memory()?),
+            None => None,
+        };
+        eprintln!("bench: creating {} sessions (the pool)", args.pool);
+        let created = setup.load(&[
+            "prepare".to_owned(),
+            "--admin".to_owned(),
+            first.admin.to_string(),
+            "--admin-token-file".to_owned(),
+            token_file.clone(),
+            "--count".to_owned(),
+            args.pool.to_string(),
+            "--connections".to_owned(),
+            args.connections.to_string(),
+            "--out".to_owned(),
+            setup.pool_file().display().to_string(),
+        ])?;
+        eprintln!(
+            "bench: pool created at {:.0} sessions/s ({:.1} s)",
+            created.rps, created.window_s
+        );
+        if let (Some(db), Some(before)) = (&mut redis, before) {
+            let after = db.conn.used_memory()?;
+            let (bytes, keys) = db.conn.memory_usage_of_db()?;
+            let n = args.pool as f64;
+            results.memory = Some(Memory {
+                sessions: args.pool,
+                used_memory_per_session: (after - before) as f64 / n,
+                memory_usage_per_session: bytes as f64 / n,
+                keys,
+            });
+        } else if selected(Workload::Memory) {
+            results
+                .skipped
+                .push("memory: Redis bytes per session needs the Redis store".to_owned());
+        }
+    }
+
+    let mut first = Some(first);
+    if selected(Workload::Validate) {
+        for mode in ["cached", "strict", "stateless"] {
+            let server = match first.take() {
+                Some(server) => server,
+                None => Server::start(&setup, &format!("server-{mode}"), &store_url, mode)?,
+            };
+            for fresh in [false, true] {
+                let label = if fresh {
+                    "validate (never-seen tokens)"
+                } else {
+                    "validate (1,000 sessions)"
+                };
+                eprintln!("bench: {label}, {mode}");
+                let mut load_args = vec![
+                    "validate".to_owned(),
+                    "--public".to_owned(),
+                    server.public.to_string(),
+                    "--pool".to_owned(),
+                    setup.pool_file().display().to_string(),
+                    "--hot".to_owned(),
+                    HOT_SESSIONS.to_string(),
+                ];
+                if fresh {
+                    load_args.push("--fresh".to_owned());
+                }
+                load_args.extend(setup.common(&[&server], if fresh { 0.5 } else { 2.0 }));
+                results.rows.push(Row {
+                    workload: label.to_owned(),
+                    mode: mode.to_owned(),
+                    report: setup.load(&load_args)?,
+                });
+            }
+        }
+    }
+
+    if selected(Workload::Refresh) || selected(Workload::Create) {
+        let server = match first.take() {
+            Some(server) => server,
+            None => Server::start(&setup, "server-cached", &store_url, "cached")?,
+        };
+        if selected(Workload::Refresh) {
+            eprintln!("bench: refresh");
+            let mut load_args = vec![
+                "refresh".to_owned(),
+                "--public".to_owned(),
+                server.public.to_string(),
+                "--admin".to_owned(),
+                server.admin.to_string(),
+                "--admin-token-file".to_owned(),
+                token_file.clone(),
+            ];
+            load_args.extend(setup.common(&[&server], 2.0));
+            results.rows.push(Row {
+                workload: "refresh".to_owned(),
+                mode: "cached".to_owned(),
+                report: setup.load(&load_args)?,
+            });
+        }
+        if selected(Workload::Create) {
+            eprintln!("bench: create");
+            let mut load_args = vec![
+                "create".to_owned(),
+                "--admin".to_owned(),
+                server.admin.to_string(),
+                "--admin-token-file".to_owned(),
+                token_file.clone(),
+            ];
+            load_args.extend(setup.common(&[&server], 2.0));
+            results.rows.push(Row {
+                workload: "create".to_owned(),
+                mode: "cached".to_owned(),
+                report: setup.load(&load_args)?,
+            });
+        }
+    }
+    drop(first);
+
+    if selected(Workload::Propagation) {
+        if redis.is_some() {
+            eprintln!("bench: revocation propagation over {} sessions", args.revocations);
+            let a = Server::start(&setup, "server-a", &store_url, "cached")?;
+            let b = Server::start(&setup, "server-b", &store_url, "cached")?;
+            let mut load_args = vec![
+                "propagate".to_owned(),
+                "--admin".to_owned(),
+                a.admin.to_string(),
+                "--admin-token-file".to_owned(),
+                token_file.clone(),
+                "--public-b".to_owned(),
+                b.public.to_string(),
+                "--count".to_owned(),
+                args.revocations.to_string(),
+            ];
+            for s in [&a, &b] {
+                load_args.extend(["--server-pid".to_owned(), s.child.id().to_string()]);
+            }
+            results.rows.push(Row {
+                workload: "revoke propagation (A → B)".to_owned(),
+                mode: "cached".to_owned(),
+                report: setup.load(&load_args)?,
+            });
+        } else {
+            results.skipped.push(
+                "revoke propagation: needs two instances on one Redis; skipped on SQLite"
+                    .to_owned(),
+            );
+        }
+    }
+
+    results.loadavg_after = loadavg();
+    drop(redis);
+    print_table(&results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}
+
+fn print_table(results: &Results) {
+    let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nsession-server HTTP benchmark: store {}, {} connections, {} s per run, {}; \
+         load average {} before, {} after\n\n",
+        results.store,
+        results.connections,
+        results.duration_s,
+        if results.pinned {
+            "server on core 0, generator on core 1"
+        } else {
+            "UNPINNED (no working taskset)"
+        },
+        results.loadavg_before,
+        results.loadavg_after,
+    ));
+    out.push_str("| workload | mode | req/s | p50 | p99 | max | errors | server CPU | generator CPU | note |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for row in &results.rows {
+        let r = &row.report;
+        let mut note = r.note.clone();
+        for (kind, n) in &r.error_kinds {
+            note.push_str(&format!("; {n}× {kind}"));
+        }
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} of {} | {:.0} % | {:.0} % | {} |\n",
+            row.workload,
+            row.mode,
+            r.rps,
+            ms(r.p50_us),
+            ms(r.p99_us),
+            ms(r.max_us),
+            r.errors,
+            r.requests,
+            r.server_cpu * 100.0,
+            r.generator_cpu * 100.0,
+            note.trim_start_matches("; "),
+        ));
+    }
+    if let Some(m) = &results.memory {
+        out.push_str(&format!(
+            "\nRedis memory after creating {} sessions: {:.0} bytes/session by INFO used_memory \
+             (whole server), {:.0} bytes/session by MEMORY USAGE over the {} keys of the \
+             benchmark database\n",
+            m.sessions, m.used_memory_per_session, m.memory_usage_per_session, m.keys
+        ));
+    }
+    for skipped in &results.skipped {
+        out.push_str(&format!("\nskipped: {skipped}\n"));
+    }
+    eprint!("{out}");
 }

@@ -32,8 +32,12 @@ pub(crate) enum Command {
         #[arg(long)]
         throwaway: bool,
     },
-    /// Run the benchmarks.
-    Bench,
+    /// Run the HTTP benchmark of session-server (and, with `--micro`, the
+    /// criterion micro-benchmarks).
+    Bench(crate::bench::BenchArgs),
+    /// The benchmark's load generator (run by `bench`, not by hand).
+    #[command(hide = true)]
+    Load(crate::load::LoadArgs),
     /// Check the deployment files.
     DeployCheck,
 }

@@ -16,7 +16,10 @@
 //!   `cargo test --all-targets` runs them).
 //! - `cargo xtask services [--throwaway]` — start the services, print their
 //!   environment as `export` lines and keep them running until Ctrl-C.
-//! - `cargo xtask bench` — run the benchmarks.
+//! - `cargo xtask bench [--micro] [--duration SECS] [--connections N]
+//!   [--store sqlite|redis] [--only WORKLOADS] [--json]` — the HTTP
+//!   benchmark of `session-server` (server pinned to core 0, the `xtask
+//!   load` generator to core 1); `--micro` adds the criterion benches.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
 //!
 //! The services are Redis, PostgreSQL and a three-node Redis Cluster. The
@@ -40,6 +43,8 @@ mod cmd;
 mod deploy;
 mod deps;
 mod flags;
+mod load;
+mod load_resp;
 mod services;
 mod suite;
 
@@ -54,7 +59,8 @@ fn main() -> ExitCode {
         flags::Command::Deps => deps::check_workspace(),
         flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
         flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
-        flags::Command::Bench => bench::run(),
+        flags::Command::Bench(args) => bench::run(&args),
+        flags::Command::Load(args) => load::run(args),
         flags::Command::DeployCheck => deploy::check(),
     };
     match result {

@@ -31,7 +31,10 @@ pub const REFRESH_TOKEN_PREFIX: &str = "srt_";
 /// Length of a session id in bytes (128 bits).
 pub const SESSION_ID_BYTES: usize = 16;
 const RANDOM_BYTES: usize = 32;
-const _: () = assert!(RANDOM_BYTES * 8 >= 256, "refresh tokens carry at least 256 random bits");
+const _: () = assert!(
+    RANDOM_BYTES * 8 >= 256,
+    "refresh tokens carry at least 256 random bits"
+);
 const TAG_BYTES: usize = 16;
 const RAW_REFRESH_BYTES: usize = SESSION_ID_BYTES + 8 + RANDOM_BYTES + TAG_BYTES;
 /// Upper bound on the textual length of anything that could be a refresh

@@ -80,6 +80,7 @@ fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> 
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(listener, observe))
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 

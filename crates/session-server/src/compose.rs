@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use session_store_postgres::{MigrateMode, OutboxAuditLog, OutboxConfig};
+use session_store_redis::RedisStore;
 use session_store_sqlite::SqliteStore;
 
 use crate::config::Settings;
 use crate::state::{Backends, StartupError};
 
-fn redact(url: &str) -> String {
+/// A URL with any credentials cut out, for logs and errors.
+pub fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://…@{host}"),
@@ -19,53 +22,109 @@ fn redact(url: &str) -> String {
     }
 }
 
+async fn sqlite(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<Arc<SqliteStore>, StartupError> {
+    SqliteStore::open(path)
+        .await
+        .map(Arc::new)
+        .map_err(|source| StartupError::Store { what, source })
+}
+
 /// Opens the stores the settings name.
 pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError> {
     let store_url = settings.store.as_str();
-    let (scheme, rest) = store_url
-        .split_once("://")
-        .ok_or_else(|| StartupError::Unsupported {
-            what: "store",
-            url: redact(store_url),
-        })?;
-    let mut backends =
-        match scheme {
-            "sqlite" => {
-                let path = PathBuf::from(rest);
-                let store = Arc::new(SqliteStore::open(&path).await.map_err(|source| {
-                    StartupError::Store {
-                        what: "SQLite store",
-                        source,
-                    }
-                })?);
-                tracing::info!(path = %path.display(), "session store: SQLite");
-                Backends {
-                    sessions: store.clone(),
-                    users: store.clone(),
-                    audit: store,
-                    feed: None,
-                    store_kind: "sqlite",
-                    audit_kind: "sqlite",
-                    audit_backlog: None,
-                }
-            }
-            _ => {
-                return Err(StartupError::Unsupported {
-                    what: "store",
-                    url: redact(store_url),
-                });
-            }
-        };
-    if let Some(audit) = &settings.audit {
-        return Err(StartupError::Unsupported {
-            what: "audit",
-            url: redact(audit),
-        });
-    }
-    backends.audit_kind = if backends.store_kind == "sqlite" {
-        "sqlite"
-    } else {
-        backends.audit_kind
+    let unsupported = || StartupError::Unsupported {
+        what: "store",
+        url: redact(store_url),
     };
+    let (scheme, rest) = store_url.split_once("://").ok_or_else(unsupported)?;
+    let mut backends = match scheme {
+        "sqlite" => {
+            let path = PathBuf::from(rest);
+            let store = sqlite(&path, "SQLite store").await?;
+            tracing::info!(path = %path.display(), "session store: SQLite");
+            Backends {
+                sessions: store.clone(),
+                users: store.clone(),
+                audit: store,
+                feed: None,
+                store_kind: "sqlite",
+                audit_kind: "sqlite",
+                audit_backlog: None,
+            }
+        }
+        "redis" | "redis+cluster" => {
+            let store = RedisStore::connect(store_url, "session")
+                .await
+                .map(Arc::new)
+                .map_err(|source| StartupError::Store {
+                    what: "Redis store",
+                    source,
+                })?;
+            let kind = if store.is_cluster() {
+                "redis-cluster"
+            } else {
+                "redis"
+            };
+            tracing::info!(url = %redact(store_url), kind, "session store: Redis");
+            // Sessions live in Redis; without a PostgreSQL audit log the
+            // audit trail is an embedded SQLite file in the data dir.
+            let audit = sqlite(&settings.data_dir.join("audit.db"), "SQLite audit log").await?;
+            Backends {
+                sessions: store.clone(),
+                users: store.clone(),
+                audit,
+                feed: Some(store),
+                store_kind: kind,
+                audit_kind: "sqlite",
+                audit_backlog: None,
+            }
+        }
+        _ => return Err(unsupported()),
+    };
+    if let Some(audit_url) = &settings.audit {
+        if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
+            return Err(StartupError::Unsupported {
+                what: "audit",
+                url: redact(audit_url),
+            });
+        }
+        let config = OutboxConfig {
+            migrate: MigrateMode::Apply,
+            ..OutboxConfig::default()
+        };
+        let outbox = OutboxAuditLog::open(&settings.data_dir, audit_url, config)
+            .await
+            .map(Arc::new)
+            .map_err(|source| StartupError::Store {
+                what: "PostgreSQL audit log",
+                source,
+            })?;
+        tracing::info!(url = %redact(audit_url), "audit log: PostgreSQL through the local outbox");
+        let backlog = outbox.clone();
+        backends.audit = outbox;
+        backends.audit_kind = "postgres";
+        backends.audit_backlog = Some(Arc::new(move || backlog.backlog()));
+    }
     Ok(backends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(
+            redact("postgres://svc:hunter2@db:5432/audit"),
+            "postgres://…@db:5432/audit"
+        );
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("nonsense"), "<not a URL>");
+    }
 }

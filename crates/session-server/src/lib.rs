@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod public;
 pub mod ratelimit;
 pub mod state;
+pub mod telemetry;
 pub mod testing;
 pub mod validate;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Arg, ArgAction, Command};
 use session_core::SystemClock;
-use session_server::config::{LogFormat, RawSettings, SETTINGS, default_config_toml};
+use session_server::config::{RawSettings, SETTINGS, default_config_toml};
 use session_server::{AppState, serve};
 use tokio::net::TcpListener;
 
@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let settings = raw.parse()?;
-    init_logging(settings.log_format);
+    let telemetry = session_server::telemetry::init(&settings)?;
     tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
 
     let backends = session_server::compose::open_backends(&settings).await?;
@@ -74,21 +74,11 @@ async fn main() -> anyhow::Result<()> {
         public = %public.local_addr()?, admin = %admin.local_addr()?,
         "listening"
     );
-    serve(state, public, admin, shutdown_signal()).await?;
+    let served = serve(state, public, admin, shutdown_signal()).await;
+    telemetry.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 async fn shutdown_signal() {

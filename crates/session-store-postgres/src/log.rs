@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use session_core::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, StoreError};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -229,7 +230,8 @@ impl PostgresAuditLog {
     /// stored (and repeats within `events`): a skipped event never extends
     /// the chain. Returns how many were new.
     pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<u64, StoreError> {
-        append_batch(&self.pool, &self.head, events).await
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        append_batch(&mut conn, &self.head, events).await
     }
 
     /// The last event's `seq` and hash, if any.
@@ -409,12 +411,20 @@ impl AuditLog for PostgresAuditLog {
 struct WriterGone;
 
 /// Takes whatever appends are waiting (up to [`MAX_BATCH`]), writes them in
-/// one transaction, and answers each.
+/// one transaction on a connection it keeps, and answers each.
 async fn run_writer(pool: PgPool, head: HeadHint, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut conn: Option<PoolConnection<Postgres>> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
-        match append_batch(&pool, &head, &events).await {
+        let mut result = write_on(&pool, &mut conn, &head, &events).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // The kept connection may have died with a server restart: once
+            // more on a fresh one. Safe even if the first try committed, as
+            // stored ids are skipped.
+            result = write_on(&pool, &mut conn, &head, &events).await;
+        }
+        match result {
             Ok(_) => {
                 for w in waiters {
                     let _ = w.send(Ok(()));
@@ -430,11 +440,32 @@ async fn run_writer(pool: PgPool, head: HeadHint, mut rx: mpsc::Receiver<Pending
     }
 }
 
+/// Appends on the kept connection (acquiring one if needed); drops it when
+/// it fails for want of the server.
+async fn write_on(
+    pool: &PgPool,
+    conn: &mut Option<PoolConnection<Postgres>>,
+    head: &HeadHint,
+    events: &[AuditEvent],
+) -> Result<u64, StoreError> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(pool.acquire().await.map_err(classify)?),
+    };
+    let result = append_batch(c, head, events).await;
+    if matches!(result, Err(StoreError::Unavailable(_)))
+        && let Some(c) = conn.take()
+    {
+        drop(c.detach());
+    }
+    result
+}
+
 /// Optimistic attempts through `audit_append` before falling back to an
 /// explicit transaction that holds the chain lock throughout.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
-async fn append_batch(pool: &PgPool, hint: &HeadHint, events: &[AuditEvent]) -> Result<u64, StoreError> {
+async fn append_batch(conn: &mut PgConnection, hint: &HeadHint, events: &[AuditEvent]) -> Result<u64, StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
     let mut events: Vec<AuditEvent> = events
         .iter()
@@ -445,7 +476,7 @@ async fn append_batch(pool: &PgPool, hint: &HeadHint, events: &[AuditEvent]) -> 
     let mut expected = match guess {
         Some(head) => head,
         None => sqlx::query_scalar::<_, Vec<u8>>("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(classify)?
             .map(to_hash)
@@ -473,7 +504,7 @@ async fn append_batch(pool: &PgPool, hint: &HeadHint, events: &[AuditEvent]) -> 
         .bind(cols.details)
         .bind(cols.prev_hash)
         .bind(cols.hash)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(classify)?;
         let head = head.map(to_hash).transpose()?;
@@ -485,19 +516,19 @@ async fn append_batch(pool: &PgPool, hint: &HeadHint, events: &[AuditEvent]) -> 
         events.retain(|e| !stored.contains(&e.id));
         expected = head;
     }
-    let result = append_locked(pool, &events).await;
+    let result = append_locked(conn, &events).await;
     *hint.lock().unwrap_or_else(PoisonError::into_inner) = None;
     result
 }
 
 /// The fallback: one transaction that takes the chain lock, reads the head
 /// and the stored ids, and inserts what is new.
-async fn append_locked(pool: &PgPool, events: &[AuditEvent]) -> Result<u64, StoreError> {
+async fn append_locked(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<u64, StoreError> {
     if events.is_empty() {
         return Ok(0);
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-    let mut tx = pool.begin().await.map_err(classify)?;
+    let mut tx = conn.begin().await.map_err(classify)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
         .execute(&mut *tx)

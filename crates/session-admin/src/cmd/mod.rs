@@ -53,11 +53,7 @@ pub(crate) async fn run(cli: Cli, local: Local) -> anyhow::Result<()> {
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-            std::io::stdout()
-                .lock()
-                .write_all(&out)
-                .or_else(ignore_broken_pipe)?;
-            return Ok(());
+            return crate::output::print(&String::from_utf8_lossy(&out));
         }
         _ => {}
     }

@@ -104,7 +104,7 @@ fn expected(f: &Family, kind: Presented, grace: Duration, now: OffsetDateTime) -
         Presented::Live => RefreshOutcome::Rotated,
         Presented::Previous => {
             let in_grace =
-                grace > Duration::ZERO && f.rotated_at.is_some_and(|at| now <= at + grace);
+                grace > Duration::ZERO && f.rotated_at.is_some_and(|at| now < at + grace);
             if in_grace {
                 // The sealed bytes are compared separately.
                 RefreshOutcome::GraceReplay { sealed: Vec::new() }

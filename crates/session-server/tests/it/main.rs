@@ -6,6 +6,8 @@ mod harness;
 
 mod admin;
 mod auth;
+mod forward_auth;
 mod hostile;
 mod persistence;
 mod secrets;
+mod telemetry;

@@ -1,0 +1,330 @@
+//! OpenTelemetry export: the real binary sends its request spans over
+//! OTLP/HTTP JSON to a receiver on loopback, and no secret rides along.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use axum::routing::post;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Every body POSTed to the receiver's `/v1/traces`, as text.
+type Received = Arc<Mutex<Vec<String>>>;
+
+async fn collect(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: String,
+) -> (AxumStatus, &'static str) {
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return (AxumStatus::UNSUPPORTED_MEDIA_TYPE, "{}");
+    }
+    received.lock().unwrap().push(body);
+    (AxumStatus::OK, "{}")
+}
+
+/// A minimal OTLP/HTTP receiver on a free loopback port.
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route("/v1/traces", post(collect))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    public: String,
+    admin: String,
+    stderr: std::path::PathBuf,
+}
+
+impl Server {
+    /// The binary with `SESSION_OTLP_ENDPOINT=otlp` and the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT=otel_env` (which must not enable export).
+    async fn spawn(dir: &std::path::Path, otlp: &str, otel_env: &str) -> Self {
+        let (p, a) = (free_port(), free_port());
+        let stderr = dir.join("server.stderr");
+        let child = Command::new(env!("CARGO_BIN_EXE_session-server"))
+            .env("SESSION_DATA_DIR", dir)
+            .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
+            .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
+            .env("SESSION_OTLP_ENDPOINT", otlp)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otel_env)
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            public: format!("http://127.0.0.1:{p}"),
+            admin: format!("http://127.0.0.1:{a}"),
+            stderr,
+        };
+        let http = client();
+        for _ in 0..200 {
+            if http
+                .get(format!("{}/healthz", server.public))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not start: {}", server.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    async fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "server exit {exit}: {}", self.log());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop within 10 s: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OTLP `AnyValue` as text (`intValue` is a string in OTLP JSON, but
+/// accept a number too).
+fn any_value(v: &Value) -> Option<String> {
+    let (_, inner) = v.as_object()?.iter().next()?;
+    match inner {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn attributes(obj: &Value) -> Vec<(String, String)> {
+    obj["attributes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), any_value(&kv["value"])?)))
+        .collect()
+}
+
+/// Every exported span of every payload, as (name, attributes), with the
+/// `service.name` of its resource.
+fn spans(payloads: &[String]) -> Vec<(String, String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for body in payloads {
+        let doc: Value = serde_json::from_str(body).expect("OTLP JSON payload");
+        for rs in doc["resourceSpans"].as_array().into_iter().flatten() {
+            let service = attributes(&rs["resource"])
+                .into_iter()
+                .find(|(k, _)| k == "service.name")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                for span in ss["spans"].as_array().into_iter().flatten() {
+                    out.push((
+                        service.clone(),
+                        span["name"].as_str().unwrap_or_default().to_owned(),
+                        attributes(span),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but_no_secret() {
+    let (otlp, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn(dir.path(), &otlp, "").await;
+    let admin_token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = client();
+
+    let r = http
+        .post(format!("{}/admin/v1/sessions", server.admin))
+        .bearer_auth(&admin_token)
+        .json(&json!({ "user_id": "u1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = Tokens::from_body(r.json().await.unwrap());
+
+    let r = http
+        .post(format!("{}/v1/auth/refresh", server.public))
+        .header("X-Session-Transport", "bearer")
+        .json(&json!({ "refresh_token": first.refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let second = Tokens::from_body(r.json().await.unwrap());
+
+    let r = http
+        .get(format!("{}/v1/session", server.public))
+        .bearer_auth(&second.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http
+        .get(format!(
+            "{}/admin/v1/sessions/{}",
+            server.admin, second.session_id
+        ))
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let bogus_refresh = "bogus-refresh-token-value-0123456789abcdef";
+    let r = http
+        .post(format!("{}/v1/auth/refresh", server.public))
+        .header("X-Session-Transport", "bearer")
+        .json(&json!({ "refresh_token": bogus_refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    server.terminate().await;
+    let payloads = received.lock().unwrap().clone();
+    assert!(!payloads.is_empty(), "nothing exported: {}", server.log());
+    let spans = spans(&payloads);
+
+    let refreshed = spans
+        .iter()
+        .find(|(_, _, a)| {
+            attr(a, "http.route") == Some("/v1/auth/refresh")
+                && attr(a, "http.response.status_code") == Some("200")
+        })
+        .unwrap_or_else(|| panic!("no successful refresh span in {spans:?}"));
+    let (service, name, attrs) = refreshed;
+    assert_eq!(service, "session-server");
+    assert_eq!(name, "POST /v1/auth/refresh");
+    assert_eq!(attr(attrs, "http.request.method"), Some("POST"));
+    let outcome = attr(attrs, "outcome").expect("an outcome attribute");
+    assert!(!outcome.is_empty());
+
+    let failed = spans
+        .iter()
+        .find(|(_, _, a)| {
+            attr(a, "http.route") == Some("/v1/auth/refresh")
+                && attr(a, "http.response.status_code") == Some("401")
+        })
+        .unwrap_or_else(|| panic!("no failed refresh span in {spans:?}"));
+    assert!(attr(&failed.2, "outcome").is_some_and(|o| o != outcome));
+
+    assert!(
+        spans.iter().any(|(_, _, a)| {
+            attr(a, "http.route") == Some("/admin/v1/sessions/{id}")
+                && attr(a, "http.response.status_code") == Some("200")
+        }),
+        "the route template, not the path, names a parameterised route: {spans:?}"
+    );
+
+    let secrets = [
+        admin_token.as_str(),
+        first.access.as_str(),
+        first.refresh.as_str(),
+        first.csrf.as_str(),
+        second.access.as_str(),
+        second.refresh.as_str(),
+        second.csrf.as_str(),
+        bogus_refresh,
+    ];
+    for body in &payloads {
+        for secret in secrets {
+            assert!(!body.contains(secret), "a secret reached the trace export");
+        }
+    }
+    let raw_path = format!("/admin/v1/sessions/{}", second.session_id);
+    for (_, name, attrs) in &spans {
+        assert!(!name.contains(&raw_path));
+        for (k, v) in attrs {
+            assert!(!v.contains(&raw_path), "raw path in {k}");
+            assert!(
+                !k.to_ascii_lowercase().contains("authorization")
+                    && !k.to_ascii_lowercase().contains("cookie"),
+                "header attribute {k}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_session_otlp_endpoint_nothing_is_exported_even_with_otel_variables_set() {
+    let (otlp, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Empty is unset; the SDK's own variable alone must not turn export on.
+    let mut server = Server::spawn(dir.path(), "", &otlp).await;
+    for _ in 0..3 {
+        let r = client()
+            .get(format!("{}/healthz", server.public))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    server.terminate().await;
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "spans were exported although SESSION_OTLP_ENDPOINT is unset"
+    );
+}
