@@ -168,7 +168,9 @@ impl RedisDb {
         let Ok(url) = std::env::var("REDIS_URL") else {
             return Ok(SocketAddr::from(([127, 0, 0, 1], 6379)));
         };
-        let rest = url.strip_prefix("redis://").context("REDIS_URL is not redis://")?;
+        let rest = url
+            .strip_prefix("redis://")
+            .context("REDIS_URL is not redis://")?;
         let host_port = rest.split('/').next().unwrap_or(rest);
         if host_port.contains('@') {
             bail!("the benchmark does not take a Redis with a password");
@@ -403,14 +405,7 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
 
 fn http(args: &BenchArgs) -> Result<()> {
     let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
-    cmd::run(cmd::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "session-server",
-        "-p",
-        "xtask",
-    ]))?;
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "session-server", "-p", "xtask"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| cmd::root().join("target"), PathBuf::from)
         .join("release");
@@ -460,7 +455,9 @@ fn http(args: &BenchArgs) -> Result<()> {
             Err(error) => eprintln!("bench: no usable Redis ({error:#}); using SQLite"),
         }
     }
-    let mut store_url = redis.as_ref().map_or_else(|| sqlite_url.clone(), RedisDb::url);
+    let mut store_url = redis
+        .as_ref()
+        .map_or_else(|| sqlite_url.clone(), RedisDb::url);
     let first = match Server::start(&setup, "server-cached", &store_url, "cached") {
         Ok(server) => server,
         Err(error) if redis.is_some() && args.store != Some(StoreChoice::Redis) => {
@@ -604,7 +601,10 @@ fn http(args: &BenchArgs) -> Result<()> {
 
     if selected(Workload::Propagation) {
         if redis.is_some() {
-            eprintln!("bench: revocation propagation over {} sessions", args.revocations);
+            eprintln!(
+                "bench: revocation propagation over {} sessions",
+                args.revocations
+            );
             let a = Server::start(&setup, "server-a", &store_url, "cached")?;
             let b = Server::start(&setup, "server-b", &store_url, "cached")?;
             let mut load_args = vec![
@@ -636,14 +636,17 @@ fn http(args: &BenchArgs) -> Result<()> {
 
     results.loadavg_after = loadavg();
     drop(redis);
-    print_table(&results);
+    // The table goes to stdout, unless stdout carries the JSON.
     if args.json {
+        eprint!("{}", table(&results));
         println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", table(&results));
     }
     Ok(())
 }
 
-fn print_table(results: &Results) {
+fn table(results: &Results) -> String {
     let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
     let mut out = String::new();
     out.push_str(&format!(
@@ -694,5 +697,5 @@ fn print_table(results: &Results) {
     for skipped in &results.skipped {
         out.push_str(&format!("\nskipped: {skipped}\n"));
     }
-    eprint!("{out}");
+    out
 }

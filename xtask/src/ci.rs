@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 
 use crate::cmd;
+use crate::deploy;
 use crate::deps;
 use crate::services::Services;
 use crate::suite;
@@ -15,7 +16,8 @@ pub(crate) fn run() -> Result<()> {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
     step(2, "dependency directions", deps::check_workspace)?;
-    step(3, "clippy", || {
+    step(3, "deployment files", deploy::check)?;
+    step(4, "clippy", || {
         cmd::run(cmd::cargo().args([
             "clippy",
             "--workspace",
@@ -25,15 +27,15 @@ pub(crate) fn run() -> Result<()> {
             "warnings",
         ]))
     })?;
-    step(4, "tests", || {
+    step(5, "tests", || {
         let services = Services::start(false).context("starting the test services")?;
         suite::run(&services, &[])
     })?;
-    eprintln!("ci: all 4 steps passed in {:.0?}", started.elapsed());
+    eprintln!("ci: all {STEPS} steps passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
-const STEPS: usize = 4;
+const STEPS: usize = 5;
 
 fn step(number: usize, name: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("==> ci step {number}/{STEPS}: {name}");

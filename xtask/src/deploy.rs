@@ -58,10 +58,14 @@ const NGINX_PLACEHOLDERS: [(&str, &str); 3] = [
 ];
 
 pub(crate) fn check() -> Result<()> {
-    let deploy = cmd::root().join("deploy");
+    run_checks(&cmd::root().join("deploy"))?.finish()
+}
+
+/// Every check on the files under `deploy`; the report says which ran.
+fn run_checks(deploy: &Path) -> Result<Report> {
     let mut report = Report::default();
 
-    report.ran("header comments", check_headers(&deploy)?);
+    report.ran("header comments", check_headers(deploy)?);
 
     let manifests = read_yaml_files(&deploy.join("kubernetes"))?;
     report.ran("kubernetes manifests", check_kubernetes(&manifests));
@@ -106,7 +110,7 @@ pub(crate) fn check() -> Result<()> {
     let containerfile = read(&deploy.join("container/Containerfile"))?;
     report.ran("Containerfile rules", check_containerfile(&containerfile));
 
-    report.finish()
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------
@@ -114,14 +118,14 @@ pub(crate) fn check() -> Result<()> {
 
 #[derive(Debug, Default)]
 struct Report {
-    ran: usize,
-    skipped: usize,
+    ran: Vec<String>,
+    skipped: Vec<String>,
     problems: Vec<String>,
 }
 
 impl Report {
     fn ran(&mut self, name: &str, problems: Vec<String>) {
-        self.ran += 1;
+        self.ran.push(name.to_owned());
         let verdict = if problems.is_empty() { "ok" } else { "FAILED" };
         println!("deploy-check: ran     {name}: {verdict}");
         self.problems
@@ -129,7 +133,7 @@ impl Report {
     }
 
     fn skipped(&mut self, name: &str, why: &str) {
-        self.skipped += 1;
+        self.skipped.push(name.to_owned());
         println!("deploy-check: skipped {name}: {why}");
     }
 
@@ -140,7 +144,8 @@ impl Report {
         if self.problems.is_empty() {
             println!(
                 "deploy-check: all {} checks that ran passed ({} skipped)",
-                self.ran, self.skipped
+                self.ran.len(),
+                self.skipped.len()
             );
             Ok(())
         } else {
@@ -329,8 +334,111 @@ fn port_names(deployments: &[&Object], number: i64) -> BTreeSet<String> {
     names
 }
 
+/// Each document read into its typed Kubernetes struct (k8s-openapi, API
+/// v1.33) by its `kind`: a field of the wrong type, a missing required
+/// field, an `apiVersion` that does not serve the kind, an unknown
+/// (misspelt or misplaced) field or an unknown kind is a problem. The
+/// kustomization, which is no API object, has its top-level keys checked.
+fn check_schemas(objects: &[Object]) -> Vec<String> {
+    use k8s_openapi::api::{apps, core, networking, policy};
+
+    let mut problems = Vec::new();
+    for object in objects {
+        let value = &object.value;
+        let unknown = match object.kind() {
+            "Kustomization" => check_kustomization_keys(value),
+            "Namespace" => typed::<core::v1::Namespace>(value),
+            "ServiceAccount" => typed::<core::v1::ServiceAccount>(value),
+            "ConfigMap" => typed::<core::v1::ConfigMap>(value),
+            "Secret" => typed::<core::v1::Secret>(value),
+            "Service" => typed::<core::v1::Service>(value),
+            "Deployment" => typed::<apps::v1::Deployment>(value),
+            "StatefulSet" => typed::<apps::v1::StatefulSet>(value),
+            "PodDisruptionBudget" => typed::<policy::v1::PodDisruptionBudget>(value),
+            "NetworkPolicy" => typed::<networking::v1::NetworkPolicy>(value),
+            "Ingress" => typed::<networking::v1::Ingress>(value),
+            "" => continue, // reported by check_kubernetes
+            other => Err(format!(
+                "kind {other} is not one this check has a schema for"
+            )),
+        };
+        match unknown {
+            Ok(paths) => problems.extend(
+                paths
+                    .into_iter()
+                    .map(|path| format!("{}: unknown field {path}", object.shown())),
+            ),
+            Err(error) => problems.push(format!("{}: {error}", object.shown())),
+        }
+    }
+    problems
+}
+
+/// Deserializes `value` as `T`; the paths of the fields `T` does not have.
+fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<Vec<String>, String> {
+    let mut unknown = Vec::new();
+    let parsed: Result<T, _> =
+        serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
+    match parsed {
+        Ok(_) => Ok(unknown),
+        Err(error) => Err(format!("does not match the Kubernetes schema: {error}")),
+    }
+}
+
+/// The fields of kustomize's `Kustomization` (kustomize.config.k8s.io/v1beta1).
+const KUSTOMIZATION_KEYS: [&str; 30] = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "resources",
+    "components",
+    "crds",
+    "images",
+    "labels",
+    "commonLabels",
+    "commonAnnotations",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "replicas",
+    "replacements",
+    "vars",
+    "buildMetadata",
+    "openapi",
+    "helmCharts",
+    "helmGlobals",
+    "sortOptions",
+    "transformers",
+    "generators",
+    "validators",
+];
+
+fn check_kustomization_keys(value: &Value) -> Result<Vec<String>, String> {
+    let version = value["apiVersion"].as_str().unwrap_or("");
+    if version != "kustomize.config.k8s.io/v1beta1" {
+        return Err(format!(
+            "apiVersion {version:?} is not kustomize.config.k8s.io/v1beta1"
+        ));
+    }
+    let Some(fields) = value.as_object() else {
+        return Err("is not a mapping".to_owned());
+    };
+    Ok(fields
+        .keys()
+        .filter(|key| !KUSTOMIZATION_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect())
+}
+
 fn check_kubernetes(files: &[(String, String)]) -> Vec<String> {
     let (objects, mut problems) = parse_manifests(files);
+    problems.extend(check_schemas(&objects));
 
     for object in &objects {
         if object.value["apiVersion"].as_str().is_none() || object.kind().is_empty() {
@@ -1578,6 +1686,35 @@ mod tests {
         );
     }
 
+    /// The whole `cargo xtask deploy-check` on the repository's files, with
+    /// `nginx -t` and `systemd-analyze` wherever they are installed (CI
+    /// installs nginx; a CI machine without it fails here).
+    #[test]
+    fn shipped_deploy_files_pass_every_check() {
+        let report = run_checks(&cmd::root().join("deploy")).unwrap();
+        assert_eq!(report.problems, Vec::<String>::new());
+        let ran = |name: &str| report.ran.iter().any(|r| r == name);
+        let nginx = find_program("nginx").is_some();
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            assert!(nginx, "install nginx (apt-get install nginx-light)");
+        }
+        assert_eq!(ran("nginx -t (templated copy)"), nginx, "{report:#?}");
+        if find_program("systemd-analyze").is_some() {
+            assert!(ran("systemd-analyze verify"), "{report:#?}");
+        }
+        for always in [
+            "header comments",
+            "kubernetes manifests",
+            "systemd unit keys",
+            "systemd env example",
+            "nginx template rules",
+            "Containerfile rules",
+        ] {
+            assert!(ran(always), "{always} did not run: {report:#?}");
+        }
+        report.finish().unwrap();
+    }
+
     #[test]
     fn a_single_replica_is_refused() {
         let problems = check_kubernetes(&manifests_with(
@@ -1706,6 +1843,49 @@ mod tests {
         assert!(!rule_admits_everyone(&narrow));
         let range = serde_json::json!({"ports": [{"port": 8000, "endPort": 9000}]});
         assert!(rule_admits_port(&range, ADMIN_PORT, &names));
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_by_the_kubernetes_schema() {
+        let files = manifests_with("deployment.yaml", "replicas: 3", "replica: 3");
+        assert_problem(
+            &check_kubernetes(&files),
+            "deployment.yaml Deployment/session-server: unknown field spec.replica",
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_refused_by_the_kubernetes_schema() {
+        let files = manifests_with("deployment.yaml", "replicas: 3", "replicas: three");
+        assert_problem(
+            &check_kubernetes(&files),
+            "Deployment/session-server: does not match the Kubernetes schema",
+        );
+    }
+
+    #[test]
+    fn a_kind_under_the_wrong_api_version_is_refused() {
+        let files = manifests_with("pdb.yaml", "apiVersion: policy/v1", "apiVersion: apps/v1");
+        assert_problem(
+            &check_kubernetes(&files),
+            "PodDisruptionBudget/session-server: does not match the Kubernetes schema",
+        );
+    }
+
+    #[test]
+    fn an_unknown_kind_or_kustomization_key_is_refused() {
+        let mut files = manifests_with(
+            "kustomization.yaml",
+            "namespace: session-server",
+            "namespace: session-server\nnamespaces: typo",
+        );
+        files.push((
+            "crd.yaml".to_owned(),
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n".to_owned(),
+        ));
+        let problems = check_kubernetes(&files);
+        assert_problem(&problems, "Kustomization/: unknown field namespaces");
+        assert_problem(&problems, "kind Widget is not one this check has a schema for");
     }
 
     #[test]

@@ -257,7 +257,10 @@ async fn connect(addr: SocketAddr) -> Result<Sender> {
 }
 
 /// Sends one request and reads the whole answer.
-async fn exchange(sender: &mut Sender, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+async fn exchange(
+    sender: &mut Sender,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes)> {
     let work = async {
         sender.ready().await?;
         let response = sender.send_request(request).await?;
@@ -550,10 +553,10 @@ impl Tally {
 
     fn error(&mut self, kind: String) {
         self.errors += 1;
-        match self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => *n += 1,
-            None if self.error_kinds.len() < 8 => self.error_kinds.push((kind, 1)),
-            None => {}
+        if let Some((_, n)) = self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
+            *n += 1;
+        } else if self.error_kinds.len() < 8 {
+            self.error_kinds.push((kind, 1));
         }
     }
 }
@@ -753,14 +756,14 @@ async fn propagate(
         };
         let (revoked, seen) = tokio::join!(revoke, poll);
         match (revoked, seen) {
-            (Ok((StatusCode::NO_CONTENT, _)), Ok(Some(at))) => {
-                tally.histogram.saturating_record(micros(at - revoked_at));
-            }
+            (Err(error), _) | (_, Err(error)) => tally.error(format!("{error:#}")),
             (Ok((status, _)), _) if status != StatusCode::NO_CONTENT => {
                 tally.error(format!("DELETE answered {status}"));
             }
-            (_, Ok(None)) => tally.error("B still accepted the token after 2 s".to_owned()),
-            (Err(error), _) | (_, Err(error)) => tally.error(format!("{error:#}")),
+            (Ok(_), Ok(None)) => tally.error("B still accepted the token after 2 s".to_owned()),
+            (Ok(_), Ok(Some(at))) => {
+                tally.histogram.saturating_record(micros(at - revoked_at));
+            }
         }
     }
     let window = started.elapsed();

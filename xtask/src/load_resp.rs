@@ -84,7 +84,10 @@ impl Resp {
         Ok(match kind {
             "+" => Reply::Simple(rest.to_owned()),
             "-" => bail!("Redis replied: {rest}"),
-            ":" => Reply::Int(rest.parse().with_context(|| format!("bad integer {rest}"))?),
+            ":" => Reply::Int(
+                rest.parse()
+                    .with_context(|| format!("bad integer {rest}"))?,
+            ),
             "$" => {
                 let len: i64 = rest.parse().with_context(|| format!("bad length {rest}"))?;
                 match usize::try_from(len) {

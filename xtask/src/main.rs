@@ -5,7 +5,8 @@
 //!
 //! - `cargo xtask ci` — the whole gate, in order, stopping at the first
 //!   failure: `cargo fmt --check`; the dependency-direction check (from
-//!   `cargo metadata`); `cargo clippy --workspace --all-targets -D warnings`;
+//!   `cargo metadata`); `deploy-check`;
+//!   `cargo clippy --workspace --all-targets -D warnings`;
 //!   the tests (see `test`), against the services. `.ci/run` runs exactly
 //!   this.
 //! - `cargo xtask deps` — only the dependency-direction check.

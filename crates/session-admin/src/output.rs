@@ -122,6 +122,16 @@ pub(crate) fn age(d: Duration) -> String {
     format!("{sign}{text}")
 }
 
+/// `n` and `noun`, plural unless `n` is 1: `1 session`, `2 sessions`.
+pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A string field, or `-`.
 pub(crate) fn text(v: Option<&Value>) -> String {
     match v {
@@ -270,6 +280,13 @@ mod tests {
         );
         assert_eq!(unambiguous_prefix([], 8), None);
         assert_eq!(shorten("short", None), "short");
+    }
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1u64, "session"), "1 session");
+        assert_eq!(count(0u64, "session"), "0 sessions");
+        assert_eq!(count(2u32, "audit event"), "2 audit events");
     }
 
     #[test]

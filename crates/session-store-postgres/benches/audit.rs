@@ -248,27 +248,29 @@ async fn main() {
     // Appends through the writer: many concurrent callers, batched into
     // one transaction per group, chain computed in the writer.
     let log = Arc::new(log);
-    let (tasks, each) = (256_i64, 200_i64);
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for t in 0..tasks {
-        let log = Arc::clone(&log);
-        handles.push(tokio::spawn(async move {
-            for i in 0..each {
-                log.append(&fresh(t * each + i)).await.unwrap();
-            }
-        }));
+    for (round, (tasks, each)) in [(256_i64, 200_i64), (1024, 100)].into_iter().enumerate() {
+        let base = 1_000_000 * i64::try_from(round).unwrap();
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let log = Arc::clone(&log);
+            handles.push(tokio::spawn(async move {
+                for i in 0..each {
+                    log.append(&fresh(base + t * each + i)).await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let took = started.elapsed();
+        println!(
+            "append via the writer: {} events from {tasks} concurrent tasks in {:.2} s = {:.0} events/s",
+            tasks * each,
+            took.as_secs_f64(),
+            (tasks * each) as f64 / took.as_secs_f64()
+        );
     }
-    for h in handles {
-        h.await.unwrap();
-    }
-    let took = started.elapsed();
-    println!(
-        "append via the writer: {} events from {tasks} concurrent tasks in {:.2} s = {:.0} events/s",
-        tasks * each,
-        took.as_secs_f64(),
-        (tasks * each) as f64 / took.as_secs_f64()
-    );
 
     let batches = 50_i64;
     let started = Instant::now();
@@ -298,6 +300,7 @@ async fn main() {
         .await
         .unwrap(),
     );
+    let (tasks, each) = (256_i64, 200_i64);
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {

@@ -14,7 +14,7 @@ use super::{Ctx, array};
 use crate::cli::{AuditArgs, AuditCommand, AuditFilter};
 use crate::client::{AdminClient, ApiError, NO_BODY};
 use crate::error::Failure;
-use crate::output::{self, Local, Table, parse_time, shorten, text, unambiguous_prefix};
+use crate::output::{self, Local, Table, count, parse_time, shorten, text, unambiguous_prefix};
 
 /// Events a `--follow` starts with when no `--limit` is given.
 const FOLLOW_BACKLOG: u32 = 10;
@@ -181,7 +181,7 @@ async fn export(ctx: &Ctx, filter: &AuditFilter, page_size: u32) -> anyhow::Resu
     });
     let events = fetch_all(client, &base, page_size, |n| {
         if let Some(bar) = &bar {
-            bar.set_message(format!("fetched {n} audit events"));
+            bar.set_message(format!("fetched {}", count(n as u64, "audit event")));
         }
     })
     .await;
@@ -197,7 +197,11 @@ async fn export(ctx: &Ctx, filter: &AuditFilter, page_size: u32) -> anyhow::Resu
     output::print(&String::from_utf8_lossy(&out))?;
     if bar.is_some() {
         let mut stderr = std::io::stderr().lock();
-        writeln!(stderr, "exported {} audit events", events.len())?;
+        writeln!(
+            stderr,
+            "exported {}",
+            count(events.len() as u64, "audit event")
+        )?;
     }
     Ok(())
 }
@@ -313,9 +317,7 @@ async fn verify(ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(refusal) = answer.refusal() {
         return Err(anyhow::Error::new(refusal).context("audit chain"));
     }
-    let broken = ["valid", "ok", "intact"]
-        .iter()
-        .any(|k| answer.body.get(*k).and_then(Value::as_bool) == Some(false));
+    let broken = chain_broken(&answer.body);
     if ctx.json {
         output::json(&answer.body)?;
     } else {
@@ -336,6 +338,14 @@ async fn verify(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(Failure::Refused("the audit chain does not verify".to_owned()).into());
     }
     Ok(())
+}
+
+/// Whether a verification answer says the chain is broken: any of the
+/// usual verdict fields set to `false`.
+fn chain_broken(body: &Value) -> bool {
+    ["valid", "ok", "intact"]
+        .iter()
+        .any(|k| body.get(*k).and_then(Value::as_bool) == Some(false))
 }
 
 #[cfg(test)]
@@ -402,6 +412,14 @@ mod tests {
             event_line(&e, UTC),
             r#"2026-01-31 12:00:00 +00:00  key_rotated             actor=admin  details={"kid":"k2"}"#
         );
+    }
+
+    #[test]
+    fn a_verification_is_broken_only_when_a_verdict_says_so() {
+        assert!(!chain_broken(&json!({"valid": true, "checked": 10})));
+        assert!(!chain_broken(&json!({"checked": 10})));
+        assert!(chain_broken(&json!({"valid": false, "first_bad_id": "x"})));
+        assert!(chain_broken(&json!({"ok": false})));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{Ctx, array};
 use crate::cli::{RevokeArgs, SessionsCommand};
 use crate::client::NO_BODY;
 use crate::error::Failure;
-use crate::output::{self, Local, Table, text};
+use crate::output::{self, Local, Table, count, text};
 
 pub(super) async fn run(ctx: &Ctx, command: SessionsCommand) -> anyhow::Result<()> {
     match command {
@@ -155,8 +155,8 @@ async fn revoke_user(ctx: &Ctx, user: &str, args: &RevokeArgs) -> anyhow::Result
             ));
         }
         let question = format!(
-            "Revoke all {n} active session{} of user {user:?}?",
-            if n == 1 { "" } else { "s" }
+            "Revoke all {} of user {user:?}?",
+            count(n as u64, "active session")
         );
         if !crate::prompt::confirm(&question)? {
             return Err(Failure::Usage("not confirmed; nothing was revoked".to_owned()).into());
@@ -180,10 +180,7 @@ async fn revoke_user(ctx: &Ctx, user: &str, args: &RevokeArgs) -> anyhow::Result
         .get("revoked")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    output::println(&format!(
-        "revoked {n} session{} of user {user:?}",
-        if n == 1 { "" } else { "s" }
-    ))
+    output::println(&format!("revoked {} of user {user:?}", count(n, "session")))
 }
 
 #[cfg(test)]

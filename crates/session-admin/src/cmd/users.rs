@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::Ctx;
 use crate::cli::UsersCommand;
 use crate::client::NO_BODY;
-use crate::output;
+use crate::output::{self, count};
 use crate::prompt::new_password;
 
 /// `POST /admin/v1/users`; borrowed so the password is not copied around.
@@ -84,9 +84,9 @@ pub(super) async fn run(ctx: &Ctx, command: UsersCommand) -> anyhow::Result<()> 
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
             output::println(&format!(
-                "changed the password of user {:?}; revoked {n} session{}",
+                "changed the password of user {:?}; revoked {}",
                 args.name,
-                if n == 1 { "" } else { "s" }
+                count(n, "session")
             ))
         }
     }

@@ -111,3 +111,17 @@ async fn a_password_on_a_terminal_is_asked_twice_and_never_echoed() {
     assert_eq!(differ, 2);
     env.login("carol", PASSWORD).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_on_a_terminal_reports_its_progress_on_stderr() {
+    let env = Env::start().await;
+    env.add_user("alice").await;
+    let a = env.login("alice", PASSWORD).await.unwrap();
+    let session_id = a.session_id.clone();
+    let code = on_terminal(terminal_cli(&env, &["audit", "export"]), move |p| {
+        let before = p.exp_string("exported 1 audit event").unwrap();
+        assert!(before.contains(&session_id), "{before:?}");
+    })
+    .await;
+    assert_eq!(code, 0);
+}

@@ -9,5 +9,6 @@ mod auth;
 mod forward_auth;
 mod hostile;
 mod persistence;
+mod redis;
 mod secrets;
 mod telemetry;

@@ -247,6 +247,7 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
     let payloads = received.lock().unwrap().clone();
     assert!(!payloads.is_empty(), "nothing exported: {}", server.log());
     let spans = spans(&payloads);
+    eprintln!("DEBUG {}\n{}", payloads[0], server.log());
 
     let refreshed = spans
         .iter()

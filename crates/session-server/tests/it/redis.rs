@@ -1,0 +1,294 @@
+//! The server on Redis: several instances, instant revocation across them,
+//! and failing closed while Redis is away.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::*;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn redis_server_bin() -> String {
+    std::env::var("SESSION_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn on_redis(url: &str) -> App {
+    let url = url.to_owned();
+    App::start_with(move |raw| raw.set("store", url)).await
+}
+
+/// A second instance sharing the first one's keys and token secret (as
+/// every instance of one deployment must) and its Redis.
+async fn sibling(of: &App, url: &str) -> App {
+    let url = url.to_owned();
+    let server = session_server::testing::TestServer::start_in(of.server.data_dir(), move |raw| {
+        raw.set("rate_limit_refresh", "0")?;
+        raw.set("store", url)
+    })
+    .await
+    .unwrap();
+    App {
+        server,
+        http: client(),
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_instance_is_felt_by_another_at_once() {
+    let a = on_redis(&redis_url()).await;
+    let b = sibling(&a, &redis_url()).await;
+    let ready: serde_json::Value = b
+        .http
+        .get(b.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["store"], "redis");
+    let mut waits = Vec::new();
+    for _ in 0..100 {
+        let t = a.admin_session("prop-user").await;
+        let verify = || {
+            b.http
+                .get(b.public("/v1/auth/verify"))
+                .bearer_auth(&t.access)
+                .send()
+        };
+        // B has seen and cached the token as valid.
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+        let r = a
+            .admin_req(
+                Method::DELETE,
+                &format!("/admin/v1/sessions/{}", t.session_id),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let started = Instant::now();
+        loop {
+            if verify().await.unwrap().status() == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "revocation never reached B"
+            );
+        }
+        waits.push(started.elapsed());
+    }
+    waits.sort();
+    println!(
+        "propagation over {} revocations: p50 {:?}, p99 {:?}",
+        waits.len(),
+        waits[waits.len() / 2],
+        waits[waits.len() * 99 / 100]
+    );
+}
+
+#[tokio::test]
+async fn refresh_rotation_and_reuse_detection_hold_across_instances() {
+    let a = on_redis(&redis_url()).await;
+    let b = sibling(&a, &redis_url()).await;
+    let t = a.admin_session("multi").await;
+    let r = b.refresh_bearer(&t.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let next = Tokens::from_body(r.json().await.unwrap());
+    // Grace replay on the other instance gives the same successor.
+    let again: serde_json::Value = a.refresh_bearer(&t.refresh).await.json().await.unwrap();
+    assert_eq!(again["refresh_token"], next.refresh.as_str());
+    let n2: serde_json::Value = a.refresh_bearer(&next.refresh).await.json().await.unwrap();
+    assert!(n2["refresh_token"].is_string());
+    // Two generations back: reuse, felt by both.
+    let r = b.refresh_bearer(&t.refresh).await;
+    assert_eq!(error_code(r).await.1, "refresh_token_reused");
+    assert_eq!(
+        a.whoami(n2["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        b.whoami(n2["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+struct RedisProc {
+    child: Child,
+    port: u16,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl RedisProc {
+    fn start(port: u16, dir: tempfile::TempDir) -> Self {
+        let child = Command::new(redis_server_bin())
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            dir: Some(dir),
+        }
+    }
+
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        (self.port, self.dir.take().expect("dir"))
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_requests_get_503_and_service_resumes_by_itself() {
+    let redis = RedisProc::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let app = on_redis(&url).await;
+    let kept = app.admin_session("kept").await;
+    let doomed = app.admin_session("doomed").await;
+    assert_eq!(app.whoami(&kept.access).await.status(), StatusCode::OK);
+    let r = app
+        .admin_req(
+            Method::DELETE,
+            &format!("/admin/v1/sessions/{}", doomed.session_id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let (port, dir) = redis.stop();
+    // Every answer while Redis is away is a refusal: 503 (or 401 for the
+    // revoked session), never a 200 for something unchecked, never a 500.
+    let started = Instant::now();
+    let mut saw_503 = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        for (who, expect_ok) in [(&kept, false), (&doomed, false)] {
+            let s = app
+                .http
+                .get(app.public("/v1/auth/verify"))
+                .bearer_auth(&who.access)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_ne!(s, StatusCode::INTERNAL_SERVER_ERROR);
+            if who.session_id == doomed.session_id {
+                assert_ne!(
+                    s,
+                    StatusCode::OK,
+                    "a revoked session passed while Redis was down"
+                );
+            }
+            if s == StatusCode::SERVICE_UNAVAILABLE {
+                saw_503 = true;
+            }
+            let _ = expect_ok;
+        }
+        let r = app.refresh_bearer(&kept.refresh).await;
+        assert!(
+            matches!(r.status(), StatusCode::SERVICE_UNAVAILABLE),
+            "refresh: {}",
+            r.status()
+        );
+        assert_eq!(error_code(r).await.1, "store_unavailable");
+        let r = app.http.get(app.public("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        saw_503,
+        "the feed drop forced store lookups, which failed closed"
+    );
+
+    let _redis = RedisProc::start(port, dir);
+    let started = Instant::now();
+    loop {
+        let r = app
+            .http
+            .get(app.public("/v1/auth/verify"))
+            .bearer_auth(&kept.access)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no recovery: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.whoami(&kept.access).await.status(),
+        StatusCode::OK,
+        "Redis kept the session"
+    );
+    assert_eq!(
+        app.http
+            .get(app.public("/v1/auth/verify"))
+            .bearer_auth(&doomed.access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh_bearer(&kept.refresh).await.status(),
+        StatusCode::OK
+    );
+    let _ = json!({});
+}
