@@ -2,7 +2,9 @@
 //!
 //! Always, with no tool but this one:
 //! - every file starts with a comment saying what it is for;
-//! - the Kubernetes manifests: every YAML document parses, the kustomization
+//! - the Kubernetes manifests: every YAML document parses into its typed
+//!   Kubernetes struct (k8s-openapi, API v1.33; unknown kinds and unknown
+//!   fields refused), the kustomization has only kustomize's keys and
 //!   lists exactly the files beside it, the Deployment has at least two
 //!   replicas, `/readyz` and `/healthz` probes on the public port, no host
 //!   ports, a locked-down security context and secrets only by reference;
@@ -378,10 +380,27 @@ fn check_schemas(objects: &[Object]) -> Vec<String> {
 fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<Vec<String>, String> {
     let mut unknown = Vec::new();
     let parsed: Result<T, _> =
-        serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
+        serde_ignored::deserialize(value, |path| unknown.push(field_path(&path)));
     match parsed {
         Ok(_) => Ok(unknown),
         Err(error) => Err(format!("does not match the Kubernetes schema: {error}")),
+    }
+}
+
+/// `spec.template.spec.containers[0].name`: serde_ignored's path without
+/// its `?` steps for `Option`s.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            prefix if prefix.is_empty() => key.clone(),
+            prefix => format!("{prefix}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -1852,6 +1871,15 @@ mod tests {
             &check_kubernetes(&files),
             "deployment.yaml Deployment/session-server: unknown field spec.replica",
         );
+        let files = manifests_with(
+            "deployment.yaml",
+            "readOnlyRootFilesystem:",
+            "readOnlyRootFS:",
+        );
+        assert_problem(
+            &check_kubernetes(&files),
+            "unknown field spec.template.spec.containers[0].securityContext.readOnlyRootFS",
+        );
     }
 
     #[test]
@@ -1885,7 +1913,10 @@ mod tests {
         ));
         let problems = check_kubernetes(&files);
         assert_problem(&problems, "Kustomization/: unknown field namespaces");
-        assert_problem(&problems, "kind Widget is not one this check has a schema for");
+        assert_problem(
+            &problems,
+            "kind Widget is not one this check has a schema for",
+        );
     }
 
     #[test]

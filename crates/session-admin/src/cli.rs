@@ -57,7 +57,7 @@ pub(crate) struct Connection {
     )]
     pub(crate) url: Url,
 
-    /// File holding the admin token [default: <data dir>/admin-token].
+    /// File holding the admin token [default: admin-token in the data directory].
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
 

@@ -135,17 +135,17 @@ pub const SETTINGS: &[SettingSpec] = &[
     ),
     s(
         "rate_limit_login",
-        Some("30"),
-        "login requests per minute per client IP (and per username); 0 turns it off",
+        Some("300"),
+        "login requests per minute per client IP (a username is also locked out after 10 failures a minute); 0 turns both off",
     ),
     s(
         "rate_limit_refresh",
-        Some("120"),
+        Some("600"),
         "refresh requests per minute per client IP; 0 turns it off",
     ),
     s(
         "rate_limit_create",
-        Some("600"),
+        Some("6000"),
         "admin session creations per minute per client IP; 0 turns it off",
     ),
     s("body_limit", Some("65536"), "request body limit in bytes"),

@@ -100,6 +100,11 @@ impl ApiError {
         )
     }
 
+    /// How long a rate-limited client should wait.
+    pub fn retry_after(&self) -> Option<StdDuration> {
+        self.retry_after
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status

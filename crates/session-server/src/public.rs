@@ -211,7 +211,15 @@ pub(crate) fn issued_response(
         );
     }
     no_store(&mut res);
+    log_session(&mut res, &issued.session.id);
     res
+}
+
+/// Names the session in the request's log line (a session id is not a
+/// secret; tokens never are logged).
+pub(crate) fn log_session(res: &mut Response, id: &SessionId) {
+    res.extensions_mut()
+        .insert(crate::app::LoggedSession(id.to_string()));
 }
 
 /// `Sec-Fetch-Site` and `Origin` checks of cookie transport.
@@ -317,10 +325,19 @@ pub(crate) async fn login(
         .check(client.ip.as_deref().unwrap_or("-"))?;
     validate_login(&req)?;
     state.limits.login_user.check(&req.username)?;
-    let issued = state
+    let issued = match state
         .service
         .login(&req.username, &req.password, &client)
-        .await?;
+        .await
+    {
+        Ok(issued) => issued,
+        Err(e) => {
+            if matches!(e, ServiceError::InvalidCredentials) {
+                state.limits.login_user.failed(&req.username);
+            }
+            return Err(e.into());
+        }
+    };
     metrics::counter!("session_sessions_created_total", "via" => "login").increment(1);
     Ok(issued_response(&state, &issued, bearer, StatusCode::OK))
 }
@@ -351,9 +368,6 @@ pub(crate) async fn refresh(
         check_csrf(&state, &headers, &sid)?;
         token
     };
-    if let Some(sid) = state.service.refresh_token_session(&token) {
-        state.limits.refresh_session.check(&sid.to_string())?;
-    }
     match state.service.refresh(&token, &client).await {
         Ok(issued) => {
             metrics::counter!("session_refreshes_total", "outcome" => "rotated").increment(1);
@@ -432,6 +446,7 @@ pub(crate) async fn logout(
         metrics::counter!("session_revocations_total", "reason" => "logout").increment(1);
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
+    log_session(&mut res, &sid);
     clear_cookies(&mut res);
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
@@ -448,6 +463,7 @@ pub(crate) async fn whoami(
     let session = auth.session.ok_or_else(ApiError::invalid_token)?;
     let mut res = Json(SessionView::from(session.as_ref())).into_response();
     no_store(&mut res);
+    log_session(&mut res, &auth.session_id);
     Ok(res)
 }
 
@@ -526,6 +542,7 @@ pub(crate) async fn verify(
         h.insert("x-session-id", v);
     }
     no_store(&mut res);
+    log_session(&mut res, &auth.session_id);
     Ok(res)
 }
 

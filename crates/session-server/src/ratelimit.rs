@@ -43,21 +43,61 @@ impl Limit {
     }
 }
 
-/// The limits of the contract.
+/// Failed logins allowed per username per minute (when login limits are on).
+pub const FAILED_LOGINS_PER_USER: u32 = 10;
+
+/// A username that failed too often is refused until this instant.
+#[derive(Debug)]
+pub struct Lockouts {
+    failures: Limit,
+    blocked: moka::sync::Cache<String, std::time::Instant>,
+}
+
+impl Lockouts {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            failures: Limit::per_minute(per_minute),
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(StdDuration::from_secs(120))
+                .build(),
+        }
+    }
+
+    /// Refuses a username that is locked out.
+    pub fn check(&self, username: &str) -> Result<(), ApiError> {
+        match self.blocked.get(username) {
+            Some(until) if until > std::time::Instant::now() => Err(ApiError::rate_limited(
+                until.saturating_duration_since(std::time::Instant::now()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failed login; past the limit the username is locked out
+    /// for as long as the limiter says.
+    pub fn failed(&self, username: &str) {
+        if let Err(e) = self.failures.check(username) {
+            let wait = e.retry_after().unwrap_or(StdDuration::from_secs(60));
+            self.blocked
+                .insert(username.to_owned(), std::time::Instant::now() + wait);
+        }
+    }
+}
+
+/// The limits of the contract, plus a per-username lockout on failed
+/// logins (brute force against one account from many addresses).
 #[derive(Debug)]
 pub struct RateLimits {
     /// Login, per client IP.
     pub login_ip: Limit,
-    /// Login, per username.
-    pub login_user: Limit,
-    /// Refresh, per client IP.
+    /// Failed logins, per username.
+    pub login_user: Lockouts,
+    /// Refresh, per client IP (the rapid-refresh anomaly rule limits each
+    /// session).
     pub refresh_ip: Limit,
-    /// Refresh, per session.
-    pub refresh_session: Limit,
     /// Admin session creation, per client IP.
     pub create_ip: Limit,
-    /// Admin session creation, per user id.
-    pub create_user: Limit,
 }
 
 impl RateLimits {
@@ -65,11 +105,13 @@ impl RateLimits {
     pub fn new(login: u32, refresh: u32, create: u32) -> Self {
         Self {
             login_ip: Limit::per_minute(login),
-            login_user: Limit::per_minute(login),
+            login_user: Lockouts::new(if login == 0 {
+                0
+            } else {
+                FAILED_LOGINS_PER_USER
+            }),
             refresh_ip: Limit::per_minute(refresh),
-            refresh_session: Limit::per_minute(refresh),
             create_ip: Limit::per_minute(create),
-            create_user: Limit::per_minute(create),
         }
     }
 
@@ -77,11 +119,9 @@ impl RateLimits {
     pub fn shrink(&self) {
         for l in [
             &self.login_ip,
-            &self.login_user,
+            &self.login_user.failures,
             &self.refresh_ip,
-            &self.refresh_session,
             &self.create_ip,
-            &self.create_user,
         ] {
             l.shrink();
         }

@@ -23,8 +23,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider};
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
@@ -41,8 +41,10 @@ pub const SERVICE_NAME: &str = "session-server";
 /// The `tracing` target of the per-request span.
 pub const REQUEST_SPAN_TARGET: &str = module_path!();
 
-/// How long one export request may take before it is abandoned.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one export (retries included) may take before its batch is
+/// dropped. It also bounds how long a stopping server waits for an
+/// unreachable collector.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,7 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(SERVICE_NAME))
             .with_threads(false)
+            .with_tracked_inactivity(false)
             // The exporter's own HTTP client must not feed spans back in.
             .with_filter(filter_fn(|m| !is_exporter_internal(m.target())))
     });
@@ -155,8 +158,13 @@ pub fn tracer_provider(
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(TelemetryError::Exporter)?;
-    let processor =
-        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_export_timeout(EXPORT_TIMEOUT)
+                .build(),
+        )
+        .build();
     let resource = Resource::builder()
         .with_service_name(SERVICE_NAME)
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))

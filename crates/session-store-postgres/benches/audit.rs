@@ -48,10 +48,19 @@ fn load_event(i: i64) -> AuditEvent {
         n if n == PER_SESSION - 1 => (AuditKind::SessionRevoked, Some("logout".to_owned())),
         _ => (AuditKind::SessionRefreshed, None),
     };
-    let mut e = AuditEvent::new(kind, Actor::User, t0() + time::Duration::milliseconds(10 * i))
-        .session(format!("session-{s}"), user);
+    let mut e = AuditEvent::new(
+        kind,
+        Actor::User,
+        t0() + time::Duration::milliseconds(10 * i),
+    )
+    .session(format!("session-{s}"), user);
     e.reason = reason;
-    e.ip = Some(format!("10.{}.{}.{}", (s >> 16) & 255, (s >> 8) & 255, s & 255));
+    e.ip = Some(format!(
+        "10.{}.{}.{}",
+        (s >> 16) & 255,
+        (s >> 8) & 255,
+        s & 255
+    ));
     e.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) bench".to_owned());
     e.details = serde_json::json!({ "generation": i % PER_SESSION });
     e
@@ -114,11 +123,20 @@ async fn load(url: &str, n: i64) -> Duration {
             copy_text(&mut buf, v);
             buf.push('\t');
         }
-        for v in [e.session_id.as_deref(), e.user_id.as_deref(), Some(e.actor.as_str())] {
+        for v in [
+            e.session_id.as_deref(),
+            e.user_id.as_deref(),
+            Some(e.actor.as_str()),
+        ] {
             copy_text(&mut buf, v);
             buf.push('\t');
         }
-        for v in [e.ip.as_deref(), e.user_agent.as_deref(), e.reason.as_deref(), Some(details.as_str())] {
+        for v in [
+            e.ip.as_deref(),
+            e.user_agent.as_deref(),
+            e.reason.as_deref(),
+            Some(details.as_str()),
+        ] {
             copy_text(&mut buf, v);
             buf.push('\t');
         }
@@ -166,10 +184,11 @@ async fn time_query(log: &PostgresAuditLog, name: &str, q: &AuditQuery, runs: us
 }
 
 async fn explain(conn: &mut PgConnection, sql: &str) {
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
     println!("EXPLAIN {sql}");
     for line in plan {
         println!("    {line}");
@@ -177,14 +196,22 @@ async fn explain(conn: &mut PgConnection, sql: &str) {
 }
 
 fn fresh(i: i64) -> AuditEvent {
-    AuditEvent::new(AuditKind::SessionRevoked, Actor::Admin, t0() + time::Duration::days(400))
-        .session(format!("bench-session-{i}"), format!("bench-user-{}", i % 97))
-        .details(serde_json::json!({ "n": i }))
+    AuditEvent::new(
+        AuditKind::SessionRevoked,
+        Actor::Admin,
+        t0() + time::Duration::days(400),
+    )
+    .session(
+        format!("bench-session-{i}"),
+        format!("bench-user-{}", i % 97),
+    )
+    .details(serde_json::json!({ "n": i }))
 }
 
 #[tokio::main]
 async fn main() {
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
     let n: i64 = std::env::var("AUDIT_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -196,9 +223,14 @@ async fn main() {
         .execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str())
         .await
         .unwrap();
-    admin.execute(format!("CREATE DATABASE {DB}").as_str()).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {DB}").as_str())
+        .await
+        .unwrap();
     let url = with_database(&admin_url, DB);
-    let log = PostgresAuditLog::connect(&url, MigrateMode::Apply).await.unwrap();
+    let log = PostgresAuditLog::connect(&url, MigrateMode::Apply)
+        .await
+        .unwrap();
 
     let took = load(&url, n).await;
     println!(
@@ -212,8 +244,20 @@ async fn main() {
         limit: 50,
         ..AuditQuery::default()
     };
-    time_query(&log, "newest 50 of one user (500 events)", &by_user("user-17"), 500).await;
-    time_query(&log, "newest 50 of the hot user (100,000 events)", &by_user("user-hot"), 500).await;
+    time_query(
+        &log,
+        "newest 50 of one user (500 events)",
+        &by_user("user-17"),
+        500,
+    )
+    .await;
+    time_query(
+        &log,
+        "newest 50 of the hot user (100,000 events)",
+        &by_user("user-hot"),
+        500,
+    )
+    .await;
     let session = AuditQuery {
         session_id: Some("session-12345".into()),
         limit: 50,
@@ -225,7 +269,13 @@ async fn main() {
         before: oldest_page.last().map(|e| e.id),
         ..by_user("user-17")
     };
-    time_query(&log, "second page of one user (before cursor)", &next_page, 500).await;
+    time_query(
+        &log,
+        "second page of one user (before cursor)",
+        &next_page,
+        500,
+    )
+    .await;
     let kind = AuditQuery {
         kind: Some(AuditKind::SessionRevoked),
         limit: 50,
@@ -275,7 +325,9 @@ async fn main() {
     let batches = 50_i64;
     let started = Instant::now();
     for b in 0..batches {
-        let events: Vec<_> = (0..1000).map(|i| fresh(10_000_000 + b * 1000 + i)).collect();
+        let events: Vec<_> = (0..1000)
+            .map(|i| fresh(10_000_000 + b * 1000 + i))
+            .collect();
         log.append_batch(&events).await.unwrap();
     }
     let took = started.elapsed();
@@ -307,7 +359,10 @@ async fn main() {
         let outbox = Arc::clone(&outbox);
         handles.push(tokio::spawn(async move {
             for i in 0..each {
-                outbox.append(&fresh(20_000_000 + t * each + i)).await.unwrap();
+                outbox
+                    .append(&fresh(20_000_000 + t * each + i))
+                    .await
+                    .unwrap();
             }
         }));
     }

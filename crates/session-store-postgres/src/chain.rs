@@ -53,7 +53,11 @@ fn json_no_nul(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(no_nul(s)),
         Value::Array(items) => Value::Array(items.iter().map(json_no_nul).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (no_nul(k), json_no_nul(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (no_nul(k), json_no_nul(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -253,7 +257,11 @@ mod tests {
         for v in variants {
             assert_ne!(link_event(&GENESIS, &v), h);
         }
-        assert_ne!(link_event(&h, &base), h, "the previous hash is part of the link");
+        assert_ne!(
+            link_event(&h, &base),
+            h,
+            "the previous hash is part of the link"
+        );
     }
 
     #[test]

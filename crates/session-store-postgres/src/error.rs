@@ -45,9 +45,9 @@ pub fn classify(e: sqlx::Error) -> StoreError {
         return StoreError::Contention;
     }
     match e {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-            StoreError::corrupt(e)
-        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::corrupt(e),
         other => StoreError::backend(other),
     }
 }
@@ -64,7 +64,9 @@ pub(crate) fn migrate(e: sqlx::migrate::MigrateError) -> StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     /// A migration of this build has not been applied.
-    #[error("audit schema migration {version} ({description}) is not applied; run `session-admin migrate`")]
+    #[error(
+        "audit schema migration {version} ({description}) is not applied; run `session-admin migrate`"
+    )]
     Pending {
         /// Its version.
         version: i64,

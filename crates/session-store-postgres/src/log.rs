@@ -83,14 +83,19 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
         .await
         .map_err(classify)?;
     let applied: Vec<(i64, Vec<u8>)> = if exists.is_some() {
-        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(pool)
-            .await
-            .map_err(classify)?
+        sqlx::query_as(
+            "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?
     } else {
         Vec::new()
     };
-    for m in MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()) {
+    for m in MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+    {
         match applied.iter().find(|(v, _)| *v == m.version) {
             None => {
                 return Err(StoreError::backend(SchemaError::Pending {
@@ -99,7 +104,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
                 }));
             }
             Some((_, sum)) if sum.as_slice() != &*m.checksum => {
-                return Err(StoreError::backend(SchemaError::Modified { version: m.version }));
+                return Err(StoreError::backend(SchemaError::Modified {
+                    version: m.version,
+                }));
             }
             Some(_) => {}
         }
@@ -108,7 +115,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
         .iter()
         .find(|(v, _)| !MIGRATOR.iter().any(|m| m.version == *v))
     {
-        return Err(StoreError::backend(SchemaError::Unknown { version: *version }));
+        return Err(StoreError::backend(SchemaError::Unknown {
+            version: *version,
+        }));
     }
     Ok(())
 }
@@ -218,7 +227,11 @@ impl PostgresAuditLog {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let head = HeadHint::default();
         tokio::spawn(run_writer(pool.clone(), Arc::clone(&head), rx));
-        Self { pool, writer: tx, head }
+        Self {
+            pool,
+            writer: tx,
+            head,
+        }
     }
 
     /// The pool.
@@ -267,11 +280,13 @@ impl PostgresAuditLog {
         .execute(&self.pool)
         .await
         .map_err(classify)?;
-        let row = sqlx::query("SELECT seq, head_hash, signature, kid, at FROM audit_checkpoints WHERE seq = $1")
-            .bind(seq)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(classify)?;
+        let row = sqlx::query(
+            "SELECT seq, head_hash, signature, kid, at FROM audit_checkpoints WHERE seq = $1",
+        )
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
         checkpoint_from_row(&row).map(Some)
     }
 
@@ -389,7 +404,9 @@ impl AuditLog for PostgresAuditLog {
         if self.writer.send(pending).await.is_err() {
             return Err(StoreError::unavailable(WriterGone));
         }
-        result.await.unwrap_or_else(|_| Err(StoreError::unavailable(WriterGone)))
+        result
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable(WriterGone)))
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
@@ -416,7 +433,8 @@ async fn run_writer(pool: PgPool, head: HeadHint, mut rx: mpsc::Receiver<Pending
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut conn: Option<PoolConnection<Postgres>> = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (events, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        let (events, waiters): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|p| (p.event, p.done)).unzip();
         let mut result = write_on(&pool, &mut conn, &head, &events).await;
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // The kept connection may have died with a server restart: once
@@ -465,7 +483,11 @@ async fn write_on(
 /// explicit transaction that holds the chain lock throughout.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
-async fn append_batch(conn: &mut PgConnection, hint: &HeadHint, events: &[AuditEvent]) -> Result<u64, StoreError> {
+async fn append_batch(
+    conn: &mut PgConnection,
+    hint: &HeadHint,
+    events: &[AuditEvent],
+) -> Result<u64, StoreError> {
     let mut seen = HashSet::with_capacity(events.len());
     let mut events: Vec<AuditEvent> = events
         .iter()
@@ -475,12 +497,14 @@ async fn append_batch(conn: &mut PgConnection, hint: &HeadHint, events: &[AuditE
     let guess = *hint.lock().unwrap_or_else(PoisonError::into_inner);
     let mut expected = match guess {
         Some(head) => head,
-        None => sqlx::query_scalar::<_, Vec<u8>>("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(classify)?
-            .map(to_hash)
-            .transpose()?,
+        None => sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?
+        .map(to_hash)
+        .transpose()?,
     };
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         if events.is_empty() {
@@ -545,7 +569,11 @@ async fn append_locked(conn: &mut PgConnection, events: &[AuditEvent]) -> Result
     .await
     .map_err(classify)?;
     let existing: HashSet<Uuid> = existing.into_iter().collect();
-    let fresh: Vec<AuditEvent> = events.iter().filter(|e| !existing.contains(&e.id)).cloned().collect();
+    let fresh: Vec<AuditEvent> = events
+        .iter()
+        .filter(|e| !existing.contains(&e.id))
+        .cloned()
+        .collect();
     if fresh.is_empty() {
         tx.rollback().await.map_err(classify)?;
         return Ok(0);

@@ -128,28 +128,38 @@ impl OutboxAuditLog {
     /// the PostgreSQL at `url`. PostgreSQL need not be up: the schema is
     /// applied or checked when it is first reached. A schema that is
     /// reachable and wrong fails here. Must run inside a Tokio runtime.
-    pub async fn open(data_dir: &Path, url: &str, config: OutboxConfig) -> Result<Self, StoreError> {
+    pub async fn open(
+        data_dir: &Path,
+        url: &str,
+        config: OutboxConfig,
+    ) -> Result<Self, StoreError> {
         let options = connect_options(url)?;
         let dir = data_dir.to_owned();
         let (lock, file, recovered) = tokio::task::spawn_blocking(move || open_files(&dir))
             .await
             .map_err(StoreError::backend)?
             .map_err(|e| match e.kind() {
-                io::ErrorKind::WouldBlock => StoreError::backend(OutboxLocked(data_dir.join(OUTBOX_FILE))),
+                io::ErrorKind::WouldBlock => {
+                    StoreError::backend(OutboxLocked(data_dir.join(OUTBOX_FILE)))
+                }
                 _ => StoreError::unavailable(e),
             })?;
         if recovered.count > 0 {
-            tracing::info!(events = recovered.count, "audit outbox holds events to deliver");
+            tracing::info!(
+                events = recovered.count,
+                "audit outbox holds events to deliver"
+            );
         }
 
         let log = PostgresAuditLog::from_pool(pool_options().connect_lazy_with(options));
-        match prepare_schema(log.pool(), config.migrate).await {
-            Ok(()) => {}
+        let schema_ready = match prepare_schema(log.pool(), config.migrate).await {
+            Ok(()) => true,
             Err(StoreError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "audit database unreachable; events wait in the outbox");
+                false
             }
             Err(e) => return Err(e),
-        }
+        };
 
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -177,6 +187,7 @@ impl OutboxAuditLog {
             data_dir.to_owned(),
             tx.clone(),
             config.clone(),
+            schema_ready,
         ));
         shared.appended.notify_one();
         Ok(Self {
@@ -292,7 +303,11 @@ fn open_files(dir: &Path) -> io::Result<(File, File, Recovered)> {
     })?;
     let path = dir.join(OUTBOX_FILE);
     let existed = path.exists();
-    let file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)?;
     if !existed {
         File::open(dir)?.sync_all()?;
     }
@@ -318,7 +333,13 @@ fn open_files(dir: &Path) -> io::Result<(File, File, Recovered)> {
 
 /// The writer thread: group commit (every append waiting is written, then
 /// one sync answers them all) and compaction.
-fn run_file_writer(mut file: File, path: &Path, shared: &Shared, rx: &std_mpsc::Receiver<Cmd>, compact_bytes: u64) {
+fn run_file_writer(
+    mut file: File,
+    path: &Path,
+    shared: &Shared,
+    rx: &std_mpsc::Receiver<Cmd>,
+    compact_bytes: u64,
+) {
     const MAX_GROUP: usize = 4096;
     let mut buf = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -454,15 +475,13 @@ async fn run_delivery(
     dir: PathBuf,
     writer: std_mpsc::Sender<Cmd>,
     config: OutboxConfig,
+    schema_ready: bool,
 ) {
     let mut backoff = config.min_backoff;
-    loop {
-        match prepare_schema(log.pool(), config.migrate).await {
-            Ok(()) => break,
-            Err(e) => {
-                let pause = failed(&shared, &config, "schema", &e, &mut backoff);
-                tokio::time::sleep(pause).await;
-            }
+    if !schema_ready {
+        while let Err(e) = prepare_schema(log.pool(), config.migrate).await {
+            let pause = failed(&shared, &config, "schema", &e, &mut backoff);
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -507,8 +526,8 @@ async fn run_delivery(
             st.failing = false;
             st.delivered_offset += batch.bytes;
             st.delivered_count += batch.lines;
-            let compact_now =
-                st.delivered_offset == st.durable_len || st.delivered_offset >= config.compact_bytes;
+            let compact_now = st.delivered_offset == st.durable_len
+                || st.delivered_offset >= config.compact_bytes;
             (compact_now, st.delivered_count)
         };
         shared.delivered.send_replace(delivered);

@@ -179,7 +179,7 @@ impl RedisStore {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout)
-                .set_number_of_retries(2)
+                .set_number_of_retries(1)
                 .set_factor(50)
                 .set_max_delay(1_000);
             let conn = within(

@@ -226,10 +226,13 @@ async fn follow(ctx: &Ctx, args: &AuditArgs) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // One listener for the whole follow, so a Ctrl-C during a fetch counts.
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut stop => return Ok(()),
         }
         let q = match cursor.at {
             Some(at) => {

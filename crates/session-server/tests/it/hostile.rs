@@ -371,3 +371,68 @@ async fn trusted_proxies_decide_whose_forwarded_for_counts() {
         .unwrap();
     assert_eq!(s["ip"], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn a_username_under_attack_is_locked_out_without_locking_out_others() {
+    let app = App::start_with(|raw| raw.set("rate_limit_login", "300")).await;
+    app.add_user("alice").await;
+    app.add_user("bob").await;
+    let mut locked = false;
+    for _ in 0..12 {
+        let r = app.login_bearer("alice", "guess guess guess").await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            locked = true;
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(locked, "more than 10 failures a minute lock the username");
+    // Even the right password waits out the lockout...
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but other users are unaffected.
+    assert_eq!(
+        app.login_bearer("bob", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_revoked_session_is_idempotent_and_unknown_ones_are_404() {
+    let app = App::start().await;
+    let t = app.admin_session("u").await;
+    let path = format!("/admin/v1/sessions/{}", t.session_id);
+    assert_eq!(
+        app.admin_req(Method::DELETE, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.admin_req(Method::DELETE, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.admin_req(Method::DELETE, "/admin/v1/sessions/AAAAAAAAAAAAAAAAAAAAAA")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.audit(&format!("session_id={}&kind=session_revoked", t.session_id))
+            .await
+            .len(),
+        1
+    );
+}

@@ -152,9 +152,17 @@ fn attributes(obj: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every exported span of every payload, as (name, attributes), with the
-/// `service.name` of its resource.
-fn spans(payloads: &[String]) -> Vec<(String, String, Vec<(String, String)>)> {
+/// One exported span, flattened.
+#[derive(Debug)]
+struct Exported {
+    /// `service.name` of its resource.
+    service: String,
+    name: String,
+    attrs: Vec<(String, String)>,
+}
+
+/// Every exported span of every payload.
+fn spans(payloads: &[String]) -> Vec<Exported> {
     let mut out = Vec::new();
     for body in payloads {
         let doc: Value = serde_json::from_str(body).expect("OTLP JSON payload");
@@ -166,11 +174,11 @@ fn spans(payloads: &[String]) -> Vec<(String, String, Vec<(String, String)>)> {
                 .unwrap_or_default();
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for span in ss["spans"].as_array().into_iter().flatten() {
-                    out.push((
-                        service.clone(),
-                        span["name"].as_str().unwrap_or_default().to_owned(),
-                        attributes(span),
-                    ));
+                    out.push(Exported {
+                        service: service.clone(),
+                        name: span["name"].as_str().unwrap_or_default().to_owned(),
+                        attrs: attributes(span),
+                    });
                 }
             }
         }
@@ -247,16 +255,19 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
     let payloads = received.lock().unwrap().clone();
     assert!(!payloads.is_empty(), "nothing exported: {}", server.log());
     let spans = spans(&payloads);
-    eprintln!("DEBUG {}\n{}", payloads[0], server.log());
 
     let refreshed = spans
         .iter()
-        .find(|(_, _, a)| {
+        .find(|Exported { attrs: a, .. }| {
             attr(a, "http.route") == Some("/v1/auth/refresh")
                 && attr(a, "http.response.status_code") == Some("200")
         })
         .unwrap_or_else(|| panic!("no successful refresh span in {spans:?}"));
-    let (service, name, attrs) = refreshed;
+    let Exported {
+        service,
+        name,
+        attrs,
+    } = refreshed;
     assert_eq!(service, "session-server");
     assert_eq!(name, "POST /v1/auth/refresh");
     assert_eq!(attr(attrs, "http.request.method"), Some("POST"));
@@ -265,15 +276,15 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
 
     let failed = spans
         .iter()
-        .find(|(_, _, a)| {
+        .find(|Exported { attrs: a, .. }| {
             attr(a, "http.route") == Some("/v1/auth/refresh")
                 && attr(a, "http.response.status_code") == Some("401")
         })
         .unwrap_or_else(|| panic!("no failed refresh span in {spans:?}"));
-    assert!(attr(&failed.2, "outcome").is_some_and(|o| o != outcome));
+    assert!(attr(&failed.attrs, "outcome").is_some_and(|o| o != outcome));
 
     assert!(
-        spans.iter().any(|(_, _, a)| {
+        spans.iter().any(|Exported { attrs: a, .. }| {
             attr(a, "http.route") == Some("/admin/v1/sessions/{id}")
                 && attr(a, "http.response.status_code") == Some("200")
         }),
@@ -296,7 +307,7 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
         }
     }
     let raw_path = format!("/admin/v1/sessions/{}", second.session_id);
-    for (_, name, attrs) in &spans {
+    for Exported { name, attrs, .. } in &spans {
         assert!(!name.contains(&raw_path));
         for (k, v) in attrs {
             assert!(!v.contains(&raw_path), "raw path in {k}");

@@ -54,7 +54,9 @@ async fn an_edited_row_is_named_by_the_verifier() {
 
     let target = rows(&db).await[7];
     let mut c = db.superuser().await;
-    c.execute("SET session_replication_role = replica").await.unwrap();
+    c.execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
     sqlx::query("UPDATE audit_events SET reason = 'logout' WHERE seq = $1")
         .bind(target.0)
         .execute(&mut c)
@@ -73,7 +75,9 @@ async fn an_edited_row_is_named_by_the_verifier() {
 async fn a_deleted_row_breaks_the_link_of_the_next_one() {
     let db = TestDb::create().await;
     let log = db.log().await;
-    log.append_batch(&(0..10).map(revocation).collect::<Vec<_>>()).await.unwrap();
+    log.append_batch(&(0..10).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let all = rows(&db).await;
 
     let mut c = db.superuser().await;
@@ -86,7 +90,12 @@ async fn a_deleted_row_breaks_the_link_of_the_next_one() {
         .await
         .unwrap();
 
-    let broken = log.verify_chain().await.unwrap().broken.expect("the gap is found");
+    let broken = log
+        .verify_chain()
+        .await
+        .unwrap()
+        .broken
+        .expect("the gap is found");
     assert_eq!((broken.seq, broken.id), (all[5].0, Some(all[5].1)));
     assert_eq!(broken.problem, LinkProblem::PrevHashMismatch);
 }
@@ -96,14 +105,32 @@ async fn a_recomputed_chain_disagrees_with_its_signed_checkpoint() {
     let db = TestDb::create().await;
     let log = db.log().await;
     let key = b"checkpoint test key".to_vec();
-    let sign = move |msg: &[u8]| Sha256::new().chain_update(&key).chain_update(msg).finalize().to_vec();
-    assert_eq!(log.checkpoint(&sign, "k1").await.unwrap(), None, "an empty log has no head");
+    let sign = move |msg: &[u8]| {
+        Sha256::new()
+            .chain_update(&key)
+            .chain_update(msg)
+            .finalize()
+            .to_vec()
+    };
+    assert_eq!(
+        log.checkpoint(&sign, "k1").await.unwrap(),
+        None,
+        "an empty log has no head"
+    );
 
     let events: Vec<_> = (0..6).map(revocation).collect();
     log.append_batch(&events).await.unwrap();
-    let cp = log.checkpoint(&sign, "k1").await.unwrap().expect("a checkpoint");
+    let cp = log
+        .checkpoint(&sign, "k1")
+        .await
+        .unwrap()
+        .expect("a checkpoint");
     assert_eq!(cp.signature, sign(&cp.message()));
-    assert_eq!(log.checkpoint(&sign, "k1").await.unwrap(), Some(cp.clone()), "same head, same checkpoint");
+    assert_eq!(
+        log.checkpoint(&sign, "k1").await.unwrap(),
+        Some(cp.clone()),
+        "same head, same checkpoint"
+    );
     let report = log.verify_chain().await.unwrap();
     assert!(report.is_intact());
     assert_eq!(report.checkpoints, 1);
@@ -113,7 +140,9 @@ async fn a_recomputed_chain_disagrees_with_its_signed_checkpoint() {
     let mut edited = events.clone();
     edited[2].reason = Some("logout".into());
     let mut c = db.superuser().await;
-    c.execute("SET session_replication_role = replica").await.unwrap();
+    c.execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
     let mut prev = GENESIS;
     for e in &edited {
         let hash = chain::link_event(&prev, &chain::normalize(e));
@@ -159,14 +188,19 @@ async fn nul_characters_are_stored_as_replacement_characters_and_still_verify() 
     let got = log.query(&AuditQuery::default()).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].user_agent.as_deref(), Some("evil\u{FFFD}agent"));
-    assert_eq!(got[0].details, serde_json::json!({ "user\u{FFFD}name": "a\u{FFFD}b" }));
+    assert_eq!(
+        got[0].details,
+        serde_json::json!({ "user\u{FFFD}name": "a\u{FFFD}b" })
+    );
     assert!(log.verify_chain().await.unwrap().is_intact());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_mode_refuses_an_unmigrated_database_until_it_is_migrated() {
     let db = TestDb::create().await;
-    let err = PostgresAuditLog::connect(&db.url, MigrateMode::Check).await.unwrap_err();
+    let err = PostgresAuditLog::connect(&db.url, MigrateMode::Check)
+        .await
+        .unwrap_err();
     let StoreError::Backend(source) = &err else {
         panic!("expected a schema error, got {err:?}")
     };
@@ -177,7 +211,9 @@ async fn check_mode_refuses_an_unmigrated_database_until_it_is_migrated() {
 
     migrate(&db.url).await.unwrap();
     migrate(&db.url).await.expect("migrating twice is a no-op");
-    let log = PostgresAuditLog::connect(&db.url, MigrateMode::Check).await.unwrap();
+    let log = PostgresAuditLog::connect(&db.url, MigrateMode::Check)
+        .await
+        .unwrap();
     log.ping().await.unwrap();
     let mut c = db.superuser().await;
     let roles: i64 = sqlx::query("SELECT count(*) FROM pg_roles WHERE rolname = 'session_service'")
@@ -210,7 +246,12 @@ async fn a_user_query_pages_newest_first_by_append_order() {
         ..AuditQuery::default()
     };
     let first = log.query(&q).await.unwrap();
-    let expected: Vec<_> = events.iter().rev().filter(|e| q.matches(e)).cloned().collect();
+    let expected: Vec<_> = events
+        .iter()
+        .rev()
+        .filter(|e| q.matches(e))
+        .cloned()
+        .collect();
     assert_eq!(first, expected[..2].to_vec());
     let next = log
         .query(&AuditQuery {

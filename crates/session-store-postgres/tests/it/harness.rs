@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 /// The shared PostgreSQL's URL.
 pub(crate) fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `url` with its database replaced by `db`.
@@ -139,7 +140,9 @@ pub(crate) async fn fresh_postgres_log() -> Arc<dyn AuditLog> {
 pub(crate) async fn fresh_outbox_log() -> Arc<dyn AuditLog> {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.expect("open outbox");
+    let log = OutboxAuditLog::open(dir.path(), &db.url, fast_config())
+        .await
+        .expect("open outbox");
     Arc::new(Owned {
         log,
         _db: db,
@@ -186,15 +189,23 @@ pub(crate) struct OwnedPostgres {
 impl OwnedPostgres {
     pub(crate) fn init() -> Self {
         let bindir = pg_bindir();
-        let as_postgres = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-        let dir = tempfile::Builder::new().prefix("audit-pg-").tempdir().expect("temp dir");
+        let as_postgres = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let dir = tempfile::Builder::new()
+            .prefix("audit-pg-")
+            .tempdir()
+            .expect("temp dir");
         if as_postgres {
             let status = Command::new("chown")
                 .args(["postgres:postgres"])
                 .arg(dir.path())
                 .status()
                 .expect("chown");
-            assert!(status.success(), "chown the PostgreSQL directory to postgres");
+            assert!(
+                status.success(),
+                "chown the PostgreSQL directory to postgres"
+            );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -207,7 +218,20 @@ impl OwnedPostgres {
             port,
         };
         let data = pg.data();
-        pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
         pg
     }
 
@@ -218,7 +242,11 @@ impl OwnedPostgres {
     fn run(&self, tool: &str, args: &[&str]) {
         let exe = self.bindir.join(tool);
         let output = if self.as_postgres {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         }
@@ -239,12 +267,20 @@ impl OwnedPostgres {
         );
         let log = self.dir.path().join("server.log").display().to_string();
         let data = self.data();
-        self.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start"]);
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
+            ],
+        );
     }
 
     pub(crate) fn stop(&self) {
         let data = self.data();
-        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-m", "fast", "-w", "-t", "30", "stop"],
+        );
     }
 
     pub(crate) fn url(&self) -> String {
@@ -258,7 +294,11 @@ impl Drop for OwnedPostgres {
         let exe = self.bindir.join("pg_ctl");
         let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
         let _ = if self.as_postgres {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         };

@@ -15,7 +15,9 @@ const FLUSH: Duration = Duration::from_secs(20);
 async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.unwrap();
+    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config())
+        .await
+        .unwrap();
     let events: Vec<_> = (0..50).map(revocation).collect();
     for e in &events {
         outbox.append(e).await.unwrap();
@@ -30,14 +32,25 @@ async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
         .await
         .unwrap();
     let ids: Vec<_> = got.iter().rev().map(|e| e.id).collect();
-    assert_eq!(ids, events.iter().map(|e| e.id).collect::<Vec<_>>(), "in append order");
+    assert_eq!(
+        ids,
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "in append order"
+    );
     let report = outbox.postgres().verify_chain().await.unwrap();
     assert!(report.is_intact());
     assert_eq!(report.events, 50);
     // The delivered prefix is dropped (right after the batch that emptied it).
     let deadline = tokio::time::Instant::now() + FLUSH;
-    while std::fs::metadata(dir.path().join(OUTBOX_FILE)).unwrap().len() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the outbox file is truncated");
+    while std::fs::metadata(dir.path().join(OUTBOX_FILE))
+        .unwrap()
+        .len()
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox file is truncated"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -59,7 +72,9 @@ async fn reopening_an_outbox_redelivers_without_duplicating_or_extending_the_cha
         f.write_all(br#"{"id":"torn"#).unwrap();
     }
 
-    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.unwrap();
+    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config())
+        .await
+        .unwrap();
     assert!(outbox.flush(FLUSH).await);
     assert_eq!(outbox.backlog(), 0);
     let report = outbox.postgres().verify_chain().await.unwrap();
@@ -73,7 +88,9 @@ async fn reopening_an_outbox_redelivers_without_duplicating_or_extending_the_cha
 async fn a_second_open_of_the_same_outbox_is_refused() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let _first = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.unwrap();
+    let _first = OutboxAuditLog::open(dir.path(), &db.url, fast_config())
+        .await
+        .unwrap();
     let second = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await;
     assert!(matches!(second, Err(StoreError::Backend(_))), "{second:?}");
 }
@@ -89,7 +106,10 @@ async fn appends_succeed_and_wait_in_the_outbox_while_postgres_is_unreachable() 
         .await
         .expect("opening does not need PostgreSQL");
     for i in 0..20 {
-        outbox.append(&revocation(i)).await.expect("append while down");
+        outbox
+            .append(&revocation(i))
+            .await
+            .expect("append while down");
     }
     assert_eq!(outbox.backlog(), 20);
     outbox.ping().await.expect("the outbox itself is healthy");
@@ -100,7 +120,9 @@ async fn appends_succeed_and_wait_in_the_outbox_while_postgres_is_unreachable() 
     // The events survive a restart of the process, and reach the database
     // once it is there.
     let db = TestDb::create().await;
-    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config()).await.unwrap();
+    let outbox = OutboxAuditLog::open(dir.path(), &db.url, fast_config())
+        .await
+        .unwrap();
     assert_eq!(outbox.backlog(), 20);
     assert!(outbox.flush(FLUSH).await);
     assert_eq!(outbox.postgres().verify_chain().await.unwrap().events, 20);

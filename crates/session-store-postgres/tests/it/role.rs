@@ -21,7 +21,9 @@ async fn the_service_role_appends_and_reads_but_cannot_update_delete_or_truncate
     drop(db.log().await); // migrate as the owner
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .after_connect(|c, _| Box::pin(async move { c.execute("SET ROLE session_service").await.map(drop) }))
+        .after_connect(|c, _| {
+            Box::pin(async move { c.execute("SET ROLE session_service").await.map(drop) })
+        })
         .connect(&db.url)
         .await
         .unwrap();
@@ -34,11 +36,17 @@ async fn the_service_role_appends_and_reads_but_cannot_update_delete_or_truncate
     log.append_batch(&events).await.expect("and retry a batch");
     assert_eq!(log.query(&AuditQuery::default()).await.unwrap().len(), 5);
     let sign = |m: &[u8]| m.to_vec();
-    log.checkpoint(&sign, "k").await.unwrap().expect("and sign a checkpoint");
+    log.checkpoint(&sign, "k")
+        .await
+        .unwrap()
+        .expect("and sign a checkpoint");
     assert!(log.verify_chain().await.unwrap().is_intact());
 
     let mut c = pool.acquire().await.unwrap().detach();
-    let role: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut c).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     assert_eq!(role, "session_service");
     for sql in [
         "UPDATE audit_events SET reason = 'logout'",

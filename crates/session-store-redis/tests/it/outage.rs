@@ -25,9 +25,12 @@ fn assert_unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) 
 }
 
 async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(NOT_A_HANG, fut)
+    let start = std::time::Instant::now();
+    let out = tokio::time::timeout(NOT_A_HANG, fut)
         .await
-        .unwrap_or_else(|_| panic!("{what} hung"))
+        .unwrap_or_else(|_| panic!("{what} hung"));
+    println!("{what}: answered after {:?}", start.elapsed());
+    out
 }
 
 /// Pings until the store answers again (its connection reconnects in the
@@ -186,5 +189,61 @@ async fn a_feed_that_cannot_subscribe_keeps_trying_without_reporting_connected()
     assert_eq!(
         crate::next_event(&mut rx).await,
         session_core::FeedEvent::Connected
+    );
+}
+
+/// A `Write` that appends to a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connecting_to_a_redis_that_may_evict_any_key_logs_a_warning() {
+    let server = Throwaway::start();
+    let mut con = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut con)
+        .unwrap();
+    RedisStore::connect(&server.url(), "policy").await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains("maxmemory-policy"),
+        "volatile-* is accepted: {text}"
+    );
+
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut con)
+        .unwrap();
+    RedisStore::connect(&server.url(), "policy").await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("WARN") && text.contains("maxmemory-policy") && text.contains("allkeys-lru"),
+        "expected a warning, got: {text}"
     );
 }
