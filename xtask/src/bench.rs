@@ -547,7 +547,7 @@ fn http(args: &BenchArgs) -> Result<()> {
                 if fresh {
                     load_args.push("--fresh".to_owned());
                 }
-                load_args.extend(setup.common(&[&server], if fresh { 0.5 } else { 2.0 }));
+                load_args.extend(setup.common(&[&server], if fresh { 0.2 } else { 2.0 }));
                 results.rows.push(Row {
                     workload: label.to_owned(),
                     mode: mode.to_owned(),
@@ -648,6 +648,14 @@ fn http(args: &BenchArgs) -> Result<()> {
 
 fn table(results: &Results) -> String {
     let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+    // CPU counters tick at 10 ms: meaningless over a very short window.
+    let cpu = |share: f64, window_s: f64| {
+        if window_s >= 0.5 {
+            format!("{:.0} %", share * 100.0)
+        } else {
+            "–".to_owned()
+        }
+    };
     let mut out = String::new();
     out.push_str(&format!(
         "\nsession-server HTTP benchmark: store {}, {} connections, {} s per run, {}; \
@@ -672,7 +680,7 @@ fn table(results: &Results) -> String {
             note.push_str(&format!("; {n}× {kind}"));
         }
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} of {} | {:.0} % | {:.0} % | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {} of {} | {} | {} | {} |\n",
             row.workload,
             row.mode,
             r.rps,
@@ -681,8 +689,8 @@ fn table(results: &Results) -> String {
             ms(r.max_us),
             r.errors,
             r.requests,
-            r.server_cpu * 100.0,
-            r.generator_cpu * 100.0,
+            cpu(r.server_cpu, r.window_s),
+            cpu(r.generator_cpu, r.window_s),
             note.trim_start_matches("; "),
         ));
     }

@@ -11,7 +11,7 @@
 //!   this.
 //! - `cargo xtask deps` — only the dependency-direction check.
 //! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then
-//!   run `cargo nextest run --workspace --all-targets --no-fail-fast` (or
+//!   run `cargo nextest run --workspace --lib --bins --tests --no-fail-fast` (or
 //!   `cargo test` when nextest is not installed) with `ARGS` appended, and
 //!   the doctests when no `ARGS` are given (neither nextest nor
 //!   `cargo test --all-targets` runs them).

@@ -1,4 +1,7 @@
-//! The tests: every target of every crate, against the services.
+//! The tests: every library, binary and test target of every crate,
+//! against the services. Benchmarks are built (by clippy `--all-targets`)
+//! but run only by `cargo xtask bench`: a `harness = false` bench does not
+//! answer a test runner's `--list` and would run in full.
 
 use std::process::Command;
 
@@ -15,7 +18,7 @@ pub(crate) fn run_with_services(throwaway: bool, extra: &[String]) -> Result<()>
 
 /// Runs the tests with `extra` arguments appended: nextest when installed,
 /// else `cargo test`; plus the doctests (which neither runs with
-/// `--all-targets`) when no `extra` arguments narrow the run.
+/// target selection) when no `extra` arguments narrow the run.
 pub(crate) fn run(services: &Services, extra: &[String]) -> Result<()> {
     let selects_packages = extra.iter().any(|arg| {
         arg == "-p" || arg.starts_with("--package") || (arg.starts_with("-p") && arg.len() > 2)
@@ -31,7 +34,7 @@ pub(crate) fn run(services: &Services, extra: &[String]) -> Result<()> {
     if !selects_packages {
         tests.arg("--workspace");
     }
-    tests.args(["--all-targets", "--no-fail-fast"]).args(extra);
+    tests.args(["--lib", "--bins", "--tests", "--no-fail-fast"]).args(extra);
     run_against(services, &mut tests)?;
     if extra.is_empty() {
         run_against(

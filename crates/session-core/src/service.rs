@@ -192,15 +192,28 @@ impl SessionService {
         actor: Actor,
         client: &ClientInfo,
     ) {
+        self.revoked_event_noted(s, reason, actor, client, None)
+            .await;
+    }
+
+    async fn revoked_event_noted(
+        &self,
+        s: &Session,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+        note: Option<&str>,
+    ) {
         let _ = self.revoked.send(s.id);
-        let now = self.now();
-        self.record(
-            AuditEvent::new(AuditKind::SessionRevoked, actor, now)
-                .session(s.id, s.user_id.clone())
-                .client(client)
-                .reason(reason),
-        )
-        .await;
+        metrics::counter!("session_revocations_total", "reason" => reason.as_str()).increment(1);
+        let mut event = AuditEvent::new(AuditKind::SessionRevoked, actor, self.now())
+            .session(s.id, s.user_id.clone())
+            .client(client)
+            .reason(reason);
+        if let Some(note) = note {
+            event = event.details(serde_json::json!({ "note": note }));
+        }
+        self.record(event).await;
     }
 
     fn issue(&self, session: Session, refresh_token: RefreshToken) -> Result<Issued, ServiceError> {
@@ -337,6 +350,8 @@ impl SessionService {
             .await?;
         if let Some(session) = &result.session {
             for a in &result.anomalies {
+                metrics::counter!("session_anomalies_total", "signal" => a.signal.as_str())
+                    .increment(1);
                 self.record(
                     AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
                         .session(session.id, session.user_id.clone())
@@ -377,6 +392,7 @@ impl SessionService {
                 self.issue(session, successor)
             }
             (RefreshOutcome::Reused, Some(session)) => {
+                metrics::counter!("session_reuse_detections_total").increment(1);
                 self.record(
                     AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
                         .session(session.id, session.user_id.clone())
@@ -441,9 +457,23 @@ impl SessionService {
         actor: Actor,
         client: &ClientInfo,
     ) -> Result<Option<Session>, ServiceError> {
+        self.revoke_noted(id, reason, actor, client, None).await
+    }
+
+    /// [`SessionService::revoke`] with an operator's note kept in the
+    /// audit event's details.
+    pub async fn revoke_noted(
+        &self,
+        id: &SessionId,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+        note: Option<&str>,
+    ) -> Result<Option<Session>, ServiceError> {
         let revoked = self.sessions.revoke(id, reason, self.now()).await?;
         if let Some(s) = &revoked {
-            self.revoked_event(s, reason, actor, client).await;
+            self.revoked_event_noted(s, reason, actor, client, note)
+                .await;
         }
         Ok(revoked)
     }
@@ -456,12 +486,27 @@ impl SessionService {
         actor: Actor,
         client: &ClientInfo,
     ) -> Result<usize, ServiceError> {
+        self.revoke_user_noted(user_id, reason, actor, client, None)
+            .await
+    }
+
+    /// [`SessionService::revoke_user`] with an operator's note kept in the
+    /// audit events' details.
+    pub async fn revoke_user_noted(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        actor: Actor,
+        client: &ClientInfo,
+        note: Option<&str>,
+    ) -> Result<usize, ServiceError> {
         let revoked = self
             .sessions
             .revoke_user(user_id, reason, self.now())
             .await?;
         for s in &revoked {
-            self.revoked_event(s, reason, actor, client).await;
+            self.revoked_event_noted(s, reason, actor, client, note)
+                .await;
         }
         Ok(revoked.len())
     }

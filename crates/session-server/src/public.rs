@@ -381,9 +381,6 @@ pub(crate) async fn refresh(
                 _ => "error",
             };
             metrics::counter!("session_refreshes_total", "outcome" => outcome).increment(1);
-            if outcome == "reused" {
-                metrics::counter!("session_reuse_detections_total").increment(1);
-            }
             let err = ApiError::from(e);
             let mut res = err.into_response();
             if !bearer && outcome != "error" {
@@ -442,9 +439,7 @@ pub(crate) async fn logout(
         .revoke(&sid, RevokeReason::Logout, Actor::User, &client)
         .await?
         .is_some()
-    {
-        metrics::counter!("session_revocations_total", "reason" => "logout").increment(1);
-    }
+    {}
     let mut res = StatusCode::NO_CONTENT.into_response();
     log_session(&mut res, &sid);
     clear_cookies(&mut res);
@@ -518,7 +513,6 @@ pub(crate) async fn revoke_own(
         .revoke(&target, RevokeReason::UserRevoked, Actor::User, &client)
         .await?
         .ok_or_else(not_found)?;
-    metrics::counter!("session_revocations_total", "reason" => "user_revoked").increment(1);
     let mut res = StatusCode::NO_CONTENT.into_response();
     no_store(&mut res);
     Ok(res)

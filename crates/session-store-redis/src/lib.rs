@@ -176,12 +176,13 @@ impl RedisStore {
             (Conn::Cluster(conn), clients, true)
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             let client = redis::Client::open(url).map_err(bad_url)?;
+            // No reconnect retries inside one request (redis-rs waits at least
+            // 1 s before a retry): a refused connection fails the request at
+            // once (503), and the next request tries to reconnect again.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout)
-                .set_number_of_retries(1)
-                .set_factor(50)
-                .set_max_delay(1_000);
+                .set_number_of_retries(0);
             let conn = within(
                 timeout,
                 ConnectionManager::new_with_config(client.clone(), config),
@@ -309,17 +310,23 @@ impl RedisStore {
         Ok(written == 1)
     }
 
-    /// Revokes one session if it is active at `now`, retrying when a
-    /// concurrent write moves its version.
+    /// Revokes one session if it is active at `now`, starting from
+    /// `snapshot` when the caller has just read it, and re-reading whenever
+    /// a concurrent write moves its version.
     async fn revoke_one(
         &self,
         id: &SessionId,
         reason: RevokeReason,
         now: OffsetDateTime,
         owner: Option<&str>,
+        mut snapshot: Option<Session>,
     ) -> Result<Option<Session>, StoreError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some(mut session) = self.read(id).await? else {
+            let read = match snapshot.take() {
+                Some(s) => Some(s),
+                None => self.read(id).await?,
+            };
+            let Some(mut session) = read else {
                 return Ok(None);
             };
             if !session.is_active(now) || owner.is_some_and(|u| u != session.user_id) {
@@ -426,13 +433,15 @@ impl RedisStore {
         let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
         let excess = others.len().saturating_sub(keep);
         let mut evicted = Vec::new();
-        for old in others.iter().take(excess) {
+        for old in others.into_iter().take(excess) {
+            let id = old.id;
             if let Some(s) = self
                 .revoke_one(
-                    &old.id,
+                    &id,
                     RevokeReason::SessionLimit,
                     now,
                     Some(&session.user_id),
+                    Some(old),
                 )
                 .await?
             {
@@ -565,7 +574,7 @@ impl SessionStore for RedisStore {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Option<Session>, StoreError> {
-        self.revoke_one(id, reason, now, None).await
+        self.revoke_one(id, reason, now, None, None).await
     }
 
     async fn revoke_user(
@@ -574,18 +583,17 @@ impl SessionStore for RedisStore {
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let active: Vec<SessionId> = self
+        let active: Vec<Session> = self
             .user_sessions(user_id, now)
             .await?
             .into_iter()
             .filter(|s| s.is_active(now))
-            .map(|s| s.id)
             .collect();
-        let revoked = futures::future::join_all(
-            active
-                .iter()
-                .map(|id| self.revoke_one(id, reason, now, Some(user_id))),
-        )
+        let revoked = futures::future::join_all(active.into_iter().map(|s| async move {
+            let id = s.id;
+            self.revoke_one(&id, reason, now, Some(user_id), Some(s))
+                .await
+        }))
         .await;
         let mut out = Vec::new();
         for r in revoked {

@@ -485,3 +485,29 @@ async fn the_openapi_document_is_3_1_and_names_both_listeners_routes() {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
 }
+
+#[tokio::test]
+async fn an_operators_note_on_a_revocation_is_kept_in_the_audit_details() {
+    let app = App::start().await;
+    let t = app.admin_session("u1").await;
+    let r = app
+        .admin_req(
+            Method::DELETE,
+            &format!("/admin/v1/sessions/{}?reason=stolen%20laptop", t.session_id),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let ev = app
+        .audit(&format!("session_id={}&kind=session_revoked", t.session_id))
+        .await;
+    assert_eq!(ev[0]["reason"], "admin");
+    assert_eq!(ev[0]["details"]["note"], "stolen laptop");
+    let r = app
+        .admin_req(Method::DELETE, "/admin/v1/users/u1/sessions?color=red")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

@@ -127,3 +127,48 @@ async fn appends_succeed_and_wait_in_the_outbox_while_postgres_is_unreachable() 
     assert!(outbox.flush(FLUSH).await);
     assert_eq!(outbox.postgres().verify_chain().await.unwrap().events, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_under_a_steady_backlog_loses_and_repeats_nothing() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny batches and a 1-byte threshold: the delivered prefix is cut off
+    // (by rewriting the file) after nearly every batch, while appends go on.
+    let config = OutboxConfig {
+        batch_size: 3,
+        compact_bytes: 1,
+        ..fast_config()
+    };
+    let outbox = std::sync::Arc::new(
+        OutboxAuditLog::open(dir.path(), &db.url, config)
+            .await
+            .unwrap(),
+    );
+    let mut writers = Vec::new();
+    for w in 0..4_i64 {
+        let outbox = std::sync::Arc::clone(&outbox);
+        writers.push(tokio::spawn(async move {
+            for i in 0..50 {
+                outbox.append(&revocation(w * 100 + i)).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(outbox.flush(FLUSH).await);
+    let report = outbox.postgres().verify_chain().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 200);
+    let got = outbox
+        .query(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = got.iter().map(|e| e.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+}

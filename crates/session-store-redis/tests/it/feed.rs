@@ -155,3 +155,31 @@ async fn the_feed_reports_a_restart_as_disconnected_then_connected() {
         .unwrap();
     assert_eq!(next_event(&mut rx).await, FeedEvent::Revoked(s.id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_feed_stays_connected_and_a_frozen_one_is_reported_disconnected() {
+    let server = Throwaway::start();
+    let store = RedisStore::connect_with_timeout(
+        &server.url(),
+        "keepalive",
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    let mut rx = store.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut rx).await, FeedEvent::Connected);
+
+    // Two keepalive pings (every 5 s) pass without an event.
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(11), rx.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "a healthy quiet feed reports nothing, got {quiet:?}"
+    );
+
+    // A server that stops answering (no FIN, no RST) is noticed by the
+    // keepalive.
+    server.freeze();
+    assert_eq!(next_event(&mut rx).await, FeedEvent::Disconnected);
+    server.thaw();
+    assert_eq!(next_event(&mut rx).await, FeedEvent::Connected);
+}
