@@ -82,6 +82,10 @@ pub(crate) struct BenchArgs {
     /// Also print the results as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// Use the release binaries already in `target/release` instead of
+    /// building them (when the tree does not build at the moment).
+    #[arg(long)]
+    no_build: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -405,7 +409,12 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
 
 fn http(args: &BenchArgs) -> Result<()> {
     let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
-    cmd::run(cmd::cargo().args(["build", "--release", "-p", "session-server", "-p", "xtask"]))?;
+    if args.no_build {
+        eprintln!("bench: --no-build: using the release binaries as they are");
+    } else {
+        let build = ["build", "--release", "-p", "session-server", "-p", "xtask"];
+        cmd::run(cmd::cargo().args(build))?;
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| cmd::root().join("target"), PathBuf::from)
         .join("release");

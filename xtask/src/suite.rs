@@ -34,7 +34,9 @@ pub(crate) fn run(services: &Services, extra: &[String]) -> Result<()> {
     if !selects_packages {
         tests.arg("--workspace");
     }
-    tests.args(["--lib", "--bins", "--tests", "--no-fail-fast"]).args(extra);
+    tests
+        .args(["--lib", "--bins", "--tests", "--no-fail-fast"])
+        .args(extra);
     run_against(services, &mut tests)?;
     if extra.is_empty() {
         run_against(

@@ -195,3 +195,54 @@ async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
     let _ = proc.child.wait();
     let _ = Method::GET;
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = spawn(dir.path()).await;
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
+    let http = client();
+    let r = http
+        .post(format!("{}/admin/v1/users", proc.admin))
+        .bearer_auth(&token)
+        .json(&json!({ "username": "alice", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Logins hash a password (tens of milliseconds each): a burst of them
+    // is still in flight when the signal lands.
+    let mut logins = Vec::new();
+    for _ in 0..8 {
+        let (http, url) = (client(), format!("{}/v1/auth/login", proc.public));
+        logins.push(tokio::spawn(async move {
+            http.post(url)
+                .header("X-Session-Transport", "bearer")
+                .json(&json!({ "username": "alice", "password": PASSWORD }))
+                .send()
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(proc.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut finished = 0;
+    for l in logins {
+        match l.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.status(), StatusCode::OK, "an accepted request is answered in full");
+                finished += 1;
+            }
+            // Connections the closed listener never accepted are fine;
+            // a request cut off mid-way is not.
+            Err(e) => assert!(e.is_connect(), "in-flight request was cut: {e}"),
+        }
+    }
+    assert!(finished > 0, "some requests were in flight at the signal");
+    let exit = proc.child.wait().unwrap();
+    assert!(exit.success(), "clean exit after SIGTERM: {exit}");
+}
