@@ -687,6 +687,20 @@ impl KeyRing {
         Ok(token)
     }
 
+    /// Signs arbitrary bytes with the active key (for audit-chain
+    /// checkpoints): the key id and the base64url signature, as a JWS
+    /// signature over `message` would be.
+    pub fn sign_detached(&self, message: &[u8]) -> Result<(String, String), KeyError> {
+        let keys = self.read();
+        let key = keys
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .ok_or_else(|| KeyError::Sign("the ring has no active key".into()))?;
+        let signature = jsonwebtoken::crypto::sign(message, &key.encoding, key.alg.jwt())
+            .map_err(|e| KeyError::Sign(Box::new(e)))?;
+        Ok((key.kid.clone(), signature))
+    }
+
     /// Verifies an access token strictly and returns its claims.
     ///
     /// In order: length; three segments of unpadded base64url; a header

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/v1/users/{username}/password", post(set_password))
         .route("/admin/v1/audit", get(audit))
+        .route("/admin/v1/audit/verify", post(verify_audit))
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/openapi.json", get(openapi))
@@ -532,6 +533,16 @@ pub(crate) async fn audit(
         .then(|| events.last().map(|e| e.id.to_string()))
         .flatten();
     Ok(Json(serde_json::json!({ "events": events, "next_before": next })).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/audit/verify", tag = "admin", responses((status = 200, description = "{\"intact\": bool, \"events\": n, \"broken\": {seq, id, problem}|null}"), (status = 404, description = "the audit log has no hash chain (SQLite)")), security(("admin_token" = [])))]
+pub(crate) async fn verify_audit(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let chain = state
+        .info
+        .audit_chain
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("the configured audit log has no hash chain"))?;
+    Ok(Json(chain.verify().await?).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", responses((status = 200, description = "{\"keys\": [...]}")), security(("admin_token" = [])))]

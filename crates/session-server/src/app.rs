@@ -144,8 +144,16 @@ pub async fn serve(
 
 async fn housekeeping(state: AppState) {
     let mut tick = tokio::time::interval(StdDuration::from_secs(60));
+    let mut minutes = 0u64;
     loop {
         tick.tick().await;
+        minutes += 1;
+        if let Some(chain) = &state.info.audit_chain
+            && minutes.is_multiple_of(5)
+            && let Err(e) = chain.checkpoint(state.service.keys()).await
+        {
+            tracing::warn!(error = %e, "audit chain checkpoint failed; will retry");
+        }
         state.limits.shrink();
         let now = state.service.now();
         match state.service.sessions().purge_expired(now).await {

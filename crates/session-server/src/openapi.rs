@@ -36,6 +36,7 @@ use crate::public::{
         crate::admin::delete_user,
         crate::admin::set_password,
         crate::admin::audit,
+        crate::admin::verify_audit,
         crate::admin::list_keys,
         crate::admin::rotate_keys,
         crate::admin::metrics,

@@ -22,6 +22,16 @@ use crate::config::{ConfigError, Settings};
 use crate::ratelimit::RateLimits;
 use crate::validate::Validator;
 
+/// A tamper-evident audit log's chain: verified on demand, signed
+/// periodically with the service's signing key.
+#[async_trait::async_trait]
+pub trait AuditChain: Send + Sync {
+    /// Walks the chain; the report as JSON (`intact`, `events`, `broken`…).
+    async fn verify(&self) -> Result<serde_json::Value, StoreError>;
+    /// Signs the current head with the active signing key.
+    async fn checkpoint(&self, keys: &KeyRing) -> Result<(), StoreError>;
+}
+
 /// The stores a server runs on, chosen by the composition root.
 #[derive(Clone)]
 pub struct Backends {
@@ -39,6 +49,8 @@ pub struct Backends {
     pub audit_kind: &'static str,
     /// Undelivered audit events, where the audit log has an outbox.
     pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The audit log's hash chain, where it has one.
+    pub audit_chain: Option<Arc<dyn AuditChain>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -276,6 +288,8 @@ pub struct ServerInfo {
     pub audit_kind: &'static str,
     /// Undelivered audit events.
     pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The audit log's hash chain, where it has one.
+    pub audit_chain: Option<Arc<dyn AuditChain>>,
 }
 
 impl std::fmt::Debug for ServerInfo {
@@ -373,6 +387,7 @@ impl AppState {
                 store_kind: backends.store_kind,
                 audit_kind: backends.audit_kind,
                 audit_backlog: backends.audit_backlog,
+                audit_chain: backends.audit_chain,
             },
             settings: Arc::new(settings),
         })

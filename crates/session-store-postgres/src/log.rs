@@ -7,9 +7,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use session_core::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
@@ -429,151 +427,75 @@ impl AuditLog for PostgresAuditLog {
 #[error("the audit writer has stopped")]
 struct WriterGone;
 
-/// Batches the writer keeps in flight at once, each on its own connection.
-/// The second is chained from the head the first will leave, and waits on
-/// the chain lock while the first commits, so the round trip and encoding
-/// of one overlap the other's work in the database.
-const PIPELINE: usize = 2;
-
-/// What a finished batch hands back to the writer loop.
-type Done = (
-    u64,
-    Option<PoolConnection<Postgres>>,
-    Result<(u64, Option<Hash>), StoreError>,
-    Vec<oneshot::Sender<Result<(), StoreError>>>,
-);
-
-/// Takes whatever appends are waiting (up to [`MAX_BATCH`]) as one batch —
-/// one call of `audit_append`, one commit — keeping up to [`PIPELINE`]
-/// batches in flight, and answers each append when its batch is done.
-async fn run_writer(pool: PgPool, hint: HeadHint, mut rx: mpsc::Receiver<Pending>) {
-    let mut buf = Vec::with_capacity(MAX_BATCH);
-    let mut idle: Vec<PoolConnection<Postgres>> = Vec::new();
-    let mut inflight: FuturesOrdered<BoxFuture<'static, Done>> = FuturesOrdered::new();
-    let mut launched = 0_u64;
-    let mut open = true;
-    loop {
-        tokio::select! {
-            Some((id, conn, result, waiters)) = inflight.next(), if !inflight.is_empty() => {
-                idle.extend(conn);
-                {
-                    let mut h = hint.lock().unwrap_or_else(PoisonError::into_inner);
-                    match &result {
-                        // The newest batch sets the head the next one starts from.
-                        Ok((_, head)) if id == launched => *h = Some(*head),
-                        Ok(_) => {}
-                        Err(_) => *h = None,
-                    }
-                }
-                match result {
-                    Ok(_) => {
-                        for w in waiters {
-                            let _ = w.send(Ok(()));
-                        }
-                    }
-                    Err(e) => {
-                        let shared = Arc::new(e);
-                        for w in waiters {
-                            let _ = w.send(Err(error::share(&shared)));
-                        }
-                    }
+/// Takes whatever appends are waiting (up to [`MAX_BATCH`]), writes them in
+/// one transaction on a connection it keeps, and answers each.
+async fn run_writer(pool: PgPool, head: HeadHint, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut conn: Option<PoolConnection<Postgres>> = None;
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (events, waiters): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        let mut result = write_on(&pool, &mut conn, &head, &events).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            // The kept connection may have died with a server restart: once
+            // more on a fresh one. Safe even if the first try committed, as
+            // stored ids are skipped.
+            result = write_on(&pool, &mut conn, &head, &events).await;
+        }
+        match result {
+            Ok(_) => {
+                for w in waiters {
+                    let _ = w.send(Ok(()));
                 }
             }
-            n = rx.recv_many(&mut buf, MAX_BATCH), if open && inflight.len() < PIPELINE => {
-                if n == 0 {
-                    open = false;
-                    continue;
+            Err(e) => {
+                let shared = Arc::new(e);
+                for w in waiters {
+                    let _ = w.send(Err(error::share(&shared)));
                 }
-                let (events, waiters): (Vec<_>, Vec<_>) = buf.drain(..).map(|p| (p.event, p.done)).unzip();
-                let events = prepare(&events);
-                let expected = {
-                    let mut h = hint.lock().unwrap_or_else(PoisonError::into_inner);
-                    let expected = *h;
-                    // Predict the head this batch will leave (if all goes well).
-                    if let Some(head) = expected {
-                        *h = Some(Some(Columns::chained(head.unwrap_or(GENESIS), &events).last_hash(head)));
-                    }
-                    expected
-                };
-                launched += 1;
-                let (id, pool, conn) = (launched, pool.clone(), idle.pop());
-                inflight.push_back(Box::pin(async move {
-                    let (conn, result) = write_on(&pool, conn, expected, events).await;
-                    (id, conn, result, waiters)
-                }));
             }
-            else => break,
         }
     }
 }
 
-/// Writes a batch on `conn` (or a fresh connection), once more on a fresh
-/// connection if the first try failed for want of the server (a kept
-/// connection may have died with a restart). Safe even if the first try
-/// committed: stored ids are skipped.
+/// Appends on the kept connection (acquiring one if needed); drops it when
+/// it fails for want of the server.
 async fn write_on(
     pool: &PgPool,
-    mut conn: Option<PoolConnection<Postgres>>,
-    expected: Option<Option<Hash>>,
-    events: Vec<AuditEvent>,
-) -> (Option<PoolConnection<Postgres>>, Result<(u64, Option<Hash>), StoreError>) {
-    let mut result = Err(StoreError::Contention);
-    for _ in 0..2 {
-        let mut c = match conn.take() {
-            Some(c) => c,
-            None => match pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    result = Err(classify(e));
-                    continue;
-                }
-            },
-        };
-        result = write_batch(&mut c, expected, events.clone()).await;
-        if matches!(result, Err(StoreError::Unavailable(_))) {
-            drop(c.detach());
-        } else {
-            return (Some(c), result);
-        }
+    conn: &mut Option<PoolConnection<Postgres>>,
+    head: &HeadHint,
+    events: &[AuditEvent],
+) -> Result<u64, StoreError> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(pool.acquire().await.map_err(classify)?),
+    };
+    let result = append_batch(c, head, events).await;
+    if matches!(result, Err(StoreError::Unavailable(_)))
+        && let Some(c) = conn.take()
+    {
+        drop(c.detach());
     }
-    (None, result)
-}
-
-/// Drops repeated ids (the first wins) and normalizes each event.
-fn prepare(events: &[AuditEvent]) -> Vec<AuditEvent> {
-    let mut seen = HashSet::with_capacity(events.len());
-    events
-        .iter()
-        .filter(|e| seen.insert(e.id))
-        .map(chain::normalize)
-        .collect()
+    result
 }
 
 /// Optimistic attempts through `audit_append` before falling back to an
 /// explicit transaction that holds the chain lock throughout.
 const OPTIMISTIC_ATTEMPTS: usize = 3;
 
-/// Appends through the head hint, and updates it.
 async fn append_batch(
     conn: &mut PgConnection,
     hint: &HeadHint,
     events: &[AuditEvent],
 ) -> Result<u64, StoreError> {
-    let expected = *hint.lock().unwrap_or_else(PoisonError::into_inner);
-    let result = write_batch(conn, expected, prepare(events)).await;
-    *hint.lock().unwrap_or_else(PoisonError::into_inner) = result.as_ref().ok().map(|(_, head)| *head);
-    result.map(|(n, _)| n)
-}
-
-/// Appends prepared events, chained from `expected` (the head as far as
-/// the caller knows; `None`: unknown, read it). Returns how many were new
-/// and the head it left.
-async fn write_batch(
-    conn: &mut PgConnection,
-    expected: Option<Option<Hash>>,
-    mut events: Vec<AuditEvent>,
-) -> Result<(u64, Option<Hash>), StoreError> {
-    let mut expected = match expected {
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut events: Vec<AuditEvent> = events
+        .iter()
+        .filter(|e| seen.insert(e.id))
+        .map(chain::normalize)
+        .collect();
+    let guess = *hint.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut expected = match guess {
         Some(head) => head,
         None => sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1",
@@ -586,7 +508,7 @@ async fn write_batch(
     };
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         if events.is_empty() {
-            return Ok((0, expected));
+            return Ok(0);
         }
         let cols = Columns::chained(expected.unwrap_or(GENESIS), &events);
         let (appended, head, stored): (i64, Option<Vec<u8>>, Vec<Uuid>) = sqlx::query_as(
@@ -610,22 +532,25 @@ async fn write_batch(
         .await
         .map_err(classify)?;
         let head = head.map(to_hash).transpose()?;
+        *hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(head);
         if appended > 0 {
-            return Ok((u64::try_from(appended).map_err(StoreError::backend)?, head));
+            return u64::try_from(appended).map_err(StoreError::backend);
         }
         let stored: HashSet<Uuid> = stored.into_iter().collect();
         events.retain(|e| !stored.contains(&e.id));
         expected = head;
     }
-    append_locked(conn, &events).await
+    let result = append_locked(conn, &events).await;
+    *hint.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    result
 }
 
 /// The fallback: one transaction that takes the chain lock, reads the head
 /// and the stored ids, and inserts what is new.
-async fn append_locked(
-    conn: &mut PgConnection,
-    events: &[AuditEvent],
-) -> Result<(u64, Option<Hash>), StoreError> {
+async fn append_locked(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<u64, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let mut tx = conn.begin().await.map_err(classify)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -649,12 +574,11 @@ async fn append_locked(
         .filter(|e| !existing.contains(&e.id))
         .cloned()
         .collect();
-    let head = head.map(to_hash).transpose()?;
     if fresh.is_empty() {
         tx.rollback().await.map_err(classify)?;
-        return Ok((0, head));
+        return Ok(0);
     }
-    let prev = head.unwrap_or(GENESIS);
+    let prev = head.map(to_hash).transpose()?.unwrap_or(GENESIS);
     let n = fresh.len();
     let cols = Columns::chained(prev, &fresh);
     let inserted = sqlx::query(
@@ -689,7 +613,7 @@ async fn append_locked(
         )));
     }
     tx.commit().await.map_err(classify)?;
-    Ok((inserted, Some(Columns::chained(prev, &fresh).last_hash(Some(prev)))))
+    Ok(inserted)
 }
 
 /// A batch in column form, for `UNNEST`.
@@ -736,14 +660,6 @@ impl Columns {
             prev = hash;
         }
         cols
-    }
-
-    /// The hash of the last event, or `empty` when there is none.
-    fn last_hash(&self, empty: Option<Hash>) -> Option<Hash> {
-        self.hash
-            .last()
-            .and_then(|h| Hash::try_from(h.as_slice()).ok())
-            .or(empty)
     }
 
     fn push(&mut self, e: &AuditEvent, prev: Hash, hash: Hash) {

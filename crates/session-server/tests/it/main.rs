@@ -9,6 +9,7 @@ mod auth;
 mod forward_auth;
 mod hostile;
 mod persistence;
+mod postgres;
 mod redis;
 mod secrets;
 mod telemetry;

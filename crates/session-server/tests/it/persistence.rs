@@ -200,7 +200,10 @@ async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
 async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc = spawn(dir.path()).await;
-    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let http = client();
     let r = http
         .post(format!("{}/admin/v1/users", proc.admin))
@@ -234,7 +237,11 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
     for l in logins {
         match l.await.unwrap() {
             Ok(r) => {
-                assert_eq!(r.status(), StatusCode::OK, "an accepted request is answered in full");
+                assert_eq!(
+                    r.status(),
+                    StatusCode::OK,
+                    "an accepted request is answered in full"
+                );
                 finished += 1;
             }
             // Connections the closed listener never accepted are fine;

@@ -62,7 +62,7 @@ async fn fifty_concurrent_refreshes_of_one_token_on_the_cluster_rotate_exactly_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_refreshes_without_grace_leave_no_live_successor_but_the_winners() {
+async fn fifty_concurrent_refreshes_without_grace_rotate_once_and_revoke_the_family() {
     let store = cluster_store().await;
     let secrets = secrets();
     let now = base_time();
