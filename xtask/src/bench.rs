@@ -652,6 +652,17 @@ fn http(args: &BenchArgs) -> Result<()> {
     } else {
         print!("{}", table(&results));
     }
+    let failed: Vec<&str> = results
+        .rows
+        .iter()
+        .filter(|row| {
+            matches!(row.workload.as_str(), "refresh" | "create") && row.report.errors > 0
+        })
+        .map(|row| row.workload.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("errors in {} (which must have none)", failed.join(" and "));
+    }
     Ok(())
 }
 

@@ -371,7 +371,10 @@ pub(crate) async fn refresh(
     match state.service.refresh(&token, &client).await {
         Ok(issued) => {
             metrics::counter!("session_refreshes_total", "outcome" => "rotated").increment(1);
-            Ok(issued_response(&state, &issued, bearer, StatusCode::OK))
+            let mut res = issued_response(&state, &issued, bearer, StatusCode::OK);
+            res.extensions_mut()
+                .insert(crate::telemetry::Outcome("rotated"));
+            Ok(res)
         }
         Err(e) => {
             let outcome = match &e {
@@ -387,6 +390,8 @@ pub(crate) async fn refresh(
                 clear_cookies(&mut res);
             }
             no_store(&mut res);
+            res.extensions_mut()
+                .insert(crate::telemetry::Outcome(outcome));
             Ok(res)
         }
     }

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc as std_mpsc};
 use std::thread;
@@ -22,6 +23,9 @@ pub const OUTBOX_FILE: &str = "audit-outbox.jsonl";
 pub const REJECTED_FILE: &str = "audit-outbox.rejected";
 /// Held locked while an outbox is open: one process per outbox.
 pub const LOCK_FILE: &str = "audit-outbox.lock";
+
+/// The outbox's files hold user ids, IPs and user agents: owner only.
+const PRIVATE: u32 = 0o600;
 
 /// How the outbox behaves.
 #[derive(Debug, Clone)]
@@ -293,6 +297,7 @@ struct Recovered {
 fn open_files(dir: &Path) -> io::Result<(File, File, Recovered)> {
     std::fs::create_dir_all(dir)?;
     let lock = OpenOptions::new()
+        .mode(PRIVATE)
         .create(true)
         .truncate(false)
         .write(true)
@@ -304,6 +309,7 @@ fn open_files(dir: &Path) -> io::Result<(File, File, Recovered)> {
     let path = dir.join(OUTBOX_FILE);
     let existed = path.exists();
     let file = OpenOptions::new()
+        .mode(PRIVATE)
         .create(true)
         .append(true)
         .read(true)
@@ -413,7 +419,12 @@ fn compact(file: &mut File, path: &Path, shared: &Shared, compact_bytes: u64) ->
         let tmp = path.with_extension("jsonl.tmp");
         let mut src = File::open(path)?;
         src.seek(SeekFrom::Start(delivered))?;
-        let mut dst = File::create(&tmp)?;
+        let mut dst = OpenOptions::new()
+            .mode(PRIVATE)
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
         io::copy(&mut src.take(durable - delivered), &mut dst)?;
         dst.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -458,6 +469,7 @@ fn read_batch(dir: &Path, offset: u64, end: u64, max: usize) -> io::Result<Batch
             Err(e) => {
                 tracing::error!(error = %e, file = REJECTED_FILE, "unreadable audit outbox line set aside");
                 let mut rejected = OpenOptions::new()
+                    .mode(PRIVATE)
                     .create(true)
                     .append(true)
                     .open(dir.join(REJECTED_FILE))?;

@@ -292,3 +292,46 @@ async fn while_redis_is_down_requests_get_503_and_service_resumes_by_itself() {
     );
     let _ = json!({});
 }
+
+#[tokio::test]
+async fn the_server_runs_on_a_redis_cluster() {
+    let nodes = std::env::var("REDIS_CLUSTER_NODES").expect(
+        "REDIS_CLUSTER_NODES names a 3-node cluster; run the tests through `cargo xtask test`",
+    );
+    let url = format!("redis+cluster://{nodes}");
+    let a = on_redis(&url).await;
+    let b = sibling(&a, &url).await;
+    let ready: serde_json::Value = a
+        .http
+        .get(a.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["store"], "redis-cluster");
+    let t = a.bearer_session("cluster-alice").await;
+    assert_eq!(
+        b.login_bearer("cluster-alice", PASSWORD).await.status(),
+        StatusCode::OK,
+        "users are shared"
+    );
+    let next = b.refresh_bearer(&t.refresh).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let next = Tokens::from_body(next.json().await.unwrap());
+    assert_eq!(a.whoami(&next.access).await.status(), StatusCode::OK);
+    let r = a
+        .admin_req(Method::DELETE, "/admin/v1/users/cluster-alice/sessions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["revoked"], 2);
+    let started = Instant::now();
+    while b.whoami(&next.access).await.status() != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "revocation reached the other instance"
+        );
+    }
+}

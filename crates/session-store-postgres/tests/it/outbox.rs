@@ -2,6 +2,7 @@
 //! redelivery, compaction, and appends while PostgreSQL is unreachable.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use session_core::{AuditLog, AuditQuery, StoreError};
@@ -24,6 +25,11 @@ async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
     }
     assert!(outbox.flush(FLUSH).await, "delivered");
     assert_eq!(outbox.backlog(), 0);
+    let mode = std::fs::metadata(dir.path().join(OUTBOX_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner reads user ids and IPs");
     let got = outbox
         .query(&AuditQuery {
             limit: 1000,
