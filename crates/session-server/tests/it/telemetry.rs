@@ -281,7 +281,7 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
                 && attr(a, "http.response.status_code") == Some("401")
         })
         .unwrap_or_else(|| panic!("no failed refresh span in {spans:?}"));
-    assert_eq!(attr(&failed.attrs, "outcome").as_deref(), Some("invalid"));
+    assert_eq!(attr(&failed.attrs, "outcome"), Some("invalid"));
 
     assert!(
         spans.iter().any(|Exported { attrs: a, .. }| {
