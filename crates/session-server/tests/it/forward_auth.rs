@@ -16,6 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::{Json, Router};
 use reqwest::{Client, StatusCode};
+
+use crate::harness::free_port;
 use serde_json::{Value, json};
 
 /// How long any one process may take to start answering.
@@ -70,14 +72,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn nginx_program() -> PathBuf {

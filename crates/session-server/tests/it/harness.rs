@@ -256,3 +256,92 @@ pub async fn error_code(r: Response) -> (StatusCode, String) {
     );
     (status, body["error"].as_str().unwrap().to_owned())
 }
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `session-server` binary as a child process on free loopback
+/// ports, its stderr in a log file outside the data dir. Killed on drop.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub public: String,
+    pub admin: String,
+    pub data_dir: std::path::PathBuf,
+    log: tempfile::NamedTempFile,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `data_dir` with extra environment, and waits
+    /// until both listeners answer.
+    pub async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let (p, a) = (free_port(), free_port());
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_session-server"));
+        command
+            .env("SESSION_DATA_DIR", data_dir)
+            .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
+            .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            // Hermetic: only what a test passes configures telemetry.
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let server = Self {
+            child: command.spawn().unwrap(),
+            public: format!("http://127.0.0.1:{p}"),
+            admin: format!("http://127.0.0.1:{a}"),
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        let http = client();
+        for _ in 0..400 {
+            let up = |url: String| http.get(url).send();
+            if up(format!("{}/healthz", server.public)).await.is_ok()
+                && up(format!("{}/healthz", server.admin)).await.is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server did not start: {}", server.log());
+    }
+
+    /// The generated admin token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

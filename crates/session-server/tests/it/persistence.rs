@@ -1,6 +1,5 @@
 //! Nothing is lost across a restart, graceful or not.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -42,59 +41,15 @@ async fn a_graceful_restart_keeps_sessions_users_and_audit() {
     assert!(app.audit("").await.len() >= events_before + 2);
 }
 
-struct Proc {
-    child: Child,
-    public: String,
-    admin: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn(dir: &std::path::Path) -> Proc {
-    let (p, a) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_session-server"))
-        .env("SESSION_DATA_DIR", dir)
-        .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
-        .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
-        .env("SESSION_RATE_LIMIT_CREATE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proc = Proc {
-        child,
-        public: format!("http://127.0.0.1:{p}"),
-        admin: format!("http://127.0.0.1:{a}"),
-    };
-    let http = client();
-    for _ in 0..200 {
-        if http
-            .get(format!("{}/healthz", proc.public))
-            .send()
-            .await
-            .is_ok()
-        {
-            return proc;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not start");
+async fn spawn(dir: &std::path::Path) -> ServerProcess {
+    ServerProcess::spawn(dir, &[("SESSION_RATE_LIMIT_CREATE", "0")]).await
 }
 
 #[tokio::test]
 async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc = spawn(dir.path()).await;
-    let token = std::fs::read_to_string(dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = proc.admin_token();
     let http = client();
     let r = http
         .post(format!("{}/admin/v1/users", proc.admin))
@@ -200,10 +155,7 @@ async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
 async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc = spawn(dir.path()).await;
-    let token = std::fs::read_to_string(dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = proc.admin_token();
     let http = client();
     let r = http
         .post(format!("{}/admin/v1/users", proc.admin))
@@ -227,12 +179,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(proc.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    proc.terminate();
     let mut finished = 0;
     for l in logins {
         match l.await.unwrap() {

@@ -17,14 +17,6 @@ fn redis_server_bin() -> String {
     std::env::var("SESSION_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn on_redis(url: &str) -> App {
     let url = url.to_owned();
     App::start_with(move |raw| raw.set("store", url)).await

@@ -1,52 +1,26 @@
 //! No token or password ever appears where it must not: logs, the
 //! database files, or any response but the one that issues it.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn tokens_and_passwords_appear_in_no_log_no_file_and_no_other_response() {
     let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("server.log");
-    let (p, a) = (free_port(), free_port());
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_session-server"))
-        .env("SESSION_DATA_DIR", dir.path().join("data"))
-        .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
-        .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
-        .env("RUST_LOG", "trace")
-        // Without a grace window the replay below is a reuse, not a re-issue.
-        .env("SESSION_REFRESH_GRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let public = format!("http://127.0.0.1:{p}");
-    let admin = format!("http://127.0.0.1:{a}");
+    let server = ServerProcess::spawn(
+        &dir.path().join("data"),
+        &[
+            ("RUST_LOG", "trace"),
+            // Without a grace window the replay below is a reuse, not a re-issue.
+            ("SESSION_REFRESH_GRACE", "0"),
+        ],
+    )
+    .await;
+    let (public, admin) = (server.public.clone(), server.admin.clone());
     let http = client();
-    for _ in 0..200 {
-        if http.get(format!("{public}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let admin_token = std::fs::read_to_string(dir.path().join("data/admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let admin_token = server.admin_token();
     let password = "Tr0ub4dor&3-unique-password";
     let mut secrets: Vec<String> = vec![password.to_owned()];
     let mut other_bodies = Vec::new();
@@ -136,9 +110,8 @@ async fn tokens_and_passwords_appear_in_no_log_no_file_and_no_other_response() {
     );
     other_bodies.push(r.text().await.unwrap());
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = server.log();
+    drop(server);
     assert!(log.contains("request"), "the log was captured");
     secrets.push(admin_token.clone());
     for s in &secrets {

@@ -1,7 +1,6 @@
 //! OpenTelemetry export: the real binary sends its request spans over
 //! OTLP/HTTP JSON to a receiver on loopback, and no secret rides along.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,89 +44,47 @@ async fn receiver() -> (String, Received) {
     (url, received)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The real binary, with its own telemetry settings.
+struct Server(ServerProcess);
 
-struct Server {
-    child: Child,
-    public: String,
-    admin: String,
-    stderr: std::path::PathBuf,
+impl std::ops::Deref for Server {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
 }
 
 impl Server {
     /// The binary with `SESSION_OTLP_ENDPOINT=otlp` and the standard
     /// `OTEL_EXPORTER_OTLP_ENDPOINT=otel_env` (which must not enable export).
     async fn spawn(dir: &std::path::Path, otlp: &str, otel_env: &str) -> Self {
-        let (p, a) = (free_port(), free_port());
-        let stderr = dir.join("server.stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_session-server"))
-            .env("SESSION_DATA_DIR", dir)
-            .env("SESSION_PUBLIC_ADDR", format!("127.0.0.1:{p}"))
-            .env("SESSION_ADMIN_ADDR", format!("127.0.0.1:{a}"))
-            .env("SESSION_OTLP_ENDPOINT", otlp)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otel_env)
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            public: format!("http://127.0.0.1:{p}"),
-            admin: format!("http://127.0.0.1:{a}"),
-            stderr,
-        };
-        let http = client();
-        for _ in 0..200 {
-            if http
-                .get(format!("{}/healthz", server.public))
-                .send()
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server did not start: {}", server.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        Self(
+            ServerProcess::spawn(
+                dir,
+                &[
+                    ("SESSION_OTLP_ENDPOINT", otlp),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", otel_env),
+                ],
+            )
+            .await,
+        )
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit.
     async fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
+        self.0.terminate();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(exit) = self.child.try_wait().unwrap() {
+            if let Some(exit) = self.0.child.try_wait().unwrap() {
                 assert!(exit.success(), "server exit {exit}: {}", self.log());
                 return;
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
                 panic!("server did not stop within 10 s: {}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
