@@ -19,11 +19,15 @@ fn cli() -> Command {
             Command::new("print-default-config")
                 .about("Print a commented TOML file with every default"),
         )
+        .subcommand(Command::new("migrate").about(
+            "Apply the PostgreSQL audit log's migrations (to `--audit`) as the schema owner, then exit",
+        ))
         .arg(
             Arg::new("config")
                 .long("config")
                 .value_name("FILE")
-                .help("TOML configuration file (keys: the setting names below, lower case)"),
+                .help("TOML configuration file (keys: the setting names below, lower case)")
+                .global(true),
         );
     for s in SETTINGS {
         let long: &'static str = Box::leak(s.name.replace('_', "-").into_boxed_str());
@@ -35,14 +39,37 @@ fn cli() -> Command {
                 .long(long)
                 .value_name("VALUE")
                 .help(help)
-                .action(ArgAction::Set),
+                .action(ArgAction::Set)
+                .global(true),
         );
     }
     cmd
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line on stderr (the cause chain, no
+/// backtrace, whatever `RUST_BACKTRACE` says) and exit status 1.
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("session-server: error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped on error");
+            eprintln!("session-server: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let matches = cli().get_matches();
     if matches.subcommand_matches("print-default-config").is_some() {
         print!("{}", default_config_toml());
@@ -59,6 +86,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let settings = raw.parse()?;
+    if matches.subcommand_matches("migrate").is_some() {
+        let url = settings.audit.as_deref().context(
+            "migrate needs the PostgreSQL audit URL: --audit postgres://… or SESSION_AUDIT",
+        )?;
+        session_store_postgres::migrate(url)
+            .await
+            .with_context(|| format!("migrating {}", session_server::compose::redact(url)))?;
+        println!("audit log schema is up to date");
+        return Ok(());
+    }
     let telemetry = session_server::telemetry::init(&settings)?;
     tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
 
