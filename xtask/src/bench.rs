@@ -82,6 +82,10 @@ pub(crate) struct BenchArgs {
     /// Also print the results as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// The servers' audit log (`SESSION_AUDIT`, e.g. a `postgres://` URL);
+    /// by default the store's (with Redis: SQLite in the data directory).
+    #[arg(long, value_name = "URL")]
+    audit: Option<String>,
     /// Use the release binaries already in `target/release` instead of
     /// building them (when the tree does not build at the moment).
     #[arg(long)]
@@ -140,6 +144,8 @@ struct Memory {
 struct Results {
     command: String,
     store: String,
+    /// The audit log's kind (never its URL, which may hold a password).
+    audit: String,
     pinned: bool,
     connections: usize,
     duration_s: u64,
@@ -148,6 +154,14 @@ struct Results {
     rows: Vec<Row>,
     memory: Option<Memory>,
     skipped: Vec<String>,
+}
+
+/// A URL's user part (which may hold a password) left out.
+fn redact(arg: &str) -> String {
+    match (arg.split_once("://"), arg.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://…@{host}"),
+        _ => arg.to_owned(),
+    }
 }
 
 fn loadavg() -> String {
@@ -229,6 +243,7 @@ struct Setup {
     data_dir: PathBuf,
     connections: usize,
     duration: u64,
+    audit: Option<String>,
 }
 
 impl Setup {
@@ -325,6 +340,7 @@ impl Server {
             .env("SESSION_LOG_FORMAT", "text")
             .env("RUST_LOG", "warn")
             .env("TOKIO_WORKER_THREADS", "1")
+            .envs(setup.audit.iter().map(|url| ("SESSION_AUDIT", url)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
@@ -437,13 +453,18 @@ fn http(args: &BenchArgs) -> Result<()> {
         data_dir,
         connections: args.connections,
         duration: args.duration,
+        audit: args.audit.clone(),
     };
     let mut results = Results {
         command: std::iter::once("cargo xtask bench".to_owned())
-            .chain(std::env::args().skip(2))
+            .chain(std::env::args().skip(2).map(|arg| redact(&arg)))
             .collect::<Vec<_>>()
             .join(" "),
         store: String::new(),
+        audit: args.audit.as_deref().map_or_else(
+            || "the default (SQLite)".to_owned(),
+            |url| url.split("://").next().unwrap_or("?").to_owned(),
+        ),
         pinned,
         connections: args.connections,
         duration_s: args.duration,
@@ -678,9 +699,10 @@ fn table(results: &Results) -> String {
     };
     let mut out = String::new();
     out.push_str(&format!(
-        "\nsession-server HTTP benchmark: store {}, {} connections, {} s per run, {}; \
-         load average {} before, {} after\n\n",
+        "\nsession-server HTTP benchmark: store {}, audit log {}, {} connections, {} s per run, \
+         {}; load average {} before, {} after\n\n",
         results.store,
+        results.audit,
         results.connections,
         results.duration_s,
         if results.pinned {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
-use tokio::sync::broadcast;
 
 use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
@@ -127,13 +126,25 @@ pub struct SessionService {
     secrets: TokenSecrets,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
-    revoked: broadcast::Sender<SessionId>,
+    on_revoke: RevokeHooks,
 }
+
+#[derive(Default)]
+struct RevokeHooks(std::sync::RwLock<Vec<RevokeHook>>);
+
+impl fmt::Debug for RevokeHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.read().map_or(0, |v| v.len());
+        write!(f, "RevokeHooks({n})")
+    }
+}
+
+/// Called synchronously with every session id this service revokes.
+pub type RevokeHook = Arc<dyn Fn(SessionId) + Send + Sync>;
 
 impl SessionService {
     /// Builds the service.
     pub fn new(parts: ServiceParts) -> Self {
-        let (revoked, _) = broadcast::channel(4096);
         Self {
             sessions: parts.sessions,
             users: parts.users,
@@ -142,7 +153,7 @@ impl SessionService {
             secrets: parts.secrets,
             clock: parts.clock,
             config: parts.config,
-            revoked,
+            on_revoke: RevokeHooks::default(),
         }
     }
 
@@ -171,10 +182,16 @@ impl SessionService {
         &self.audit
     }
 
-    /// Session ids revoked through this service instance, as they happen.
-    /// A lagging receiver must drop whatever it cached.
-    pub fn subscribe_revocations(&self) -> broadcast::Receiver<SessionId> {
-        self.revoked.subscribe()
+    /// Registers a hook called synchronously, before the revoking call
+    /// returns, with every session id this service revokes — so a cache
+    /// that registers one can never answer for a session already revoked
+    /// by this instance.
+    pub fn on_revoke(&self, hook: RevokeHook) {
+        self.on_revoke
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(hook);
     }
 
     async fn record(&self, event: AuditEvent) {
@@ -204,7 +221,15 @@ impl SessionService {
         client: &ClientInfo,
         note: Option<&str>,
     ) {
-        let _ = self.revoked.send(s.id);
+        for hook in self
+            .on_revoke
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            hook(s.id);
+        }
         metrics::counter!("session_revocations_total", "reason" => reason.as_str()).increment(1);
         let mut event = AuditEvent::new(AuditKind::SessionRevoked, actor, self.now())
             .session(s.id, s.user_id.clone())

@@ -161,23 +161,15 @@ impl Validator {
         Ok(auth)
     }
 
-    /// Follows this instance's own revocations.
+    /// Follows this instance's own revocations synchronously: a
+    /// revocation is in the set before the call that made it returns.
     pub fn follow_service(self: &Arc<Self>) {
-        let mut rx = self.service.subscribe_revocations();
         let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let event = rx.recv().await;
-                let Some(v) = this.upgrade() else { return };
-                match event {
-                    Ok(id) => v.revoked(id),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        v.cache.invalidate_all()
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+        self.service.on_revoke(Arc::new(move |id| {
+            if let Some(v) = this.upgrade() {
+                v.revoked(id);
             }
-        });
+        }));
     }
 
     /// Follows a store's cross-instance revocation feed, resubscribing
