@@ -6,6 +6,8 @@ use session_core::audit::{AuditEvent, AuditQuery};
 use session_core::{AuditLog, StoreError};
 use sqlx::{QueryBuilder, Sqlite};
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::SqliteStore;
 use crate::codec::{audit_from_row, instant, json_text};
 use crate::error::classify;
@@ -19,21 +21,7 @@ const APPEND: &str = concat!(
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        sqlx::query(APPEND)
-            .bind(event.id.to_string())
-            .bind(instant(event.at)?)
-            .bind(event.kind.as_str())
-            .bind(&event.session_id)
-            .bind(&event.user_id)
-            .bind(event.actor.as_str())
-            .bind(&event.ip)
-            .bind(&event.user_agent)
-            .bind(&event.reason)
-            .bind(json_text(&event.details)?)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.audit.append(Row::of(event)?).await
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
@@ -72,4 +60,130 @@ impl AuditLog for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.ping_db().await
     }
+}
+
+/// An event's column values, converted before it joins a batch so that a
+/// bad value fails its own append only.
+#[derive(Debug)]
+struct Row {
+    id: String,
+    at: i64,
+    kind: &'static str,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    actor: &'static str,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    reason: Option<String>,
+    details: String,
+}
+
+impl Row {
+    fn of(e: &AuditEvent) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: e.id.to_string(),
+            at: instant(e.at)?,
+            kind: e.kind.as_str(),
+            session_id: e.session_id.clone(),
+            user_id: e.user_id.clone(),
+            actor: e.actor.as_str(),
+            ip: e.ip.clone(),
+            user_agent: e.user_agent.clone(),
+            reason: e.reason.clone(),
+            details: json_text(&e.details)?,
+        })
+    }
+}
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Most events one transaction commits.
+const MAX_BATCH: usize = 256;
+
+/// Group commit for appends: one task drains whatever appends are waiting
+/// into one transaction — one fsync for the batch instead of one per
+/// event — and answers each caller once its event is durable.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<(Row, Waiter)>,
+}
+
+/// A batch failed; every event in it gets this (the batch's cause, as text,
+/// since one `sqlx::Error` cannot be handed to many callers).
+#[derive(Debug, thiserror::Error)]
+#[error("audit batch not committed: {0}")]
+struct BatchFailed(String);
+
+impl Writer {
+    /// Starts the writer task on the current runtime. It ends when the
+    /// store (and so the sender) is dropped.
+    pub(crate) fn start(pool: sqlx::SqlitePool) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(Row, Waiter)>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let result = commit(&pool, &batch).await;
+                for (_, waiter) in batch.drain(..) {
+                    let _ = waiter.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(e.again()),
+                    });
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    async fn append(&self, row: Row) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send((row, done)).await.map_err(|_| {
+            StoreError::unavailable(BatchFailed("the audit writer has stopped".into()))
+        })?;
+        wait.await.map_err(|_| {
+            StoreError::unavailable(BatchFailed("the audit writer has stopped".into()))
+        })?
+    }
+}
+
+/// A batch's outcome, copyable to each waiter.
+enum Failure {
+    Unavailable(String),
+    Other(String),
+}
+
+impl Failure {
+    fn again(&self) -> StoreError {
+        match self {
+            Self::Unavailable(m) => StoreError::unavailable(BatchFailed(m.clone())),
+            Self::Other(m) => StoreError::backend(BatchFailed(m.clone())),
+        }
+    }
+}
+
+async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), Failure> {
+    let fail = |e: sqlx::Error| {
+        let message = e.to_string();
+        match classify(e) {
+            StoreError::Unavailable(_) => Failure::Unavailable(message),
+            _ => Failure::Other(message),
+        }
+    };
+    let mut tx = pool.begin().await.map_err(fail)?;
+    for (r, _) in batch {
+        sqlx::query(APPEND)
+            .bind(&r.id)
+            .bind(r.at)
+            .bind(r.kind)
+            .bind(&r.session_id)
+            .bind(&r.user_id)
+            .bind(r.actor)
+            .bind(&r.ip)
+            .bind(&r.user_agent)
+            .bind(&r.reason)
+            .bind(&r.details)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)
 }

@@ -51,6 +51,7 @@ pub const MAX_CONNECTIONS: u32 = 8;
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    audit: audit::Writer,
 }
 
 impl SqliteStore {
@@ -82,6 +83,7 @@ impl SqliteStore {
             .map_err(classify_migration)?;
         tracing::info!(path = %path.display(), "opened the SQLite store");
         Ok(Self {
+            audit: audit::Writer::start(pool.clone()),
             pool,
             path: path.to_owned(),
         })

@@ -97,3 +97,52 @@ async fn concurrent_logins_never_exceed_the_per_user_limit() {
         .unwrap();
     assert_eq!(revoked.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_audit_appends_are_group_committed_and_each_lands_once() {
+    use session_core::AuditLog as _;
+    use session_core::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let store = std::sync::Arc::new(
+        session_store_sqlite::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let base = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let e = AuditEvent::new(
+                AuditKind::SessionRevoked,
+                Actor::Admin,
+                base + time::Duration::milliseconds(i),
+            )
+            .user("group-commit");
+            // Every append returns only once its event is committed; a
+            // repeat of the same id is a no-op.
+            store.append(&e).await.unwrap();
+            store.append(&e).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    store.close().await;
+    let reopened = session_store_sqlite::SqliteStore::open(&path)
+        .await
+        .unwrap();
+    let events = reopened
+        .query(&AuditQuery {
+            user_id: Some("group-commit".into()),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 300);
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 300);
+}
