@@ -731,3 +731,42 @@ async fn every_validation_mode_refuses_a_revoked_session_except_stateless() {
         );
     }
 }
+
+#[tokio::test]
+async fn es256_and_hs256_are_selectable_and_hmac_keys_stay_out_of_the_jwks() {
+    use base64::Engine as _;
+    for (alg, kty) in [("ES256", Some("EC")), ("HS256", None)] {
+        let app = App::start_with(|raw| {
+            raw.set("jwt_alg", alg)?;
+            raw.set("jwt_hs256_secret", "ab".repeat(32))
+        })
+        .await;
+        let t = app.admin_session("u1").await;
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.access.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], alg);
+        assert_eq!(
+            app.whoami(&t.access).await.status(),
+            StatusCode::OK,
+            "{alg}"
+        );
+        let jwks: Value = app
+            .http
+            .get(app.public("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let keys = jwks["keys"].as_array().unwrap();
+        match kty {
+            Some(kty) => assert!(keys.iter().all(|k| k["kty"] == kty && k.get("d").is_none())),
+            None => assert!(keys.is_empty(), "HMAC keys are never published"),
+        }
+    }
+}
