@@ -553,6 +553,17 @@ pub(crate) async fn list_keys(State(state): State<AppState>) -> Response {
 
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", responses((status = 201, description = "{\"key\": {...}}")), security(("admin_token" = [])))]
 pub(crate) async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
+    // Prove the key file is writable before changing the ring, so a
+    // read-only mount cannot leave this instance signing with a key that
+    // exists nowhere else.
+    if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
+        tracing::error!(error = %e, "the key file is not writable; rotation refused");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keys_not_writable",
+            "the signing-key file cannot be written; rotate offline and restart (see the runbook)",
+        ));
+    }
     let info = state.service.rotate_keys().await?;
     if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
         tracing::error!(error = %e, "rotated key could not be saved; it will be lost on restart");
