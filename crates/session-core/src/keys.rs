@@ -266,6 +266,12 @@ impl fmt::Debug for Material {
     }
 }
 
+/// A parsed asymmetric private key (zeroized on drop by its crate).
+enum Signer {
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    P256(Box<p256::ecdsa::SigningKey>),
+}
+
 /// One key of the ring, with everything verification needs built once.
 struct Key {
     kid: String,
@@ -276,6 +282,11 @@ struct Key {
     expires_at: Option<OffsetDateTime>,
     material: Material,
     encoding: EncodingKey,
+    /// The parsed private key, so signing does not re-read PKCS#8 and
+    /// re-derive the public point on every token (jsonwebtoken's
+    /// `crypto::sign` does both); `None` for HS256, which signs through
+    /// `encoding`.
+    signer: Option<Signer>,
     decoding: DecodingKey,
     /// The base64url of this key's JWS header, the same for every token.
     header_b64: String,
@@ -296,6 +307,23 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
+    /// The base64url JWS signature of `message` with this key.
+    fn sign(&self, message: &[u8]) -> Result<String, KeyError> {
+        match &self.signer {
+            Some(Signer::Ed25519(sk)) => {
+                use ed25519_dalek::Signer as _;
+                Ok(URL_SAFE_NO_PAD.encode(sk.sign(message).to_bytes()))
+            }
+            Some(Signer::P256(sk)) => {
+                use p256::ecdsa::signature::Signer as _;
+                let signature: p256::ecdsa::Signature = sk.sign(message);
+                Ok(URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+            }
+            None => jsonwebtoken::crypto::sign(message, &self.encoding, self.alg.jwt())
+                .map_err(|e| KeyError::Sign(Box::new(e))),
+        }
+    }
+
     /// Builds a key from its private material; derives the public half,
     /// the JWK and the header once.
     fn from_material(
@@ -304,7 +332,7 @@ impl Key {
         material: Zeroizing<Vec<u8>>,
         created_at: OffsetDateTime,
     ) -> Result<Self, KeyError> {
-        let (encoding, decoding, public_jwk) = match alg {
+        let (encoding, decoding, public_jwk, signer) = match alg {
             SigningAlgorithm::EdDSA => {
                 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
                 let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&material)
@@ -322,6 +350,7 @@ impl Key {
                     EncodingKey::from_ed_der(&material),
                     DecodingKey::from_ed_der(&public),
                     Some(jwk),
+                    Some(Signer::Ed25519(Box::new(sk))),
                 )
             }
             SigningAlgorithm::ES256 => {
@@ -345,6 +374,7 @@ impl Key {
                     EncodingKey::from_ec_der(&material),
                     DecodingKey::from_ec_der(point.as_bytes()),
                     Some(jwk),
+                    Some(Signer::P256(Box::new(sk))),
                 )
             }
             SigningAlgorithm::HS256 => {
@@ -354,6 +384,7 @@ impl Key {
                 (
                     EncodingKey::from_secret(&material),
                     DecodingKey::from_secret(&material),
+                    None,
                     None,
                 )
             }
@@ -373,6 +404,7 @@ impl Key {
             expires_at: None,
             material: Material(material),
             encoding,
+            signer,
             decoding,
             header_b64,
             public_jwk,
@@ -675,8 +707,7 @@ impl KeyRing {
         token.push_str(&key.header_b64);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &key.encoding, key.alg.jwt())
-            .map_err(|e| KeyError::Sign(Box::new(e)))?;
+        let signature = key.sign(token.as_bytes())?;
         token.push('.');
         token.push_str(&signature);
         if token.len() > MAX_ACCESS_TOKEN_LEN {
@@ -696,9 +727,7 @@ impl KeyRing {
             .iter()
             .find(|k| k.state == KeyState::Active)
             .ok_or_else(|| KeyError::Sign("the ring has no active key".into()))?;
-        let signature = jsonwebtoken::crypto::sign(message, &key.encoding, key.alg.jwt())
-            .map_err(|e| KeyError::Sign(Box::new(e)))?;
-        Ok((key.kid.clone(), signature))
+        Ok((key.kid.clone(), key.sign(message)?))
     }
 
     /// Verifies an access token strictly and returns its claims.
