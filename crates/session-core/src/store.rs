@@ -132,9 +132,22 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError>;
 
+    /// [`SessionStore::replace`] as a refresh does it. Stores that keep the
+    /// sealed grace successor apart, expiring with the grace window
+    /// (`params.grace`), override this; the default is `replace`.
+    async fn replace_refreshed(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        params: &RefreshParams,
+    ) -> Result<bool, StoreError> {
+        let _ = params;
+        self.replace(session, expected_version).await
+    }
+
     /// Applies a refresh: the core decision plus one atomic write. The
     /// default reads, decides with [`plan_refresh`] and writes with
-    /// [`SessionStore::replace`], retrying when it loses a race.
+    /// [`SessionStore::replace_refreshed`], retrying when it loses a race.
     async fn refresh(
         &self,
         presented: &PresentedRefresh,
@@ -181,7 +194,10 @@ pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
                 });
             }
             Some(new) => {
-                if store.replace(&new, session.version).await? {
+                if store
+                    .replace_refreshed(&new, session.version, params)
+                    .await?
+                {
                     return Ok(RefreshResult {
                         outcome: plan.outcome,
                         session: Some(new),

@@ -15,9 +15,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
-use session_core::rotation::{NextRefresh, RefreshOutcome, RefreshParams, plan_refresh};
-use session_core::secret::PresentedRefresh;
-use session_core::store::{MAX_CAS_ATTEMPTS, RefreshResult};
+use session_core::rotation::RefreshParams;
+use session_core::store::MAX_CAS_ATTEMPTS;
 use session_core::user::User;
 use session_core::{
     FeedEvent, RevocationFeed, RevokeReason, Session, SessionId, SessionStore, StoreError,
@@ -612,44 +611,16 @@ impl SessionStore for RedisStore {
         Ok(all)
     }
 
-    async fn refresh(
+    async fn replace_refreshed(
         &self,
-        presented: &PresentedRefresh,
-        next: &NextRefresh,
+        session: &Session,
+        expected_version: u64,
         params: &RefreshParams,
-        now: OffsetDateTime,
-    ) -> Result<RefreshResult, StoreError> {
-        // Read, decide in core, then one compare-and-swap script; the
-        // grace window is known here, so the sealed successor is kept for
-        // that window only.
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some(session) = self.read(&presented.session_id).await? else {
-                return Ok(RefreshResult {
-                    outcome: RefreshOutcome::Expired,
-                    session: None,
-                    anomalies: Vec::new(),
-                });
-            };
-            let plan = plan_refresh(&session, presented, next, params, now);
-            let Some(new) = plan.write else {
-                return Ok(RefreshResult {
-                    outcome: plan.outcome,
-                    session: Some(session),
-                    anomalies: plan.anomalies,
-                });
-            };
-            if self
-                .write(&new, session.version, Some(params.grace))
-                .await?
-            {
-                return Ok(RefreshResult {
-                    outcome: plan.outcome,
-                    session: Some(new),
-                    anomalies: plan.anomalies,
-                });
-            }
-        }
-        Err(StoreError::Contention)
+    ) -> Result<bool, StoreError> {
+        // The grace window is known here, so the sealed successor is kept
+        // for that window only (core's read-decide-CAS loop calls this).
+        self.write(session, expected_version, Some(params.grace))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
