@@ -60,7 +60,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             }
         }
         "redis" | "redis+cluster" => {
-            let store = RedisStore::connect(store_url, "session")
+            let store = RedisStore::connect(store_url, &settings.redis_prefix)
                 .await
                 .map(Arc::new)
                 .map_err(|source| StartupError::Store {

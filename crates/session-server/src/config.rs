@@ -67,6 +67,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "sqlite://PATH (default <data dir>/sessions.db), redis://HOST:PORT/DB, redis+cluster://HOST:PORT,HOST:PORT",
     ),
     s(
+        "redis_prefix",
+        Some("session"),
+        "prefix of every Redis key and of the revocation channel; deployments sharing one Redis need different prefixes",
+    ),
+    s(
         "audit",
         None,
         "postgres://… for the PostgreSQL audit log; default: the SQLite store",
@@ -235,6 +240,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub admin_token: Option<Secret>,
     pub store: String,
+    pub redis_prefix: String,
     pub audit: Option<String>,
     pub validation: ValidationMode,
     pub issuer: String,
@@ -409,6 +415,7 @@ impl RawSettings {
             admin_addr: parse_with("admin_addr", req("admin_addr")?)?,
             admin_token: get("admin_token").map(Secret::new),
             store,
+            redis_prefix: req("redis_prefix")?.to_owned(),
             audit: get("audit").map(str::to_owned),
             validation: parse_with("validation", req("validation")?)?,
             issuer: req("issuer")?.to_owned(),
