@@ -95,12 +95,7 @@ async fn a_trusted_backend_opens_a_session_with_metadata() {
     let me: Value = app.whoami(&t.access).await.json().await.unwrap();
     assert_eq!(me["user_id"], "u-42");
     assert_eq!(me["metadata"]["tenant"], "acme");
-    let r = app
-        .admin_req(Method::GET, &format!("/admin/v1/sessions/{}", t.session_id))
-        .send()
-        .await
-        .unwrap();
-    let s: Value = r.json().await.unwrap();
+    let s = app.admin_view(&t.session_id).await;
     assert_eq!(s["ip"], "203.0.113.5");
     assert_eq!(s["active"], true);
     let created = app.audit(&format!("session_id={}", t.session_id)).await;
@@ -159,15 +154,10 @@ async fn introspection_says_active_only_for_live_tokens() {
         false,
         "rotated away"
     );
-    let r = app
-        .admin_req(
-            Method::DELETE,
-            &format!("/admin/v1/sessions/{}", t.session_id),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.admin_revoke(&t.session_id).await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         check(next["access_token"].as_str().unwrap().into()).await["active"],
         false
@@ -179,21 +169,11 @@ async fn introspection_says_active_only_for_live_tokens() {
 async fn admin_reads_and_revokes_one_session() {
     let app = App::start().await;
     let t = app.admin_session("u1").await;
-    let r = app
-        .admin_req(Method::GET, &format!("/admin/v1/sessions/{}", t.session_id))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = app
-        .admin_req(
-            Method::DELETE,
-            &format!("/admin/v1/sessions/{}", t.session_id),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    app.admin_view(&t.session_id).await;
+    assert_eq!(
+        app.admin_revoke(&t.session_id).await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         app.whoami(&t.access).await.status(),
         StatusCode::UNAUTHORIZED

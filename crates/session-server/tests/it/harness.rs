@@ -104,6 +104,32 @@ impl App {
         Tokens::from_body(r.json().await.unwrap())
     }
 
+    /// `DELETE /admin/v1/sessions/{id}`: an operator revokes a session.
+    pub async fn admin_revoke(&self, session_id: &str) -> StatusCode {
+        self.admin_req(
+            reqwest::Method::DELETE,
+            &format!("/admin/v1/sessions/{session_id}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+    }
+
+    /// `GET /admin/v1/sessions/{id}` as JSON (asserting 200).
+    pub async fn admin_view(&self, session_id: &str) -> Value {
+        let r = self
+            .admin_req(
+                reqwest::Method::GET,
+                &format!("/admin/v1/sessions/{session_id}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
     pub async fn refresh_bearer(&self, refresh: &str) -> Response {
         self.http
             .post(self.public("/v1/auth/refresh"))

@@ -339,14 +339,7 @@ async fn trusted_proxies_decide_whose_forwarded_for_counts() {
         .await
         .unwrap();
     let t = Tokens::from_body(r.json().await.unwrap());
-    let s: Value = app
-        .admin_req(Method::GET, &format!("/admin/v1/sessions/{}", t.session_id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = app.admin_view(&t.session_id).await;
     assert_eq!(s["ip"], "198.51.100.23");
 
     let untrusting = App::start().await;
@@ -361,14 +354,7 @@ async fn trusted_proxies_decide_whose_forwarded_for_counts() {
         .await
         .unwrap();
     let t = Tokens::from_body(r.json().await.unwrap());
-    let s: Value = untrusting
-        .admin_req(Method::GET, &format!("/admin/v1/sessions/{}", t.session_id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = untrusting.admin_view(&t.session_id).await;
     assert_eq!(s["ip"], "127.0.0.1");
 }
 

@@ -76,15 +76,10 @@ async fn revocations_land_in_the_postgres_audit_log_and_the_chain_verifies() {
         sessions.push(app.admin_session(&format!("pg-user-{i}")).await);
     }
     for t in &sessions {
-        let r = app
-            .admin_req(
-                Method::DELETE,
-                &format!("/admin/v1/sessions/{}", t.session_id),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            app.admin_revoke(&t.session_id).await,
+            StatusCode::NO_CONTENT
+        );
     }
     let revoked = app.audit("kind=session_revoked").await;
     assert_eq!(revoked.len(), 5);

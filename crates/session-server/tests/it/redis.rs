@@ -64,15 +64,7 @@ async fn a_revocation_on_one_instance_is_felt_by_another_at_once() {
         // B has seen and cached the token as valid.
         assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
         assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
-        let r = a
-            .admin_req(
-                Method::DELETE,
-                &format!("/admin/v1/sessions/{}", t.session_id),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(a.admin_revoke(&t.session_id).await, StatusCode::NO_CONTENT);
         let started = Instant::now();
         loop {
             if verify().await.unwrap().status() == StatusCode::UNAUTHORIZED {
@@ -189,15 +181,10 @@ async fn while_redis_is_down_requests_get_503_and_service_resumes_by_itself() {
     let kept = app.admin_session("kept").await;
     let doomed = app.admin_session("doomed").await;
     assert_eq!(app.whoami(&kept.access).await.status(), StatusCode::OK);
-    let r = app
-        .admin_req(
-            Method::DELETE,
-            &format!("/admin/v1/sessions/{}", doomed.session_id),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.admin_revoke(&doomed.session_id).await,
+        StatusCode::NO_CONTENT
+    );
 
     let (port, dir) = redis.stop();
     // Every answer while Redis is away is a refusal: 503 (or 401 for the
