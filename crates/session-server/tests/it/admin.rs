@@ -491,3 +491,28 @@ async fn an_operators_note_on_a_revocation_is_kept_in_the_audit_details() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn password_length_is_the_operators_policy_within_sane_bounds() {
+    let app = App::start().await;
+    let add = |name: &'static str, password: String| {
+        app.admin_req(Method::POST, "/admin/v1/users")
+            .json(&json!({ "username": name, "password": password }))
+            .send()
+    };
+    assert_eq!(
+        add("short", "pw".into()).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.login_bearer("short", "pw").await.status(),
+        StatusCode::OK
+    );
+    for bad in [String::new(), "x".repeat(1025)] {
+        let r = add("bad", bad).await.unwrap();
+        assert_eq!(
+            error_code(r).await,
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".into())
+        );
+    }
+}
