@@ -9,6 +9,7 @@ use session_core::store::{AuditLog, SessionStore, UserStore};
 
 pub mod audit;
 pub mod fixtures;
+pub mod guarded;
 pub mod sessions;
 pub mod users;
 

@@ -8,10 +8,10 @@ use session_core::session::{Lifetimes, RevokeReason, Session};
 use session_core::{AuditLog, SessionStore, StoreError};
 use sqlx::Executor as _;
 
-use crate::support::{TempStore, db_path, raw_connection};
+use crate::support::{TempStore, db_path, raw_connection, temp_store};
 
 async fn stored_then_edited(sql: &str) -> (TempStore, Session) {
-    let store = TempStore::new().await;
+    let store = temp_store().await;
     let (session, _, _) = open_session(
         &secrets(),
         &unique_user("corrupt"),
@@ -19,7 +19,7 @@ async fn stored_then_edited(sql: &str) -> (TempStore, Session) {
         base_time(),
     );
     store.create(&session).await.unwrap();
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     let sql = sql.replace("{id}", &session.id.to_string());
     raw.execute(sql.as_str()).await.unwrap();
     (store, session)
@@ -81,8 +81,8 @@ async fn a_negative_generation_reads_as_corrupt() {
 
 #[tokio::test]
 async fn an_audit_event_of_an_unknown_kind_reads_as_corrupt() {
-    let store = TempStore::new().await;
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let store = temp_store().await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     raw.execute(
         "INSERT INTO audit_events (id, at, kind, actor, details) \
          VALUES ('0190b8d6-0000-7000-8000-000000000000', 0, 'session_deleted', 'system', '{}')",

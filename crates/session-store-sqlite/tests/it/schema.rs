@@ -7,12 +7,12 @@ use session_core::{AuditLog, SessionStore, StoreError};
 use session_store_sqlite::SqliteStore;
 use sqlx::{Executor as _, Row as _};
 
-use crate::support::{TempStore, db_path, raw_connection};
+use crate::support::{db_path, raw_connection, temp_store};
 
 #[tokio::test]
 async fn opening_leaves_the_file_in_wal_mode() {
-    let store = TempStore::new().await;
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let store = temp_store().await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut raw)
         .await
@@ -41,10 +41,10 @@ async fn migrations_are_recorded_and_not_applied_twice() {
 
 #[tokio::test]
 async fn the_audit_log_refuses_edits_and_deletions() {
-    let store = TempStore::new().await;
+    let store = temp_store().await;
     let event = AuditEvent::new(AuditKind::LoginFailed, Actor::System, base_time()).user("mallory");
     store.append(&event).await.unwrap();
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     assert!(
         raw.execute("UPDATE audit_events SET user_id = 'alice'")
             .await
@@ -60,8 +60,8 @@ async fn the_audit_log_refuses_edits_and_deletions() {
 
 #[tokio::test]
 async fn per_user_and_audit_lookups_use_an_index() {
-    let store = TempStore::new().await;
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let store = temp_store().await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     for (sql, index) in [
         (
             "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE user_id = 'u' AND revoked_at IS NULL ORDER BY created_at",
@@ -107,7 +107,7 @@ async fn a_file_that_is_not_a_database_is_refused_as_corrupt() {
 
 #[tokio::test]
 async fn a_closed_store_is_unavailable() {
-    let store = TempStore::new().await;
+    let store = temp_store().await;
     let (session, _, _) = open_session(
         &secrets(),
         &unique_user("closed"),
@@ -131,14 +131,14 @@ async fn a_closed_store_is_unavailable() {
 
 #[tokio::test]
 async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_not_lost() {
-    let store = TempStore::new().await;
+    let store = temp_store().await;
     let (session, _, _) = open_session(
         &secrets(),
         &unique_user("locked"),
         &Lifetimes::default(),
         base_time(),
     );
-    let mut raw = raw_connection(&db_path(store.dir.path())).await;
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
     raw.execute("BEGIN IMMEDIATE").await.unwrap();
     let err = store
         .create(&session)

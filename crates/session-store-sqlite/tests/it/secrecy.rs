@@ -7,7 +7,7 @@ use session_core::SessionStore;
 use session_core::rotation::RefreshOutcome;
 use session_core::session::Lifetimes;
 
-use crate::support::{TempStore, bytes_on_disk};
+use crate::support::{bytes_on_disk, temp_store};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -15,7 +15,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn the_database_files_never_hold_a_plaintext_refresh_token() {
-    let store = TempStore::new().await;
+    let store = temp_store().await;
     let secrets = secrets();
     let now = base_time();
     let (session, first, p0) = open_session(
@@ -65,7 +65,7 @@ async fn the_database_files_never_hold_a_plaintext_refresh_token() {
         }
     };
     // While open, the writes sit in the WAL; after closing, in the main file.
-    check(&bytes_on_disk(store.dir.path()));
+    check(&bytes_on_disk(store.guard.path()));
     store.store.close().await;
-    check(&bytes_on_disk(store.dir.path()));
+    check(&bytes_on_disk(store.guard.path()));
 }
