@@ -60,7 +60,9 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         expected_version: u64,
         params: &RefreshParams,
     ) -> Result<bool, StoreError> {
-        self.store.replace_refreshed(session, expected_version, params).await
+        self.store
+            .replace_refreshed(session, expected_version, params)
+            .await
     }
 
     async fn revoke(
@@ -81,7 +83,11 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         self.store.revoke_user(user_id, reason, now).await
     }
 
-    async fn list_user(&self, user_id: &str, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+    async fn list_user(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError> {
         self.store.list_user(user_id, now).await
     }
 

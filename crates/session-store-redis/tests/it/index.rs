@@ -4,8 +4,8 @@
 use session_conformance::fixtures::{base_time, open_session, secrets, secs, unique_user};
 use session_core::{Lifetimes, RevokeReason, SessionStore, StoreError};
 
-use crate::both_stores;
 use crate::servers::Throwaway;
+use crate::{Probe as _, both_stores};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_create_never_shows_the_session_in_the_impostors_list() {

@@ -16,14 +16,8 @@ mod servers;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use session_core::rotation::{NextRefresh, RefreshParams};
-use session_core::secret::PresentedRefresh;
-use session_core::store::RefreshResult;
-use session_core::user::User;
-use session_core::{
-    FeedEvent, RevokeReason, Session, SessionId, SessionStore, StoreError, UserStore,
-};
+use session_conformance::guarded::Guarded;
+use session_core::{FeedEvent, SessionId};
 use session_store_redis::RedisStore;
 use time::OffsetDateTime;
 
@@ -71,7 +65,7 @@ pub(crate) async fn single_store_with_prefix(prefix: &str) -> Arc<Cleaned> {
     let store = RedisStore::connect(&url, prefix)
         .await
         .unwrap_or_else(|e| panic!("Redis at {url} is required (set REDIS_URL): {e:?}"));
-    Arc::new(Cleaned::new(store, vec![url], false))
+    Arc::new(cleaned(store, vec![url], false))
 }
 
 /// A store on the test cluster under a fresh prefix; its keys are deleted
@@ -83,61 +77,72 @@ pub(crate) async fn cluster_store() -> Arc<Cleaned> {
         .await
         .unwrap_or_else(|e| panic!("the Redis cluster at {url} is required: {e:?}"));
     assert!(store.is_cluster());
-    Arc::new(Cleaned::new(
+    Arc::new(cleaned(
         store,
         nodes.iter().map(|n| format!("redis://{n}")).collect(),
         true,
     ))
 }
 
-/// A [`RedisStore`] that deletes every key under its prefix on drop, on
-/// every node it knows.
-#[derive(Debug)]
-pub(crate) struct Cleaned {
-    pub(crate) store: RedisStore,
-    nodes: Vec<String>,
-    cluster: bool,
-}
+/// A [`RedisStore`] whose keys are deleted when it is dropped.
+pub(crate) type Cleaned = Guarded<RedisStore, KeyCleaner>;
 
-impl Cleaned {
-    fn new(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Self {
-        Self {
-            store,
+fn cleaned(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Cleaned {
+    let pattern = store.key_pattern();
+    Guarded::new(
+        store,
+        KeyCleaner {
             nodes,
             cluster,
-        }
-    }
+            pattern,
+        },
+    )
+}
 
+/// Deletes every key matching its pattern, on every node it knows, when
+/// dropped (after the store, which [`Guarded`] drops first).
+#[derive(Debug)]
+pub(crate) struct KeyCleaner {
+    nodes: Vec<String>,
+    cluster: bool,
+    pattern: String,
+}
+
+/// Direct looks at a test store's keys, beside the store's own API.
+pub(crate) trait Probe {
     /// A plain connection to the node that serves `key`.
-    pub(crate) fn node_for(&self, key: &str) -> redis::Connection {
-        let url = if self.cluster {
+    fn node_for(&self, key: &str) -> redis::Connection;
+    /// Runs `cmd` (whose first argument is `key`) on the node serving `key`.
+    fn raw<T: redis::FromRedisValue>(&self, key: &str, cmd: &mut redis::Cmd) -> T {
+        cmd.query(&mut self.node_for(key)).unwrap()
+    }
+    /// The absolute expiry of `key` in Unix ms (-1 none, -2 no key).
+    fn pexpiretime(&self, key: &str) -> i64 {
+        self.raw(key, redis::cmd("PEXPIRETIME").arg(key))
+    }
+    /// Every key under the prefix, on every node.
+    fn keys(&self) -> Vec<String>;
+}
+
+impl Probe for Cleaned {
+    fn node_for(&self, key: &str) -> redis::Connection {
+        let url = if self.guard.cluster {
             format!("redis://{}", servers::cluster_node_of(key))
         } else {
-            self.nodes[0].clone()
+            self.guard.nodes[0].clone()
         };
         redis::Client::open(url).unwrap().get_connection().unwrap()
     }
 
-    /// Runs `cmd` (whose first argument is `key`) on the node serving `key`.
-    pub(crate) fn raw<T: redis::FromRedisValue>(&self, key: &str, cmd: &mut redis::Cmd) -> T {
-        cmd.query(&mut self.node_for(key)).unwrap()
-    }
-
-    /// The absolute expiry of `key` in Unix ms (-1 none, -2 no key).
-    pub(crate) fn pexpiretime(&self, key: &str) -> i64 {
-        self.raw(key, redis::cmd("PEXPIRETIME").arg(key))
-    }
-
-    /// Every key under the prefix, on every node.
-    pub(crate) fn keys(&self) -> Vec<String> {
+    fn keys(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for node in &self.nodes {
+        for node in &self.guard.nodes {
             let mut con = redis::Client::open(node.as_str())
                 .unwrap()
                 .get_connection()
                 .unwrap();
             let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(self.store.key_pattern())
+                .arg(&self.guard.pattern)
                 .query(&mut con)
                 .unwrap();
             out.extend(keys);
@@ -146,7 +151,7 @@ impl Cleaned {
     }
 }
 
-impl Drop for Cleaned {
+impl Drop for KeyCleaner {
     fn drop(&mut self) {
         for node in &self.nodes {
             let Ok(client) = redis::Client::open(node.as_str()) else {
@@ -156,87 +161,12 @@ impl Drop for Cleaned {
                 continue;
             };
             let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
-                .arg(self.store.key_pattern())
+                .arg(&self.pattern)
                 .query(&mut con)
                 .unwrap_or_default();
             for key in keys {
                 let _: Result<i64, _> = redis::cmd("DEL").arg(key).query(&mut con);
             }
         }
-    }
-}
-
-#[async_trait]
-impl SessionStore for Cleaned {
-    async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        self.store.create(session).await
-    }
-    async fn create_limited(
-        &self,
-        session: &Session,
-        max: u32,
-        now: OffsetDateTime,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.store.create_limited(session, max, now).await
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.store.get(id).await
-    }
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        self.store.replace(session, expected_version).await
-    }
-    async fn revoke(
-        &self,
-        id: &SessionId,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> Result<Option<Session>, StoreError> {
-        self.store.revoke(id, reason, now).await
-    }
-    async fn revoke_user(
-        &self,
-        user_id: &str,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.store.revoke_user(user_id, reason, now).await
-    }
-    async fn list_user(
-        &self,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.store.list_user(user_id, now).await
-    }
-    async fn refresh(
-        &self,
-        presented: &PresentedRefresh,
-        next: &NextRefresh,
-        params: &RefreshParams,
-        now: OffsetDateTime,
-    ) -> Result<RefreshResult, StoreError> {
-        self.store.refresh(presented, next, params, now).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.store.purge_expired(now).await
-    }
-}
-
-#[async_trait]
-impl UserStore for Cleaned {
-    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        self.store.create_user(user).await
-    }
-    async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
-        self.store.get_user(username).await
-    }
-    async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
-        self.store.set_password(username, password_hash).await
-    }
-    async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {
-        self.store.delete_user(username).await
     }
 }

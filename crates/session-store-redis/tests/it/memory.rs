@@ -5,7 +5,7 @@ use session_core::anomaly::ClientInfo;
 use session_core::rotation::RefreshOutcome;
 use session_core::{Lifetimes, Session, SessionId, SessionStore};
 
-use crate::{Cleaned, single_store_with_prefix, unique_prefix};
+use crate::{Cleaned, Probe as _, single_store_with_prefix, unique_prefix};
 
 /// The budget per live session: its key and its share of its user's index.
 const BUDGET: i64 = 600;
