@@ -24,16 +24,37 @@ use time::OffsetDateTime;
 
 const FORMAT: u8 = 1;
 
-const REASONS: [RevokeReason; 8] = [
-    RevokeReason::Logout,
-    RevokeReason::Admin,
-    RevokeReason::UserRevoked,
-    RevokeReason::RevokeAll,
-    RevokeReason::PasswordChanged,
-    RevokeReason::ReuseDetected,
-    RevokeReason::Anomaly,
-    RevokeReason::SessionLimit,
-];
+/// The stored byte of a revoke reason. Exhaustive on purpose: a new
+/// reason does not compile until it has its own byte here and in
+/// [`reason_from_byte`]. Bytes are part of the stored format: never reuse one.
+fn reason_byte(reason: RevokeReason) -> u8 {
+    match reason {
+        RevokeReason::Logout => 0,
+        RevokeReason::Admin => 1,
+        RevokeReason::UserRevoked => 2,
+        RevokeReason::RevokeAll => 3,
+        RevokeReason::PasswordChanged => 4,
+        RevokeReason::ReuseDetected => 5,
+        RevokeReason::Anomaly => 6,
+        RevokeReason::SessionLimit => 7,
+    }
+}
+
+/// The revoke reason of a stored byte; a byte no reason has is an error,
+/// never a guess (a tombstone must keep why it was revoked).
+fn reason_from_byte(byte: u8) -> Result<RevokeReason, DecodeError> {
+    Ok(match byte {
+        0 => RevokeReason::Logout,
+        1 => RevokeReason::Admin,
+        2 => RevokeReason::UserRevoked,
+        3 => RevokeReason::RevokeAll,
+        4 => RevokeReason::PasswordChanged,
+        5 => RevokeReason::ReuseDetected,
+        6 => RevokeReason::Anomaly,
+        7 => RevokeReason::SessionLimit,
+        other => return Err(DecodeError::Reason(other)),
+    })
+}
 
 /// Why a stored session could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +67,8 @@ pub(crate) enum DecodeError {
     Truncated,
     #[error("session record body is malformed")]
     Malformed,
+    #[error("session record has unknown revoke reason {0}")]
+    Reason(u8),
     #[error("session metadata is not JSON")]
     Metadata(#[source] serde_json::Error),
 }
@@ -106,8 +129,7 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
         Some(rv) => {
             d.push(1);
             put_ts(&mut d, rv.at);
-            let i = REASONS.iter().position(|r| *r == rv.reason).unwrap_or(0);
-            d.push(u8::try_from(i).unwrap_or(0));
+            d.push(reason_byte(rv.reason));
         }
         None => d.push(0),
     }
@@ -164,9 +186,7 @@ pub(crate) fn decode(
     }
     let revoked = if rd.byte()? == 1 {
         let at = rd.ts()?;
-        let reason = *REASONS
-            .get(usize::from(rd.byte()?))
-            .ok_or(DecodeError::Malformed)?;
+        let reason = reason_from_byte(rd.byte()?)?;
         Some(Revocation { at, reason })
     } else {
         None
@@ -316,6 +336,17 @@ mod tests {
         })
     }
 
+    const REASONS: [RevokeReason; 8] = [
+        RevokeReason::Logout,
+        RevokeReason::Admin,
+        RevokeReason::UserRevoked,
+        RevokeReason::RevokeAll,
+        RevokeReason::PasswordChanged,
+        RevokeReason::ReuseDetected,
+        RevokeReason::Anomaly,
+        RevokeReason::SessionLimit,
+    ];
+
     prop_compose! {
         fn arb_session()(
             user in ".{0,40}",
@@ -377,6 +408,38 @@ mod tests {
             deadline_ms(OffsetDateTime::UNIX_EPOCH - Duration::days(1)),
             1
         );
+    }
+
+    #[test]
+    fn every_reason_keeps_its_stored_byte() {
+        for (byte, reason) in REASONS.iter().enumerate() {
+            let byte = u8::try_from(byte).unwrap();
+            assert_eq!(reason_byte(*reason), byte, "{reason:?}");
+            assert_eq!(reason_from_byte(byte).unwrap(), *reason);
+        }
+    }
+
+    #[test]
+    fn an_unknown_revoke_reason_is_a_decode_error_not_a_logout() {
+        let id = SessionId::generate();
+        let mut s = Session::new(
+            id,
+            "u".into(),
+            TokenDigest::of("t"),
+            &Lifetimes::default(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        s.revoke(RevokeReason::Admin, OffsetDateTime::UNIX_EPOCH);
+        let mut v = encode(&s);
+        // The reason byte is the last byte of a revoked record.
+        *v.last_mut().unwrap() = 200;
+        assert!(matches!(
+            decode(id, &v, None),
+            Err(DecodeError::Reason(200))
+        ));
+        for byte in 8..=u8::MAX {
+            assert!(reason_from_byte(byte).is_err(), "{byte}");
+        }
     }
 
     #[test]
