@@ -31,6 +31,7 @@ macro_rules! __session_store_checks {
             get_returns_what_was_created,
             a_revoked_session_reads_back_as_a_tombstone,
             replace_with_a_stale_version_fails,
+            replace_never_clears_a_revocation,
             refresh_rotates_the_live_token,
             concurrent_rotations_of_one_token_leave_one_live_successor,
             concurrent_rotations_without_grace_revoke_the_family,

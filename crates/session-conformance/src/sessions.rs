@@ -241,6 +241,49 @@ pub async fn replace_with_a_stale_version_fails(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// A write never un-revokes a session: `replace` with the current version
+/// but without the revocation answers false and leaves the tombstone as it
+/// was; a write that keeps it revoked goes through.
+pub async fn replace_never_clears_a_revocation(store: Arc<dyn SessionStore>) {
+    let secrets = secrets();
+    let now = base_time();
+    let (session, _, _) = opened(&*store, &secrets, &unique_user("unrevoke"), now).await;
+    let tombstone = store
+        .revoke(&session.id, RevokeReason::Admin, secs(now, 1))
+        .await
+        .expect("revoke")
+        .expect("an active session is revoked");
+
+    let mut revived = tombstone.clone();
+    revived.revoked = None;
+    revived.version += 1;
+    revived.metadata = serde_json::json!({ "revived": true });
+    assert!(
+        !store
+            .replace(&revived, tombstone.version)
+            .await
+            .expect("replace"),
+        "a write that clears the revocation is refused"
+    );
+    assert_eq!(
+        stored(&*store, &session.id).await,
+        tombstone,
+        "the tombstone is unchanged"
+    );
+
+    let mut annotated = tombstone.clone();
+    annotated.version += 1;
+    annotated.metadata = serde_json::json!({ "note": "kept revoked" });
+    assert!(
+        store
+            .replace(&annotated, tombstone.version)
+            .await
+            .expect("replace"),
+        "a write that keeps the revocation goes through"
+    );
+    assert_eq!(stored(&*store, &session.id).await, annotated);
+}
+
 /// Presenting the live token rotates it: the minted successor becomes
 /// live, the presented one becomes `previous`, the idle deadline moves,
 /// the client is recorded, and the successor rotates in turn.

@@ -134,7 +134,11 @@ impl SessionStore for MemoryStore {
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
         let mut sessions = lock(&self.sessions);
         match sessions.get_mut(&session.id) {
-            Some(stored) if stored.version == expected_version => {
+            // A write never un-revokes (see the trait).
+            Some(stored)
+                if stored.version == expected_version
+                    && (stored.revoked.is_none() || session.revoked.is_some()) =>
+            {
                 stored.clone_from(session);
                 Ok(true)
             }

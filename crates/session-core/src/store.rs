@@ -106,6 +106,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Replaces the stored session with `session` if the stored version is
     /// still `expected_version`; false when another writer got there first
     /// or the session is gone.
+    ///
+    /// **A write never un-revokes a session**: when the stored session is
+    /// revoked and `session` is not, nothing is written and the answer is
+    /// false, whatever the version. Revocation is final for every store.
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError>;
 
     /// Revokes one session. `Some(session)` when this call revoked an

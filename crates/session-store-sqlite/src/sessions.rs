@@ -90,12 +90,13 @@ const INSERT: &str = concat!(
      ON CONFLICT (id) DO NOTHING"
 );
 
+// A write never un-revokes: a revoked row is only ever rewritten revoked.
 const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_seen_at = ?4, \
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
      version = ?18 \
-     WHERE id = ?1 AND version = ?19";
+     WHERE id = ?1 AND version = ?19 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
