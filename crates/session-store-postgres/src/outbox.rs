@@ -393,7 +393,7 @@ fn run_file_writer(
             }
         }
         for done in compacts {
-            if let Err(e) = compact(&mut file, path, shared, compact_bytes) {
+            if let Err(e) = compact(&mut file, path, shared, compact_bytes, &|_| Ok(())) {
                 tracing::warn!(error = %e, "audit outbox compaction failed; will retry");
             }
             let _ = done.send(());
@@ -404,7 +404,22 @@ fn run_file_writer(
 /// Drops the delivered prefix: truncates an all-delivered file, or rewrites
 /// the undelivered rest once the prefix is large. Runs on the writer thread
 /// while the delivery task waits, so neither offset moves meanwhile.
-fn compact(file: &mut File, path: &Path, shared: &Shared, compact_bytes: u64) -> io::Result<()> {
+/// The points of a compaction where a fault can be injected (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompactStep {
+    /// The undelivered rest is copied and synced into the temp file.
+    Copied,
+    /// The temp file has replaced the outbox.
+    Renamed,
+}
+
+fn compact(
+    file: &mut File,
+    path: &Path,
+    shared: &Shared,
+    compact_bytes: u64,
+    fault: &dyn Fn(CompactStep) -> io::Result<()>,
+) -> io::Result<()> {
     let (delivered, durable) = {
         let st = shared.state();
         (st.delivered_offset, st.durable_len)
@@ -412,32 +427,49 @@ fn compact(file: &mut File, path: &Path, shared: &Shared, compact_bytes: u64) ->
     if delivered == 0 {
         return Ok(());
     }
+    let forget_delivered = || {
+        let mut st = shared.state();
+        st.durable_len -= delivered;
+        st.delivered_offset = 0;
+    };
     if delivered == durable {
         file.set_len(0)?;
-        file.sync_all()?;
-    } else if delivered >= compact_bytes {
-        let tmp = path.with_extension("jsonl.tmp");
-        let mut src = File::open(path)?;
-        src.seek(SeekFrom::Start(delivered))?;
-        let mut dst = OpenOptions::new()
-            .mode(PRIVATE)
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)?;
-        io::copy(&mut src.take(durable - delivered), &mut dst)?;
-        dst.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        *file = OpenOptions::new().append(true).read(true).open(path)?;
-    } else {
+        // The offsets follow the file at once, whatever the sync says.
+        forget_delivered();
+        return file.sync_all();
+    }
+    if delivered < compact_bytes {
         return Ok(());
     }
-    let mut st = shared.state();
-    st.durable_len -= delivered;
-    st.delivered_offset = 0;
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut src = File::open(path)?;
+    src.seek(SeekFrom::Start(delivered))?;
+    let mut dst = OpenOptions::new()
+        .mode(PRIVATE)
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&tmp)?;
+    io::copy(&mut src.take(durable - delivered), &mut dst)?;
+    dst.sync_all()?;
+    // The writer's next handle is opened before the rename, so that once
+    // the rename is done nothing can fail before the handle and the offsets
+    // are swapped together: a failure after the rename never leaves the
+    // writer appending to the unlinked old file.
+    let next = OpenOptions::new().append(true).read(true).open(&tmp)?;
+    fault(CompactStep::Copied)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    *file = next;
+    forget_delivered();
+    fault(CompactStep::Renamed)?;
+    // Makes the rename durable; until then a crash brings back the old
+    // file, whose delivered prefix is redelivered and skipped by id.
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
@@ -570,4 +602,87 @@ fn failed(
     let pause = *backoff;
     *backoff = (*backoff * 2).min(config.max_backoff);
     pause
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    fn outbox_with(dir: &Path, lines: &[&str]) -> (File, Shared) {
+        let path = dir.join(OUTBOX_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .unwrap();
+        for l in lines {
+            file.write_all(l.as_bytes()).unwrap();
+        }
+        let len: usize = lines.iter().map(|l| l.len()).sum();
+        let shared = Shared {
+            state: Mutex::new(State {
+                durable_len: len as u64,
+                durable_count: lines.len() as u64,
+                // The first line is delivered.
+                delivered_offset: lines[0].len() as u64,
+                delivered_count: 1,
+                failing: false,
+            }),
+            appended: Notify::new(),
+            delivered: watch::Sender::new(1),
+        };
+        (file, shared)
+    }
+
+    #[test]
+    fn a_compaction_failing_after_its_rename_never_leaves_appends_in_an_unlinked_file() {
+        for step in [CompactStep::Copied, CompactStep::Renamed] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(OUTBOX_FILE);
+            let (mut file, shared) = outbox_with(dir.path(), &["delivered\n", "pending\n"]);
+            let fault = |at: CompactStep| {
+                if at == step {
+                    Err(io::Error::other("injected fault"))
+                } else {
+                    Ok(())
+                }
+            };
+            assert!(compact(&mut file, &path, &shared, 1, &fault).is_err());
+            // What the writer appends next must be in the file the delivery
+            // task reads, at the offsets the shared state names.
+            file.write_all(b"appended\n").unwrap();
+            file.sync_data().unwrap();
+            let on_disk = std::fs::read_to_string(&path).unwrap();
+            let st = shared.state();
+            let offset = usize::try_from(st.delivered_offset).unwrap();
+            assert_eq!(
+                &on_disk[offset..],
+                "pending\nappended\n",
+                "fault at {step:?}: the writer and the file parted ways"
+            );
+            assert_eq!(
+                st.durable_len + 9,
+                on_disk.len() as u64,
+                "fault at {step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compaction_drops_the_delivered_prefix_and_keeps_appending_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OUTBOX_FILE);
+        let (mut file, shared) = outbox_with(dir.path(), &["delivered\n", "pending\n"]);
+        compact(&mut file, &path, &shared, 1, &|_| Ok(())).unwrap();
+        file.write_all(b"appended\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "pending\nappended\n"
+        );
+        let st = shared.state();
+        assert_eq!((st.delivered_offset, st.durable_len), (0, 8));
+    }
 }
