@@ -3,6 +3,7 @@
 pub mod anomaly;
 pub mod audit;
 pub mod clock;
+pub mod dpop;
 pub mod keys;
 pub mod memory;
 pub mod rotation;
