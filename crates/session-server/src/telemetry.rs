@@ -13,6 +13,7 @@
 //! span are exported as span events, so the crate-wide rule "never log a
 //! secret" covers them too.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
@@ -110,8 +111,17 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
     let provider = tracer_provider(settings.otlp_endpoint.as_deref())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let log = match settings.log_format {
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        // Colour only where a person reads it: a file, a pipe or a log
+        // collector gets plain text.
+        LogFormat::Text => fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
     }
     // The request span repeats what the `request` log line already says;
     // keep it out of the log output.

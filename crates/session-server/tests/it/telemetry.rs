@@ -297,3 +297,22 @@ async fn without_session_otlp_endpoint_nothing_is_exported_even_with_otel_variab
         "spans were exported although SESSION_OTLP_ENDPOINT is unset"
     );
 }
+
+#[tokio::test]
+async fn logs_written_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path(), &[("SESSION_LOG_FORMAT", "text")]).await;
+    let status = client()
+        .get(format!("{}/v1/session", server.public))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let log = server.log();
+    assert!(log.contains("INFO"), "the server logged nothing: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log file: {log:?}"
+    );
+}
