@@ -84,6 +84,15 @@ pub struct AccessClaims {
     pub nbf: Option<i64>,
     /// Unique token id.
     pub jti: String,
+    /// The client the token was issued to (RFC 9068 `client_id`). Every
+    /// token this service signs carries it; a verifier does not require it
+    /// so that tokens signed before it existed stay valid until they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// When the user authenticated: the session's opening (unix seconds,
+    /// RFC 9068 `auth_time`); optional to a verifier like `client_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// What a verifier accepts.
@@ -845,6 +854,8 @@ impl KeyRing {
             exp,
             nbf: claims.nbf,
             jti,
+            client_id: claims.client_id,
+            auth_time: claims.auth_time,
         })
     }
 
@@ -1089,6 +1100,10 @@ struct RawClaims<'a> {
     exp: Option<i64>,
     #[serde(default)]
     nbf: Option<i64>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    auth_time: Option<i64>,
 }
 
 #[cfg(test)]
@@ -1676,6 +1691,8 @@ mod tests {
                 exp: NOW.unix_timestamp() + 60,
                 nbf: None,
                 jti: "j".into(),
+                client_id: None,
+                auth_time: None,
             })
             .unwrap();
         let head = token.split('.').next().unwrap();

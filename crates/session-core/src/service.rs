@@ -89,12 +89,27 @@ impl From<StoreError> for ServiceError {
 }
 
 /// Service settings beyond keys and stores.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// Lifetimes and limits.
     pub lifetimes: Lifetimes,
     /// Anomaly rules.
     pub anomaly: AnomalyPolicy,
+    /// The `client_id` claim of every access token (RFC 9068).
+    pub client_id: String,
+}
+
+/// The `client_id` of access tokens unless configured otherwise.
+pub const DEFAULT_CLIENT_ID: &str = "session-server";
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            lifetimes: Lifetimes::default(),
+            anomaly: AnomalyPolicy::default(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+        }
+    }
 }
 
 /// The parts a service is built from.
@@ -243,6 +258,8 @@ impl SessionService {
 
     fn issue(&self, session: Session, refresh_token: RefreshToken) -> Result<Issued, ServiceError> {
         let now = self.now();
+        // Never past the session's deadlines (the absolute one included),
+        // so an access token cannot outlive its session (RFC 9068 `exp`).
         let exp = (now + self.config.lifetimes.access_token).min(session.expires_at());
         let jti: [u8; 16] = random_bytes();
         let policy = self.keys.policy();
@@ -255,6 +272,8 @@ impl SessionService {
             exp: exp.unix_timestamp(),
             nbf: None,
             jti: URL_SAFE_NO_PAD.encode(jti),
+            client_id: Some(self.config.client_id.clone()),
+            auth_time: Some(session.created_at.unix_timestamp()),
         };
         let access = self.keys.sign(&claims)?;
         let csrf_token = self.secrets.issue_csrf(&session.id);

@@ -79,6 +79,11 @@ pub const SETTINGS: &[SettingSpec] = &[
     s("validation", Some("cached"), "stateless, strict or cached"),
     s("issuer", Some("session-server"), "iss of access tokens"),
     s("audience", Some("session-server"), "aud of access tokens"),
+    s(
+        "client_id",
+        Some("session-server"),
+        "client_id claim of access tokens (RFC 9068)",
+    ),
     s("jwt_alg", Some("EdDSA"), "EdDSA, ES256 or HS256"),
     SettingSpec {
         name: "jwt_hs256_secret",
@@ -245,6 +250,7 @@ pub struct Settings {
     pub validation: ValidationMode,
     pub issuer: String,
     pub audience: String,
+    pub client_id: String,
     pub jwt_alg: SigningAlgorithm,
     pub jwt_hs256_secret: Option<Secret>,
     pub access_token_ttl: Duration,
@@ -420,6 +426,7 @@ impl RawSettings {
             validation: parse_with("validation", req("validation")?)?,
             issuer: req("issuer")?.to_owned(),
             audience: req("audience")?.to_owned(),
+            client_id: req("client_id")?.to_owned(),
             jwt_alg: parse_with("jwt_alg", req("jwt_alg")?)?,
             jwt_hs256_secret: get("jwt_hs256_secret").map(Secret::new),
             access_token_ttl: positive("access_token_ttl", req("access_token_ttl")?)?,
@@ -474,12 +481,6 @@ impl Settings {
                 });
             };
             self.hs256_secret_bytes_of(secret)?;
-        }
-        if self.absolute_lifetime < self.access_token_ttl {
-            return Err(ConfigError::Invalid {
-                name: "absolute_lifetime",
-                message: "shorter than the access token lifetime".into(),
-            });
         }
         if self.body_limit == 0 {
             return Err(ConfigError::Invalid {
@@ -675,6 +676,16 @@ mod tests {
         let s = raw.parse().unwrap();
         assert_eq!(s.hs256_secret_bytes().unwrap().unwrap().len(), 32);
         assert!(!format!("{s:?}").contains(&"ab".repeat(32)));
+    }
+
+    #[test]
+    fn an_absolute_lifetime_shorter_than_the_access_token_lifetime_is_allowed() {
+        let mut raw = RawSettings::defaults();
+        raw.set("access_token_ttl", "15m").unwrap();
+        raw.set("absolute_lifetime", "5m").unwrap();
+        let s = raw.parse().unwrap();
+        assert_eq!(s.absolute_lifetime, Duration::minutes(5));
+        assert_eq!(s.client_id, "session-server");
     }
 
     #[test]

@@ -352,6 +352,7 @@ impl AppState {
                 rapid_refresh_limit: settings.rapid_refresh_limit,
                 rapid_refresh_window: settings.rapid_refresh_window,
             },
+            client_id: settings.client_id.clone(),
         };
         let service = Arc::new(SessionService::new(ServiceParts {
             sessions: backends.sessions.clone(),

@@ -35,6 +35,8 @@ fn claims(at: OffsetDateTime) -> AccessClaims {
         exp: (at + Duration::minutes(15)).unix_timestamp(),
         nbf: None,
         jti: "jti-1".into(),
+        client_id: None,
+        auth_time: None,
     }
 }
 

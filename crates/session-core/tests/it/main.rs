@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
+mod access_tokens;
 mod keys;
 mod memory;
 mod rotation_props;

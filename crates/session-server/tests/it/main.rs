@@ -13,3 +13,4 @@ mod postgres;
 mod redis;
 mod secrets;
 mod telemetry;
+mod tokens;
