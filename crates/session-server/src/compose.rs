@@ -8,8 +8,8 @@ use session_store_postgres::{MigrateMode, OutboxAuditLog, OutboxConfig};
 use session_store_redis::RedisStore;
 use session_store_sqlite::SqliteStore;
 
-use session_core::StoreError;
 use session_core::keys::KeyRing;
+use session_core::{RevocationFeed, SessionStore, StoreError, UserStore};
 
 use crate::config::Settings;
 use crate::state::{AuditChain, Backends, StartupError};
@@ -35,6 +35,75 @@ async fn sqlite(
         .map_err(|source| StartupError::Store { what, source })
 }
 
+/// Opens the embedded audit log at `path` in its own file (created 0600:
+/// it holds user ids, IPs and user agents). `sessions_db` is the SQLite
+/// session store's file, if any: a deployment from before the audit log
+/// had its own file kept its events there, and they are copied over once
+/// (see [`SqliteStore::import_audit_once`]).
+async fn sqlite_audit(
+    path: &std::path::Path,
+    sessions_db: Option<&std::path::Path>,
+) -> Result<Arc<SqliteStore>, StartupError> {
+    private_file(path)?;
+    let audit = sqlite(path, "SQLite audit log").await?;
+    if let Some(old) = sessions_db.filter(|old| old.exists()) {
+        let copied = audit
+            .import_audit_once(old)
+            .await
+            .map_err(|source| StartupError::Store {
+                what: "SQLite audit log (copying the events kept in the session store)",
+                source,
+            })?;
+        if copied > 0 {
+            tracing::info!(
+                events = copied, from = %old.display(), to = %path.display(),
+                "audit events moved to the audit log's own file (the old copy stays, append-only)"
+            );
+        }
+    }
+    tracing::info!(path = %path.display(), "audit log: SQLite");
+    Ok(audit)
+}
+
+/// Creates `path` empty with mode 0600 when missing (SQLite gives its
+/// `-wal` and `-shm` files the main file's mode), and tightens an
+/// existing one and its companions to 0600.
+fn private_file(path: &std::path::Path) -> Result<(), StartupError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let io = |source| StartupError::Io {
+        what: "cannot create the audit log file",
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// The session store's half of [`Backends`].
+struct SessionSide {
+    sessions: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    feed: Option<Arc<dyn RevocationFeed>>,
+    kind: &'static str,
+}
+
 /// Opens the stores the settings name.
 pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError> {
     let store_url = settings.store.as_str();
@@ -43,21 +112,18 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         url: redact(store_url),
     };
     let (scheme, rest) = store_url.split_once("://").ok_or_else(unsupported)?;
-    let mut backends = match scheme {
+    let (sessions, sqlite_store) = match scheme {
         "sqlite" => {
             let path = PathBuf::from(rest);
             let store = sqlite(&path, "SQLite store").await?;
             tracing::info!(path = %path.display(), "session store: SQLite");
-            Backends {
+            let sessions = SessionSide {
                 sessions: store.clone(),
                 users: store.clone(),
-                audit: store,
                 feed: None,
-                store_kind: "sqlite",
-                audit_kind: "sqlite",
-                audit_backlog: None,
-                audit_chain: None,
-            }
+                kind: "sqlite",
+            };
+            (sessions, Some(store))
         }
         "redis" | "redis+cluster" => {
             let store = RedisStore::connect(store_url, &settings.redis_prefix)
@@ -73,48 +139,67 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
                 "redis"
             };
             tracing::info!(url = %redact(store_url), kind, "session store: Redis");
-            // Sessions live in Redis; without a PostgreSQL audit log the
-            // audit trail is an embedded SQLite file in the data dir.
-            let audit = sqlite(&settings.data_dir.join("audit.db"), "SQLite audit log").await?;
-            Backends {
+            let sessions = SessionSide {
                 sessions: store.clone(),
                 users: store.clone(),
-                audit,
                 feed: Some(store),
-                store_kind: kind,
-                audit_kind: "sqlite",
-                audit_backlog: None,
-                audit_chain: None,
-            }
+                kind,
+            };
+            (sessions, None)
         }
         _ => return Err(unsupported()),
     };
-    if let Some(audit_url) = &settings.audit {
-        if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
-            return Err(StartupError::Unsupported {
-                what: "audit",
-                url: redact(audit_url),
-            });
-        }
-        let config = OutboxConfig {
-            migrate: MigrateMode::Apply,
-            ..OutboxConfig::default()
+    // The audit log: its own SQLite file (`<data dir>/audit.db` unless
+    // `sqlite://PATH` names another), or PostgreSQL.
+    let audit_url = settings.audit.as_deref().unwrap_or_default();
+    if audit_url.is_empty() || audit_url.starts_with("sqlite://") {
+        let path = audit_url
+            .strip_prefix("sqlite://")
+            .map_or_else(|| settings.data_dir.join("audit.db"), PathBuf::from);
+        let audit = match &sqlite_store {
+            Some(store) if store.path() == path => store.clone(),
+            _ => sqlite_audit(&path, sqlite_store.as_ref().map(|s| s.path())).await?,
         };
-        let outbox = OutboxAuditLog::open(&settings.data_dir, audit_url, config)
-            .await
-            .map(Arc::new)
-            .map_err(|source| StartupError::Store {
-                what: "PostgreSQL audit log",
-                source,
-            })?;
-        tracing::info!(url = %redact(audit_url), "audit log: PostgreSQL through the local outbox");
-        let backlog = outbox.clone();
-        backends.audit = outbox.clone();
-        backends.audit_kind = "postgres";
-        backends.audit_backlog = Some(Arc::new(move || backlog.backlog()));
-        backends.audit_chain = Some(Arc::new(PostgresChain(outbox)));
+        return Ok(Backends {
+            sessions: sessions.sessions,
+            users: sessions.users,
+            audit,
+            feed: sessions.feed,
+            store_kind: sessions.kind,
+            audit_kind: "sqlite",
+            audit_backlog: None,
+            audit_chain: None,
+        });
     }
-    Ok(backends)
+    if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
+        return Err(StartupError::Unsupported {
+            what: "audit",
+            url: redact(audit_url),
+        });
+    }
+    let config = OutboxConfig {
+        migrate: MigrateMode::Apply,
+        ..OutboxConfig::default()
+    };
+    let outbox = OutboxAuditLog::open(&settings.data_dir, audit_url, config)
+        .await
+        .map(Arc::new)
+        .map_err(|source| StartupError::Store {
+            what: "PostgreSQL audit log",
+            source,
+        })?;
+    tracing::info!(url = %redact(audit_url), "audit log: PostgreSQL through the local outbox");
+    let backlog = outbox.clone();
+    Ok(Backends {
+        sessions: sessions.sessions,
+        users: sessions.users,
+        audit: outbox.clone(),
+        feed: sessions.feed,
+        store_kind: sessions.kind,
+        audit_kind: "postgres",
+        audit_backlog: Some(Arc::new(move || backlog.backlog())),
+        audit_chain: Some(Arc::new(PostgresChain(outbox))),
+    })
 }
 
 struct PostgresChain(Arc<OutboxAuditLog>);

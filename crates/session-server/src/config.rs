@@ -74,7 +74,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     s(
         "audit",
         None,
-        "postgres://… for the PostgreSQL audit log; default: the SQLite store",
+        "sqlite://PATH (default <data dir>/audit.db) or postgres://… for the PostgreSQL audit log",
     ),
     s("validation", Some("cached"), "stateless, strict or cached"),
     s("issuer", Some("session-server"), "iss of access tokens"),

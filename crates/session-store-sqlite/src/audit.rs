@@ -1,6 +1,8 @@
 //! [`AuditLog`] over the `audit_events` table: append-only, newest first,
 //! keyset pagination on the insertion sequence.
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use session_core::audit::{AuditEvent, AuditQuery};
 use session_core::{AuditLog, StoreError};
@@ -186,4 +188,50 @@ async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), 
             .map_err(fail)?;
     }
     tx.commit().await.map_err(fail)
+}
+
+impl SqliteStore {
+    /// Copies the audit events of the SQLite database at `old` (a
+    /// `sessions.db` from before the audit log had its own file) into this
+    /// store's log, in their original order, once: only while this log is
+    /// still empty, in one transaction, so a crash leaves either nothing or
+    /// everything copied. The old file keeps its copy (its triggers refuse
+    /// deletion). Returns how many events were copied.
+    pub async fn import_audit_once(&self, old: &Path) -> Result<u64, StoreError> {
+        let old = old.to_str().ok_or_else(|| {
+            StoreError::backend(BatchFailed(format!(
+                "{} is not a UTF-8 path",
+                old.display()
+            )))
+        })?;
+        // ATTACH is per connection: use one taken out of the pool, so that
+        // no pooled connection is left with the old file attached.
+        let mut conn = self.pool.acquire().await.map_err(classify)?.detach();
+        sqlx::query("ATTACH DATABASE ?1 AS old")
+            .bind(old)
+            .execute(&mut conn)
+            .await
+            .map_err(classify)?;
+        let mut tx = sqlx::Connection::begin(&mut conn).await.map_err(classify)?;
+        let ours: i64 = sqlx::query_scalar("SELECT count(*) FROM main.audit_events")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+        if ours > 0 {
+            return Ok(0);
+        }
+        let copied = sqlx::query(concat!(
+            "INSERT INTO main.audit_events (",
+            audit_columns!(),
+            ") SELECT ",
+            audit_columns!(),
+            " FROM old.audit_events ORDER BY seq ON CONFLICT (id) DO NOTHING"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(copied)
+    }
 }

@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod audit;
 mod auth;
 mod forward_auth;
 mod hostile;
