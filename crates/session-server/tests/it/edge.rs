@@ -1,0 +1,31 @@
+//! The service's edge under attack: client addresses behind proxies,
+//! per-client limits and lockouts, bounded password work, connection
+//! timeouts, strict bodies (issue 11).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Bearer login as `client` (an address a trusted proxy names).
+async fn login_from(app: &App, client: &str, name: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.public("/v1/auth/login"))
+        .header("X-Session-Transport", "bearer")
+        .header("X-Forwarded-For", client)
+        .json(&json!({ "username": name, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_entry_left_of_the_client_does_not_hide_it() {
+    let app = App::start_with(|raw| raw.set("trusted_proxies", "127.0.0.0/8")).await;
+    app.add_user("alice").await;
+    let r = login_from(&app, "not-an-ip, 203.0.113.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t = Tokens::from_body(r.json().await.unwrap());
+    let s: Value = app.admin_view(&t.session_id).await;
+    assert_eq!(s["ip"], "203.0.113.7");
+}
