@@ -104,10 +104,7 @@ pub(crate) async fn create_session(
     Client(caller): Client,
     StrictJson(req): StrictJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
-    state
-        .limits
-        .create_ip
-        .check(caller.ip.as_deref().unwrap_or("-"))?;
+    state.limits.create_ip.check_client(caller.ip.as_deref())?;
     valid_user_id(&req.user_id)?;
     if let Some(m) = &req.metadata {
         if !m.is_object() {

@@ -319,10 +319,7 @@ pub(crate) async fn login(
     if !bearer {
         check_origin(&state, &headers)?;
     }
-    state
-        .limits
-        .login_ip
-        .check(client.ip.as_deref().unwrap_or("-"))?;
+    state.limits.login_ip.check_client(client.ip.as_deref())?;
     validate_login(&req)?;
     state.limits.login_user.check(&req.username)?;
     let issued = match state
@@ -349,10 +346,7 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state
-        .limits
-        .refresh_ip
-        .check(client.ip.as_deref().unwrap_or("-"))?;
+    state.limits.refresh_ip.check_client(client.ip.as_deref())?;
     let bearer = wants_bearer(&headers);
     let token = if bearer {
         let req: RefreshRequest = read_json(&headers, body, state.settings.body_limit).await?;

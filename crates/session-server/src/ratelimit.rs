@@ -1,13 +1,30 @@
 //! Per-key request rate limits (governor's keyed GCRA limiter).
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration as StdDuration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use ipnet::Ipv6Net;
 
 use crate::error::ApiError;
+
+/// The key a client is counted under (contract: "Per-client rate limits
+/// count an IPv6 client by its /64"): an IPv4 address as it is, an IPv6
+/// address as its /64 (one subscriber usually holds a whole /64 and can
+/// pick any address in it), an IPv4-mapped IPv6 address as the IPv4 one.
+pub fn client_key(ip: Option<&str>) -> String {
+    match ip.map(|s| s.parse::<IpAddr>()) {
+        Some(Ok(IpAddr::V6(v6))) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => Ipv6Net::new(v6, 64).map_or_else(|_| v6.to_string(), |n| n.trunc().to_string()),
+        },
+        Some(Ok(IpAddr::V4(v4))) => v4.to_string(),
+        Some(Err(_)) | None => ip.unwrap_or("-").to_owned(),
+    }
+}
 
 /// One limit: `per_minute` requests per key per minute; 0 turns it off.
 #[derive(Debug)]
@@ -32,6 +49,11 @@ impl Limit {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::rate_limited(wait.max(StdDuration::from_secs(1)))
         })
+    }
+
+    /// Takes one request for the client at `ip` (see [`client_key`]).
+    pub fn check_client(&self, ip: Option<&str>) -> Result<(), ApiError> {
+        self.check(&client_key(ip))
     }
 
     /// Forgets keys that have fully recovered (bounded memory).
@@ -140,6 +162,23 @@ mod tests {
         let err = l.check("a").unwrap_err();
         assert_eq!(err.status().as_u16(), 429);
         assert!(l.check("b").is_ok(), "other keys are unaffected");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        assert_eq!(
+            client_key(Some("2001:db8:1:2:aaaa::1")),
+            client_key(Some("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_eq!(client_key(Some("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_ne!(
+            client_key(Some("2001:db8:1:2::1")),
+            client_key(Some("2001:db8:1:3::1"))
+        );
+        assert_eq!(client_key(Some("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(client_key(Some("192.0.2.7")), "192.0.2.7");
+        assert_ne!(client_key(Some("192.0.2.7")), client_key(Some("192.0.2.8")));
+        assert_eq!(client_key(None), "-");
     }
 
     #[test]

@@ -29,3 +29,39 @@ async fn a_forged_entry_left_of_the_client_does_not_hide_it() {
     let s: Value = app.admin_view(&t.session_id).await;
     assert_eq!(s["ip"], "203.0.113.7");
 }
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_one_rate_limit() {
+    let app = App::start_with(|raw| {
+        raw.set("trusted_proxies", "127.0.0.0/8")?;
+        raw.set("rate_limit_refresh", "5")
+    })
+    .await;
+    // Refreshes with a token that is not one: cheap, and counted.
+    let refresh_from = |ip: String| {
+        app.http
+            .post(app.public("/v1/auth/refresh"))
+            .header("X-Session-Transport", "bearer")
+            .header("X-Forwarded-For", ip)
+            .json(&json!({ "refresh_token": "not-a-token" }))
+            .send()
+    };
+    let mut limited = 0;
+    for i in 0..20u32 {
+        let r = refresh_from(format!("2001:db8:aa:bb:{i:x}:{:x}::1", i * 7))
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        limited >= 14,
+        "20 addresses of one /64 count as one client ({limited} limited)"
+    );
+    // Another /64 has its own budget.
+    let r = refresh_from("2001:db8:aa:cc::1".to_owned()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
