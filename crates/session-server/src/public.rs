@@ -321,7 +321,10 @@ pub(crate) async fn login(
     }
     state.limits.login_ip.check_client(client.ip.as_deref())?;
     validate_login(&req)?;
-    state.limits.login_user.check(&req.username)?;
+    state
+        .limits
+        .login_user
+        .check(&req.username, client.ip.as_deref())?;
     let issued = match state
         .service
         .login(&req.username, &req.password, &client)
@@ -330,7 +333,10 @@ pub(crate) async fn login(
         Ok(issued) => issued,
         Err(e) => {
             if matches!(e, ServiceError::InvalidCredentials) {
-                state.limits.login_user.failed(&req.username);
+                state
+                    .limits
+                    .login_user
+                    .failed(&req.username, client.ip.as_deref());
             }
             return Err(e.into());
         }

@@ -1,8 +1,10 @@
 //! Per-key request rate limits (governor's keyed GCRA limiter).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration as StdDuration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -65,55 +67,97 @@ impl Limit {
     }
 }
 
-/// Failed logins allowed per username per minute (when login limits are on).
-pub const FAILED_LOGINS_PER_USER: u32 = 10;
+/// Failed logins of one username from one client within
+/// [`LOCKOUT_WINDOW`] that lock that username for that client.
+pub const FAILED_LOGINS_PER_USER: usize = 10;
 
-/// A username that failed too often is refused until this instant.
+/// The window of the login lockout.
+pub const LOCKOUT_WINDOW: StdDuration = StdDuration::from_secs(60);
+
+/// Contract v1.1 "Login lockout": after [`FAILED_LOGINS_PER_USER`] failed
+/// logins within [`LOCKOUT_WINDOW`], a username is locked (429) only for
+/// the client (IP, IPv6 /64) that failed; another client with the right
+/// password still gets in, so nobody can lock a user out from afar.
 #[derive(Debug)]
 pub struct Lockouts {
-    failures: Limit,
-    blocked: moka::sync::Cache<String, std::time::Instant>,
+    enabled: bool,
+    /// (client, username) → the instants of its recent failures.
+    failures: moka::sync::Cache<String, Arc<Mutex<VecDeque<Instant>>>>,
 }
 
 impl Lockouts {
-    fn new(per_minute: u32) -> Self {
+    fn new(enabled: bool) -> Self {
         Self {
-            failures: Limit::per_minute(per_minute),
-            blocked: moka::sync::Cache::builder()
+            enabled,
+            failures: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(StdDuration::from_secs(120))
+                .time_to_idle(LOCKOUT_WINDOW)
                 .build(),
         }
     }
 
-    /// Refuses a username that is locked out.
-    pub fn check(&self, username: &str) -> Result<(), ApiError> {
-        match self.blocked.get(username) {
-            Some(until) if until > std::time::Instant::now() => Err(ApiError::rate_limited(
-                until.saturating_duration_since(std::time::Instant::now()),
+    // A username holds no control characters (validated before), so the
+    // NUL keeps (client, username) pairs apart.
+    fn key(username: &str, client: Option<&str>) -> String {
+        format!("{}\0{username}", client_key(client))
+    }
+
+    /// Refuses `username` from `client` while it is locked for that client.
+    pub fn check(&self, username: &str, client: Option<&str>) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(failures) = self.failures.get(&Self::key(username, client)) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let failures = failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent: Vec<&Instant> = failures
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < LOCKOUT_WINDOW)
+            .collect();
+        match recent.first() {
+            Some(oldest) if recent.len() >= FAILED_LOGINS_PER_USER => Err(ApiError::rate_limited(
+                (**oldest + LOCKOUT_WINDOW).saturating_duration_since(now),
             )),
             _ => Ok(()),
         }
     }
 
-    /// Counts one failed login; past the limit the username is locked out
-    /// for as long as the limiter says.
-    pub fn failed(&self, username: &str) {
-        if let Err(e) = self.failures.check(username) {
-            let wait = e.retry_after().unwrap_or(StdDuration::from_secs(60));
-            self.blocked
-                .insert(username.to_owned(), std::time::Instant::now() + wait);
+    /// Counts one failed login of `username` from `client`.
+    pub fn failed(&self, username: &str, client: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let entry = self
+            .failures
+            .get_with(Self::key(username, client), Default::default);
+        let mut failures = entry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= LOCKOUT_WINDOW)
+        {
+            failures.pop_front();
+        }
+        failures.push_back(now);
+        while failures.len() > FAILED_LOGINS_PER_USER {
+            failures.pop_front();
         }
     }
 }
 
-/// The limits of the contract, plus a per-username lockout on failed
-/// logins (brute force against one account from many addresses).
+/// The limits of the contract, plus the login lockout per (username,
+/// client).
 #[derive(Debug)]
 pub struct RateLimits {
     /// Login, per client IP.
     pub login_ip: Limit,
-    /// Failed logins, per username.
+    /// Failed logins, per (username, client).
     pub login_user: Lockouts,
     /// Refresh, per client IP (the rapid-refresh anomaly rule limits each
     /// session).
@@ -127,11 +171,7 @@ impl RateLimits {
     pub fn new(login: u32, refresh: u32, create: u32) -> Self {
         Self {
             login_ip: Limit::per_minute(login),
-            login_user: Lockouts::new(if login == 0 {
-                0
-            } else {
-                FAILED_LOGINS_PER_USER
-            }),
+            login_user: Lockouts::new(login != 0),
             refresh_ip: Limit::per_minute(refresh),
             create_ip: Limit::per_minute(create),
         }
@@ -139,14 +179,10 @@ impl RateLimits {
 
     /// Drops recovered keys from every limiter.
     pub fn shrink(&self) {
-        for l in [
-            &self.login_ip,
-            &self.login_user.failures,
-            &self.refresh_ip,
-            &self.create_ip,
-        ] {
+        for l in [&self.login_ip, &self.refresh_ip, &self.create_ip] {
             l.shrink();
         }
+        self.login_user.failures.run_pending_tasks();
     }
 }
 
@@ -179,6 +215,32 @@ mod tests {
         assert_eq!(client_key(Some("192.0.2.7")), "192.0.2.7");
         assert_ne!(client_key(Some("192.0.2.7")), client_key(Some("192.0.2.8")));
         assert_eq!(client_key(None), "-");
+    }
+
+    #[test]
+    fn ten_failures_lock_a_username_for_that_client_only() {
+        let l = Lockouts::new(true);
+        let (attacker, victim) = (Some("198.51.100.6"), Some("203.0.113.7"));
+        for _ in 0..FAILED_LOGINS_PER_USER - 1 {
+            l.failed("alice", attacker);
+        }
+        assert!(
+            l.check("alice", attacker).is_ok(),
+            "nine failures are not ten"
+        );
+        l.failed("alice", attacker);
+        let err = l.check("alice", attacker).unwrap_err();
+        assert_eq!(err.status().as_u16(), 429);
+        assert!(err.retry_after().unwrap() <= LOCKOUT_WINDOW);
+        assert!(l.check("alice", victim).is_ok());
+        assert!(l.check("bob", attacker).is_ok());
+        // The same /64 is the same client.
+        for _ in 0..FAILED_LOGINS_PER_USER {
+            l.failed("carol", Some("2001:db8::1"));
+        }
+        assert!(l.check("carol", Some("2001:db8::ffff")).is_err());
+        assert!(l.check("carol", Some("2001:db8:0:1::1")).is_ok());
+        assert!(Lockouts::new(false).check("alice", attacker).is_ok());
     }
 
     #[test]

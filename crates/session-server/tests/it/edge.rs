@@ -65,3 +65,42 @@ async fn addresses_in_one_ipv6_64_share_one_rate_limit() {
     let r = refresh_from("2001:db8:aa:cc::1".to_owned()).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_lockout_holds_only_the_client_that_failed() {
+    let app = App::start_with(|raw| {
+        raw.set("trusted_proxies", "127.0.0.0/8")?;
+        raw.set("rate_limit_login", "300")
+    })
+    .await;
+    app.add_user("alice").await;
+    let attacker = "198.51.100.66";
+    for i in 0..10 {
+        let r = login_from(&app, attacker, "alice", "guess guess guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // Ten failures within a minute: the attacker is locked out, even with
+    // the right password...
+    let r = login_from(&app, attacker, "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(error_code(r).await.1, "rate_limited");
+    // ...while alice, elsewhere, still gets in.
+    let r = login_from(&app, "203.0.113.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // An IPv6 attacker is one client across its /64, not beyond it.
+    for _ in 0..10 {
+        let r = login_from(&app, "2001:db8:66::1", "alice", "guess guess guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = login_from(&app, "2001:db8:66::beef", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = login_from(&app, "2001:db8:67::1", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
