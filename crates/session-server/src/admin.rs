@@ -418,6 +418,7 @@ pub(crate) async fn create_user(
 ) -> Result<Response, ApiError> {
     valid_user_id(&req.username)?;
     valid_password(&req.password)?;
+    let _hashing = state.limits.password_work.wait_turn().await?;
     state
         .service
         .create_user(&req.username, &req.password)
@@ -457,6 +458,7 @@ pub(crate) async fn set_password(
     StrictJson(req): StrictJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
     valid_password(&req.password)?;
+    let _hashing = state.limits.password_work.wait_turn().await?;
     let n = state
         .service
         .set_password(&username, &req.password, &client)

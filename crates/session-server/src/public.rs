@@ -325,6 +325,7 @@ pub(crate) async fn login(
         .limits
         .login_user
         .check(&req.username, client.ip.as_deref())?;
+    let _hashing = state.limits.password_work.acquire().await?;
     let issued = match state
         .service
         .login(&req.username, &req.password, &client)

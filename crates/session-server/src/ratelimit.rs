@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -10,6 +11,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use ipnet::Ipv6Net;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
 
@@ -39,6 +41,17 @@ impl Limit {
     pub fn per_minute(per_minute: u32) -> Self {
         Self {
             limiter: NonZeroU32::new(per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// A limit of `per_minute` per key whose bursts hold at most `burst`
+    /// requests (and never more than `per_minute`).
+    pub fn per_minute_with_burst(per_minute: u32, burst: u32) -> Self {
+        Self {
+            limiter: NonZeroU32::new(per_minute).map(|n| {
+                let burst = NonZeroU32::new(burst.min(per_minute)).unwrap_or(n);
+                RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
+            }),
         }
     }
 
@@ -151,6 +164,78 @@ impl Lockouts {
     }
 }
 
+/// The most logins one client may start at once; the per-minute rate
+/// refills it.
+pub const LOGIN_BURST: u32 = 20;
+
+/// Bounds concurrent password hashing: argon2id takes 19 MiB and a core
+/// for each hash, so unbounded logins exhaust memory and starve the
+/// stores. A hash runs only with one of `slots` permits (the number of
+/// cores); a few more requests may wait for one; the rest are refused at
+/// once, before any hashing, with 503 `overloaded` and `Retry-After`.
+#[derive(Debug)]
+pub struct PasswordWork {
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl PasswordWork {
+    /// Requests that may wait per slot: a wait of a few hashes (tens of
+    /// milliseconds each) beats a refusal; memory is bounded by the slots.
+    pub const QUEUE_PER_SLOT: usize = 8;
+
+    /// `slots` hashes at a time, and [`PasswordWork::QUEUE_PER_SLOT`]
+    /// times as many waiting.
+    pub fn new(slots: usize) -> Self {
+        let slots = slots.max(1);
+        Self {
+            slots: Semaphore::new(slots),
+            waiting: AtomicUsize::new(0),
+            max_waiting: slots * Self::QUEUE_PER_SLOT,
+        }
+    }
+
+    /// One slot per core.
+    pub fn per_core() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    }
+
+    /// A permit for a trusted caller (the admin API): it waits its turn
+    /// however long the queue, so hashing stays bounded all the same.
+    pub async fn wait_turn(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::overloaded())
+    }
+
+    /// A permit to hash a password, or 503 `overloaded` at once.
+    pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("session_password_work_refused_total").increment(1);
+            return Err(ApiError::overloaded());
+        }
+        // Counted down however the wait ends (also when the request is
+        // dropped while waiting).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::overloaded())
+    }
+}
+
 /// The limits of the contract, plus the login lockout per (username,
 /// client).
 #[derive(Debug)]
@@ -164,16 +249,19 @@ pub struct RateLimits {
     pub refresh_ip: Limit,
     /// Admin session creation, per client IP.
     pub create_ip: Limit,
+    /// Concurrent password hashing (login, user creation, password change).
+    pub password_work: PasswordWork,
 }
 
 impl RateLimits {
     /// From the settings' per-minute numbers.
     pub fn new(login: u32, refresh: u32, create: u32) -> Self {
         Self {
-            login_ip: Limit::per_minute(login),
+            login_ip: Limit::per_minute_with_burst(login, LOGIN_BURST),
             login_user: Lockouts::new(login != 0),
             refresh_ip: Limit::per_minute(refresh),
             create_ip: Limit::per_minute(create),
+            password_work: PasswordWork::per_core(),
         }
     }
 
@@ -241,6 +329,42 @@ mod tests {
         assert!(l.check("carol", Some("2001:db8::ffff")).is_err());
         assert!(l.check("carol", Some("2001:db8:0:1::1")).is_ok());
         assert!(Lockouts::new(false).check("alice", attacker).is_ok());
+    }
+
+    #[test]
+    fn a_burst_is_capped_and_the_rate_refills_it() {
+        let l = Limit::per_minute_with_burst(600, 5);
+        for _ in 0..5 {
+            assert!(l.check("a").is_ok());
+        }
+        assert!(l.check("a").is_err(), "the sixth at once is over the burst");
+        let small = Limit::per_minute_with_burst(2, 20);
+        assert!(small.check("a").is_ok() && small.check("a").is_ok());
+        assert!(small.check("a").is_err(), "a burst never exceeds the rate");
+    }
+
+    #[tokio::test]
+    async fn password_work_beyond_its_slots_and_queue_is_refused_at_once() {
+        let work = PasswordWork::new(1);
+        let running = work.acquire().await.unwrap();
+        // A few may wait...
+        let mut waiting: Vec<_> = (0..PasswordWork::QUEUE_PER_SLOT)
+            .map(|_| Box::pin(work.acquire()))
+            .collect();
+        for w in &mut waiting {
+            assert!(futures::poll!(w).is_pending());
+        }
+        // ...the next is refused without waiting.
+        let err = work.acquire().await.unwrap_err();
+        assert_eq!(err.status().as_u16(), 503);
+        assert_eq!(err.code(), "overloaded");
+        assert!(err.retry_after().is_some());
+        // A waiter that gives up frees its place in the queue.
+        drop(waiting.pop());
+        let mut c = Box::pin(work.acquire());
+        assert!(futures::poll!(&mut c).is_pending());
+        drop(running);
+        assert!(waiting.remove(0).await.is_ok());
     }
 
     #[test]

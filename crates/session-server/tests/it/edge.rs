@@ -104,3 +104,69 @@ async fn a_lockout_holds_only_the_client_that_failed() {
     let r = login_from(&app, "2001:db8:67::1", "alice", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn a_login_storm_is_bounded_refused_fast_and_leaves_others_served() {
+    const STORM: usize = 48;
+    const ARGON2_MIB: u64 = 19;
+    let app = App::start().await;
+    app.add_user("alice").await;
+    let before = peak_rss();
+    let logins = (0..STORM).map(|i| {
+        let password = if i % 2 == 0 { PASSWORD } else { "wrong wrong" };
+        app.login_bearer("alice", password)
+    });
+    let probes = (0..8).map(|_| async {
+        app.http
+            .get(app.public("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let (answers, probes) = tokio::join!(
+        futures::future::join_all(logins),
+        futures::future::join_all(probes)
+    );
+    let mut refused = 0;
+    for r in answers {
+        match r.status() {
+            StatusCode::OK | StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().contains_key("retry-after"));
+                assert_eq!(error_code(r).await.1, "overloaded");
+                refused += 1;
+            }
+            other => panic!("a login answered {other}"),
+        }
+    }
+    assert!(refused > 0, "more logins at once than cores are refused");
+    assert!(
+        probes.iter().all(|s| *s == StatusCode::OK),
+        "the store still answers everyone else: {probes:?}"
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < (STORM as u64 / 2) * ARGON2_MIB * 1024 * 1024,
+        "{STORM} concurrent logins grew the peak by {} MiB",
+        grown / 1024 / 1024
+    );
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
