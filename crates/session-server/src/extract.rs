@@ -74,12 +74,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Parses JSON refusing duplicate keys and deep nesting, then types it.
-/// Shape errors (wrong field types, missing fields) are 422; syntax is 400.
+/// Syntax errors and a body that is not a JSON object are 400; shape
+/// errors (wrong field types, missing fields) are 422.
 pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.deserialize_any(Checker { depth: 0 })
         .and_then(|()| de.end())
         .map_err(|e| ApiError::invalid_request(format!("malformed JSON: {}", short(&e))))?;
+    // serde would read a struct from an array too (`["token"]`); every
+    // JSON body of the contract is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_request(
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             ApiError::unprocessable(format!("invalid request body: {}", short(&e)))
@@ -295,8 +303,32 @@ mod tests {
                 .code(),
             "invalid_request"
         );
-        let ok = format!("{}{}", "[".repeat(10), "]".repeat(10));
+        let ok = format!("{{\"a\":{}{}}}", "[".repeat(10), "]".repeat(10));
         assert!(parse_strict::<serde_json::Value>(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_a_bad_request() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Introspect {
+            token: String,
+        }
+        for body in [
+            &br#"["token"]"#[..],
+            br#""token""#,
+            b"42",
+            b" null ",
+            b"true",
+        ] {
+            assert_eq!(
+                parse_strict::<Introspect>(body).unwrap_err().code(),
+                "invalid_request",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_strict::<Introspect>(b" \n{\"token\":\"t\"}").is_ok());
     }
 
     #[test]

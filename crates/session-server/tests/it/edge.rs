@@ -170,3 +170,37 @@ async fn a_login_storm_is_bounded_refused_fast_and_leaves_others_served() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
+    let app = App::start().await;
+    let t = app.bearer_session("alice").await;
+    let introspect = serde_json::to_string(&json!([t.access])).unwrap();
+    let cases = [
+        (app.admin("/admin/v1/introspect"), introspect),
+        (
+            app.admin("/admin/v1/introspect"),
+            format!("\"{}\"", t.access),
+        ),
+        (app.admin("/admin/v1/introspect"), "42".to_owned()),
+        (app.public("/v1/auth/login"), r#"["alice","x"]"#.to_owned()),
+        (app.admin("/admin/v1/sessions"), r#"["u"]"#.to_owned()),
+    ];
+    for (url, body) in cases {
+        let r = app
+            .http
+            .post(&url)
+            .bearer_auth(app.server.admin_token())
+            .header("X-Session-Transport", "bearer")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_request".to_owned()),
+            "{url} {body}"
+        );
+    }
+}
