@@ -104,10 +104,7 @@ pub(crate) async fn create_session(
     Client(caller): Client,
     StrictJson(req): StrictJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
-    state
-        .limits
-        .create_ip
-        .check(caller.ip.as_deref().unwrap_or("-"))?;
+    state.limits.create_ip.check_client(caller.ip.as_deref())?;
     valid_user_id(&req.user_id)?;
     if let Some(m) = &req.metadata {
         if !m.is_object() {
@@ -421,6 +418,7 @@ pub(crate) async fn create_user(
 ) -> Result<Response, ApiError> {
     valid_user_id(&req.username)?;
     valid_password(&req.password)?;
+    let _hashing = state.limits.password_work.wait_turn().await?;
     state
         .service
         .create_user(&req.username, &req.password)
@@ -460,6 +458,7 @@ pub(crate) async fn set_password(
     StrictJson(req): StrictJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
     valid_password(&req.password)?;
+    let _hashing = state.limits.password_work.wait_turn().await?;
     let n = state
         .service
         .set_password(&username, &req.password, &client)

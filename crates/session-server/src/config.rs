@@ -146,7 +146,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     s(
         "rate_limit_login",
         Some("300"),
-        "login requests per minute per client IP (a username is also locked out after 10 failures a minute); 0 turns both off",
+        "login requests per minute per client (IPv6: per /64; bursts of at most 20); a username is locked for a client after 10 failures from it within 60 s; 0 turns both off",
     ),
     s(
         "rate_limit_refresh",

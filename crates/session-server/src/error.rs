@@ -82,6 +82,19 @@ impl ApiError {
         }
     }
 
+    /// 503 `overloaded` with `Retry-After`: refused at once because the
+    /// server is at its bound of concurrent work (password hashing).
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after: Some(StdDuration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in progress; retry shortly",
+            )
+        }
+    }
+
     /// 503 `store_unavailable`.
     pub fn store_unavailable() -> Self {
         Self::new(

@@ -74,12 +74,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Parses JSON refusing duplicate keys and deep nesting, then types it.
-/// Shape errors (wrong field types, missing fields) are 422; syntax is 400.
+/// Syntax errors and a body that is not a JSON object are 400; shape
+/// errors (wrong field types, missing fields) are 422.
 pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.deserialize_any(Checker { depth: 0 })
         .and_then(|()| de.end())
         .map_err(|e| ApiError::invalid_request(format!("malformed JSON: {}", short(&e))))?;
+    // serde would read a struct from an array too (`["token"]`); every
+    // JSON body of the contract is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_request(
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             ApiError::unprocessable(format!("invalid request body: {}", short(&e)))
@@ -199,28 +207,35 @@ impl FromRequestParts<AppState> for Client {
     }
 }
 
-/// The TCP peer, or — when the peer is a trusted proxy — the right-most
-/// `X-Forwarded-For` address that is not itself a trusted proxy.
+/// The TCP peer, or — when the peer is a trusted proxy — the client named
+/// by `X-Forwarded-For`, walked from the right (contract v1.1 "Client IP"):
+/// trusted proxies are skipped and the first address that is not one is
+/// the client. An entry that is not an IP address ends the walk, and the
+/// last address walked before it (a trusted proxy, or the peer) is the
+/// client: nothing left of a forged entry is believed.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return client;
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(v) = value.to_str() else { return peer };
-        for part in v.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => chain.push(ip),
-                Err(_) => return peer,
+    // Several header lines are one list, in order (RFC 9110 5.3).
+    let lines: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+    for line in lines.into_iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
+        for entry in line.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&client) {
+                return client;
             }
         }
     }
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
+    client
 }
 
 /// The value of the cookie `name`, by exact name only.
@@ -288,8 +303,32 @@ mod tests {
                 .code(),
             "invalid_request"
         );
-        let ok = format!("{}{}", "[".repeat(10), "]".repeat(10));
+        let ok = format!("{{\"a\":{}{}}}", "[".repeat(10), "]".repeat(10));
         assert!(parse_strict::<serde_json::Value>(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_a_bad_request() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Introspect {
+            token: String,
+        }
+        for body in [
+            &br#"["token"]"#[..],
+            br#""token""#,
+            b"42",
+            b" null ",
+            b"true",
+        ] {
+            assert_eq!(
+                parse_strict::<Introspect>(body).unwrap_err().code(),
+                "invalid_request",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_strict::<Introspect>(b" \n{\"token\":\"t\"}").is_ok());
     }
 
     #[test]
@@ -334,6 +373,58 @@ mod tests {
         assert_eq!(
             client_ip(peer, &h, &trusted),
             "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right_and_stops_at_a_non_address() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The contract's two examples.
+        assert_eq!(
+            client_ip(peer, &xff("not-an-ip, 203.0.113.7"), &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(peer, &xff("203.0.113.7, not-an-ip, 10.9.9.9"), &trusted),
+            ip("10.9.9.9")
+        );
+        // A bad entry right at the end: the peer is the client.
+        assert_eq!(
+            client_ip(peer, &xff("203.0.113.7, not-an-ip"), &trusted),
+            peer
+        );
+        // Trusted hops are skipped; only trusted ones: the left-most of them.
+        assert_eq!(
+            client_ip(
+                peer,
+                &xff("198.51.100.1, 203.0.113.7, 10.2.2.2, 10.3.3.3"),
+                &trusted
+            ),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_ip(peer, &xff("10.2.2.2, 10.3.3.3"), &trusted),
+            ip("10.2.2.2")
+        );
+        // An address with a port, or an empty entry, is not an address.
+        assert_eq!(client_ip(peer, &xff("203.0.113.7:443"), &trusted), peer);
+        assert_eq!(client_ip(peer, &xff("203.0.113.7,"), &trusted), peer);
+        // Several header lines are one list: the last line is walked first.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        h.append("x-forwarded-for", "203.0.113.7, 10.2.2.2".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted), ip("203.0.113.7"));
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.2.2.2".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted), ip("198.51.100.1"));
+        // IPv6 works the same way.
+        let trusted6: Vec<IpNet> = vec!["fd00::/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(ip("fd00::1"), &xff("junk, 2001:db8::7, fd00::2"), &trusted6),
+            ip("2001:db8::7")
         );
     }
 

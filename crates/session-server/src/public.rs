@@ -319,12 +319,13 @@ pub(crate) async fn login(
     if !bearer {
         check_origin(&state, &headers)?;
     }
+    state.limits.login_ip.check_client(client.ip.as_deref())?;
+    validate_login(&req)?;
     state
         .limits
-        .login_ip
-        .check(client.ip.as_deref().unwrap_or("-"))?;
-    validate_login(&req)?;
-    state.limits.login_user.check(&req.username)?;
+        .login_user
+        .check(&req.username, client.ip.as_deref())?;
+    let _hashing = state.limits.password_work.acquire().await?;
     let issued = match state
         .service
         .login(&req.username, &req.password, &client)
@@ -333,7 +334,10 @@ pub(crate) async fn login(
         Ok(issued) => issued,
         Err(e) => {
             if matches!(e, ServiceError::InvalidCredentials) {
-                state.limits.login_user.failed(&req.username);
+                state
+                    .limits
+                    .login_user
+                    .failed(&req.username, client.ip.as_deref());
             }
             return Err(e.into());
         }
@@ -349,10 +353,7 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state
-        .limits
-        .refresh_ip
-        .check(client.ip.as_deref().unwrap_or("-"))?;
+    state.limits.refresh_ip.check_client(client.ip.as_deref())?;
     let bearer = wants_bearer(&headers);
     let token = if bearer {
         let req: RefreshRequest = read_json(&headers, body, state.settings.body_limit).await?;

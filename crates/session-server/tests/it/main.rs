@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod audit;
 mod auth;
+mod edge;
 mod forward_auth;
 mod hostile;
 mod persistence;

@@ -1,0 +1,206 @@
+//! The service's edge under attack: client addresses behind proxies,
+//! per-client limits and lockouts, bounded password work, connection
+//! timeouts, strict bodies (issue 11).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// Bearer login as `client` (an address a trusted proxy names).
+async fn login_from(app: &App, client: &str, name: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.public("/v1/auth/login"))
+        .header("X-Session-Transport", "bearer")
+        .header("X-Forwarded-For", client)
+        .json(&json!({ "username": name, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_entry_left_of_the_client_does_not_hide_it() {
+    let app = App::start_with(|raw| raw.set("trusted_proxies", "127.0.0.0/8")).await;
+    app.add_user("alice").await;
+    let r = login_from(&app, "not-an-ip, 203.0.113.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let t = Tokens::from_body(r.json().await.unwrap());
+    let s: Value = app.admin_view(&t.session_id).await;
+    assert_eq!(s["ip"], "203.0.113.7");
+}
+
+#[tokio::test]
+async fn addresses_in_one_ipv6_64_share_one_rate_limit() {
+    let app = App::start_with(|raw| {
+        raw.set("trusted_proxies", "127.0.0.0/8")?;
+        raw.set("rate_limit_refresh", "5")
+    })
+    .await;
+    // Refreshes with a token that is not one: cheap, and counted.
+    let refresh_from = |ip: String| {
+        app.http
+            .post(app.public("/v1/auth/refresh"))
+            .header("X-Session-Transport", "bearer")
+            .header("X-Forwarded-For", ip)
+            .json(&json!({ "refresh_token": "not-a-token" }))
+            .send()
+    };
+    let mut limited = 0;
+    for i in 0..20u32 {
+        let r = refresh_from(format!("2001:db8:aa:bb:{i:x}:{:x}::1", i * 7))
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        limited >= 14,
+        "20 addresses of one /64 count as one client ({limited} limited)"
+    );
+    // Another /64 has its own budget.
+    let r = refresh_from("2001:db8:aa:cc::1".to_owned()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_lockout_holds_only_the_client_that_failed() {
+    let app = App::start_with(|raw| {
+        raw.set("trusted_proxies", "127.0.0.0/8")?;
+        raw.set("rate_limit_login", "300")
+    })
+    .await;
+    app.add_user("alice").await;
+    let attacker = "198.51.100.66";
+    for i in 0..10 {
+        let r = login_from(&app, attacker, "alice", "guess guess guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // Ten failures within a minute: the attacker is locked out, even with
+    // the right password...
+    let r = login_from(&app, attacker, "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(error_code(r).await.1, "rate_limited");
+    // ...while alice, elsewhere, still gets in.
+    let r = login_from(&app, "203.0.113.7", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // An IPv6 attacker is one client across its /64, not beyond it.
+    for _ in 0..10 {
+        let r = login_from(&app, "2001:db8:66::1", "alice", "guess guess guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = login_from(&app, "2001:db8:66::beef", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = login_from(&app, "2001:db8:67::1", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn a_login_storm_is_bounded_refused_fast_and_leaves_others_served() {
+    const STORM: usize = 48;
+    const ARGON2_MIB: u64 = 19;
+    let app = App::start().await;
+    app.add_user("alice").await;
+    let before = peak_rss();
+    let logins = (0..STORM).map(|i| {
+        let password = if i % 2 == 0 { PASSWORD } else { "wrong wrong" };
+        app.login_bearer("alice", password)
+    });
+    let probes = (0..8).map(|_| async {
+        app.http
+            .get(app.public("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let (answers, probes) = tokio::join!(
+        futures::future::join_all(logins),
+        futures::future::join_all(probes)
+    );
+    let mut refused = 0;
+    for r in answers {
+        match r.status() {
+            StatusCode::OK | StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(r.headers().contains_key("retry-after"));
+                assert_eq!(error_code(r).await.1, "overloaded");
+                refused += 1;
+            }
+            other => panic!("a login answered {other}"),
+        }
+    }
+    assert!(refused > 0, "more logins at once than cores are refused");
+    assert!(
+        probes.iter().all(|s| *s == StatusCode::OK),
+        "the store still answers everyone else: {probes:?}"
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < (STORM as u64 / 2) * ARGON2_MIB * 1024 * 1024,
+        "{STORM} concurrent logins grew the peak by {} MiB",
+        grown / 1024 / 1024
+    );
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
+    let app = App::start().await;
+    let t = app.bearer_session("alice").await;
+    let introspect = serde_json::to_string(&json!([t.access])).unwrap();
+    let cases = [
+        (app.admin("/admin/v1/introspect"), introspect),
+        (
+            app.admin("/admin/v1/introspect"),
+            format!("\"{}\"", t.access),
+        ),
+        (app.admin("/admin/v1/introspect"), "42".to_owned()),
+        (app.public("/v1/auth/login"), r#"["alice","x"]"#.to_owned()),
+        (app.admin("/admin/v1/sessions"), r#"["u"]"#.to_owned()),
+    ];
+    for (url, body) in cases {
+        let r = app
+            .http
+            .post(&url)
+            .bearer_auth(app.server.admin_token())
+            .header("X-Session-Transport", "bearer")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_request".to_owned()),
+            "{url} {body}"
+        );
+    }
+}
