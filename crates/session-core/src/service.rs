@@ -132,6 +132,17 @@ pub struct ServiceParts {
 }
 
 /// The session service.
+///
+/// **Audit.** Every method that changes state records its events before
+/// it returns, and fails with [`ServiceError::Store`] (503
+/// `store_unavailable`) when the audit log cannot take one: no event is
+/// dropped silently. The change the store already applied stands (a
+/// revocation is never undone; a rotated refresh token is answered again
+/// within the grace window, which records the event on the retry); only
+/// the answer becomes a 503. A session whose `session_created` event
+/// cannot be recorded is ended at once, since no client holds its tokens.
+/// Logs that queue durably (the PostgreSQL outbox) fail only when their
+/// queue cannot be written.
 #[derive(Debug)]
 pub struct SessionService {
     sessions: Arc<dyn SessionStore>,
@@ -209,23 +220,34 @@ impl SessionService {
             .push(hook);
     }
 
-    async fn record(&self, event: AuditEvent) {
-        if let Err(e) = self.audit.append(&event).await {
-            // The operation itself stands; losing its event is an operator
-            // alert, which the PostgreSQL outbox exists to prevent.
-            tracing::error!(error = %e, kind = %event.kind, "audit append failed");
-        }
+    /// Appends one audit event. The contract allows no silent loss: an
+    /// event is durably recorded (by the log itself, or by a durable queue
+    /// such as the PostgreSQL outbox) before the caller answers, or the
+    /// caller fails with 503 `store_unavailable`. Any append failure is
+    /// therefore a [`ServiceError::Store`], whatever its kind.
+    async fn record(&self, event: AuditEvent) -> Result<(), ServiceError> {
+        self.audit.append(&event).await.map_err(|e| {
+            tracing::error!(error = %e, kind = %event.kind, "audit append failed; the request fails");
+            metrics::counter!("session_audit_failures_total").increment(1);
+            ServiceError::Store(match e {
+                StoreError::Conflict => StoreError::backend(AuditConflict),
+                other => other,
+            })
+        })
     }
 
+    /// Runs the revocation hooks for `s` (always, before any audit write,
+    /// so a failing audit log never keeps a revoked session in a cache),
+    /// then records its `session_revoked` event.
     async fn revoked_event(
         &self,
         s: &Session,
         reason: RevokeReason,
         actor: Actor,
         client: &ClientInfo,
-    ) {
+    ) -> Result<(), ServiceError> {
         self.revoked_event_noted(s, reason, actor, client, None)
-            .await;
+            .await
     }
 
     async fn revoked_event_noted(
@@ -235,7 +257,7 @@ impl SessionService {
         actor: Actor,
         client: &ClientInfo,
         note: Option<&str>,
-    ) {
+    ) -> Result<(), ServiceError> {
         for hook in self
             .on_revoke
             .0
@@ -253,7 +275,7 @@ impl SessionService {
         if let Some(note) = note {
             event = event.details(serde_json::json!({ "note": note }));
         }
-        self.record(event).await;
+        self.record(event).await
     }
 
     fn issue(&self, session: Session, refresh_token: RefreshToken) -> Result<Issued, ServiceError> {
@@ -314,16 +336,30 @@ impl SessionService {
             .sessions
             .create_limited(&session, self.config.lifetimes.max_sessions_per_user, now)
             .await?;
+        let mut audit = AuditOutcome::default();
         for old in &evicted {
-            self.revoked_event(old, RevokeReason::SessionLimit, Actor::System, client)
-                .await;
+            audit.note(
+                self.revoked_event(old, RevokeReason::SessionLimit, Actor::System, client)
+                    .await,
+            );
         }
-        self.record(
-            AuditEvent::new(AuditKind::SessionCreated, actor, now)
-                .session(id, user_id)
-                .client(client),
-        )
-        .await;
+        audit.note(
+            self.record(
+                AuditEvent::new(AuditKind::SessionCreated, actor, now)
+                    .session(id, user_id)
+                    .client(client),
+            )
+            .await,
+        );
+        if let Err(e) = audit.finish() {
+            // Its tokens exist only in the answer we are not sending, so no
+            // client holds this session: end it rather than leave a live,
+            // unaudited session behind (best effort; it is unusable anyway).
+            if let Err(revoke) = self.sessions.revoke(&id, RevokeReason::Logout, now).await {
+                tracing::warn!(error = %revoke, "could not end a session whose creation was not audited");
+            }
+            return Err(e);
+        }
         self.issue(session, refresh)
     }
 
@@ -349,7 +385,7 @@ impl SessionService {
                 event = event.user(username);
             }
             self.record(event.details(serde_json::json!({ "known_user": known })))
-                .await;
+                .await?;
             return Err(ServiceError::InvalidCredentials);
         }
         self.open_session(username, None, client, Actor::User).await
@@ -392,22 +428,28 @@ impl SessionService {
                 now,
             )
             .await?;
+        // The store has applied the outcome. From here every event is
+        // attempted (and the revocation hooks run) even when one append
+        // fails; the first failure then turns the answer into a 503.
+        let mut audit = AuditOutcome::default();
         if let Some(session) = &result.session {
             for a in &result.anomalies {
                 metrics::counter!("session_anomalies_total", "signal" => a.signal.as_str())
                     .increment(1);
-                self.record(
-                    AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
-                        .session(session.id, session.user_id.clone())
-                        .client(client)
-                        .details(serde_json::json!({
-                            "signal": a.signal.as_str(),
-                            "action": a.action.to_string(),
-                            "old": a.old,
-                            "new": a.new,
-                        })),
-                )
-                .await;
+                audit.note(
+                    self.record(
+                        AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
+                            .session(session.id, session.user_id.clone())
+                            .client(client)
+                            .details(serde_json::json!({
+                                "signal": a.signal.as_str(),
+                                "action": a.action.to_string(),
+                                "old": a.old,
+                                "new": a.new,
+                            })),
+                    )
+                    .await,
+                );
             }
         }
         match (result.outcome, result.session) {
@@ -418,7 +460,8 @@ impl SessionService {
                         .client(client)
                         .details(serde_json::json!({ "generation": session.refresh.generation })),
                 )
-                .await;
+                .await?;
+                audit.finish()?;
                 self.issue(session, next_token)
             }
             (RefreshOutcome::GraceReplay { sealed }, Some(session)) => {
@@ -432,32 +475,52 @@ impl SessionService {
                         .client(client)
                         .details(serde_json::json!({ "grace_replay": true, "generation": session.refresh.generation })),
                 )
-                .await;
+                .await?;
+                audit.finish()?;
                 self.issue(session, successor)
             }
             (RefreshOutcome::Reused, Some(session)) => {
                 metrics::counter!("session_reuse_detections_total").increment(1);
-                self.record(
-                    AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
-                        .session(session.id, session.user_id.clone())
-                        .client(client)
-                        .details(serde_json::json!({
-                            "presented_generation": presented.generation,
-                            "live_generation": session.refresh.generation,
-                        })),
-                )
-                .await;
-                self.revoked_event(&session, RevokeReason::ReuseDetected, Actor::System, client)
+                let reused = self
+                    .record(
+                        AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
+                            .session(session.id, session.user_id.clone())
+                            .client(client)
+                            .details(serde_json::json!({
+                                "presented_generation": presented.generation,
+                                "live_generation": session.refresh.generation,
+                            })),
+                    )
                     .await;
+                audit.note(reused);
+                audit.note(
+                    self.revoked_event(
+                        &session,
+                        RevokeReason::ReuseDetected,
+                        Actor::System,
+                        client,
+                    )
+                    .await,
+                );
+                audit.finish()?;
                 Err(ServiceError::RefreshTokenReused)
             }
             (RefreshOutcome::AnomalyRevoked, Some(session)) => {
-                self.revoked_event(&session, RevokeReason::Anomaly, Actor::System, client)
-                    .await;
+                audit.note(
+                    self.revoked_event(&session, RevokeReason::Anomaly, Actor::System, client)
+                        .await,
+                );
+                audit.finish()?;
                 Err(ServiceError::SessionRevoked)
             }
-            (RefreshOutcome::Revoked, _) => Err(ServiceError::SessionRevoked),
-            _ => Err(ServiceError::InvalidRefreshToken),
+            (RefreshOutcome::Revoked, _) => {
+                audit.finish()?;
+                Err(ServiceError::SessionRevoked)
+            }
+            _ => {
+                audit.finish()?;
+                Err(ServiceError::InvalidRefreshToken)
+            }
         }
     }
 
@@ -517,7 +580,7 @@ impl SessionService {
         let revoked = self.sessions.revoke(id, reason, self.now()).await?;
         if let Some(s) = &revoked {
             self.revoked_event_noted(s, reason, actor, client, note)
-                .await;
+                .await?;
         }
         Ok(revoked)
     }
@@ -548,10 +611,14 @@ impl SessionService {
             .sessions
             .revoke_user(user_id, reason, self.now())
             .await?;
+        let mut audit = AuditOutcome::default();
         for s in &revoked {
-            self.revoked_event_noted(s, reason, actor, client, note)
-                .await;
+            audit.note(
+                self.revoked_event_noted(s, reason, actor, client, note)
+                    .await,
+            );
         }
+        audit.finish()?;
         Ok(revoked.len())
     }
 
@@ -592,12 +659,15 @@ impl SessionService {
         if !self.users.set_password(username, &hash).await? {
             return Ok(None);
         }
-        self.record(
-            AuditEvent::new(AuditKind::PasswordChanged, Actor::Admin, self.now())
-                .user(username)
-                .client(client),
-        )
-        .await;
+        let changed = self
+            .record(
+                AuditEvent::new(AuditKind::PasswordChanged, Actor::Admin, self.now())
+                    .user(username)
+                    .client(client),
+            )
+            .await;
+        // The sessions go whether or not the event above was recorded: a
+        // failing audit log must never leave old sessions alive.
         let n = self
             .revoke_user(
                 username,
@@ -606,6 +676,7 @@ impl SessionService {
                 client,
             )
             .await?;
+        changed?;
         Ok(Some(n))
     }
 
@@ -620,7 +691,7 @@ impl SessionService {
             AuditEvent::new(AuditKind::KeyRotated, Actor::Admin, now)
                 .details(serde_json::json!({ "kid": info.kid, "alg": info.alg.to_string() })),
         )
-        .await;
+        .await?;
         Ok(info)
     }
 
@@ -633,6 +704,29 @@ impl SessionService {
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.sessions.ping().await?;
         self.audit.ping().await
+    }
+}
+
+/// An append that hit an id already stored: the log promises this is a
+/// no-op, so a log answering `Conflict` is misbehaving.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log refused an event as a duplicate")]
+struct AuditConflict;
+
+/// The first failure among several audit appends, so that one failure
+/// skips neither the others nor the revocation hooks.
+#[derive(Debug, Default)]
+struct AuditOutcome(Option<ServiceError>);
+
+impl AuditOutcome {
+    fn note(&mut self, result: Result<(), ServiceError>) {
+        if let Err(e) = result {
+            self.0.get_or_insert(e);
+        }
+    }
+
+    fn finish(self) -> Result<(), ServiceError> {
+        self.0.map_or(Ok(()), Err)
     }
 }
 

@@ -564,11 +564,14 @@ pub(crate) async fn rotate_keys(State(state): State<AppState>) -> Result<Respons
             "the signing-key file cannot be written; rotate offline and restart (see the runbook)",
         ));
     }
-    let info = state.service.rotate_keys().await?;
+    // Saved even when the rotation's audit event failed (503): the new
+    // key is in force either way and must survive a restart.
+    let rotated = state.service.rotate_keys().await;
     if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
         tracing::error!(error = %e, "rotated key could not be saved; it will be lost on restart");
         return Err(ApiError::internal());
     }
+    let info = rotated?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "key": info })),

@@ -5,12 +5,14 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use session_server::testing::TestServer;
 use sqlx::{Connection as _, SqliteConnection};
 
 use crate::harness::*;
+
+const TRIGGER: &str = "test_audit_volume_gone";
 
 async fn sqlite(path: &Path) -> SqliteConnection {
     SqliteConnection::connect(&format!("sqlite://{}", path.display()))
@@ -18,11 +20,121 @@ async fn sqlite(path: &Path) -> SqliteConnection {
         .unwrap()
 }
 
+/// Makes every append to the real audit file fail from now on, the way a
+/// full or dead volume would (a trigger in the file itself, since the
+/// tests run as root and file modes do not stop root).
+async fn break_appends(audit_db: &Path) -> SqliteConnection {
+    let mut c = sqlite(audit_db).await;
+    sqlx::query(&format!(
+        "CREATE TRIGGER {TRIGGER} BEFORE INSERT ON audit_events \
+         BEGIN SELECT RAISE(ABORT, 'injected: the audit volume is gone'); END"
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c
+}
+
+async fn heal_appends(mut c: SqliteConnection) {
+    sqlx::query(&format!("DROP TRIGGER {TRIGGER}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
 async fn count_events(db: &Path) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_events")
         .fetch_one(&mut sqlite(db).await)
         .await
         .unwrap()
+}
+
+fn unavailable(got: (StatusCode, String)) {
+    assert_eq!(
+        got,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_audit_event_cannot_be_recorded_fails_with_503() {
+    let app = App::start().await;
+    let dave = app.bearer_session("dave").await;
+    app.add_user("alice").await;
+    let bob = app.admin_session("bob").await;
+    let carol = app.admin_session("carol").await;
+    let broken = break_appends(&app.server.data_dir().join("audit.db")).await;
+
+    // No session without its session_created event, and none left behind.
+    unavailable(error_code(app.login_bearer("alice", PASSWORD).await).await);
+    // No failed login without its login_failed event.
+    unavailable(error_code(app.login_bearer("alice", "wrong password").await).await);
+    // A revocation stands, but is not acknowledged without its event.
+    let r = app
+        .admin_req(
+            Method::DELETE,
+            &format!("/admin/v1/sessions/{}", bob.session_id),
+        )
+        .send()
+        .await
+        .unwrap();
+    unavailable(error_code(r).await);
+    assert_eq!(
+        app.whoami(&bob.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the revocation itself stands"
+    );
+    // A rotation is not answered without its event.
+    unavailable(error_code(app.refresh_bearer(&carol.refresh).await).await);
+    // A password change still ends every old session.
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/users/dave/password")
+        .json(&serde_json::json!({ "password": "a new password entirely" }))
+        .send()
+        .await
+        .unwrap();
+    unavailable(error_code(r).await);
+    assert_eq!(
+        app.whoami(&dave.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "an unaudited password change left a session alive"
+    );
+
+    heal_appends(broken).await;
+    let r = app
+        .admin_req(Method::GET, "/admin/v1/users/alice/sessions")
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(
+        listed["sessions"].as_array().unwrap().len(),
+        0,
+        "the unaudited login left no live session: {listed}"
+    );
+    // The client's retry of the refresh is answered (grace window) and
+    // recorded this time.
+    let r = app.refresh_bearer(&carol.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let refreshed = app
+        .audit(&format!(
+            "kind=session_refreshed&session_id={}",
+            carol.session_id
+        ))
+        .await;
+    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.audit("kind=session_created&user_id=alice").await.len(),
+        1,
+        "only the answered login is recorded"
+    );
 }
 
 #[tokio::test]
