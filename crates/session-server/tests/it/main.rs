@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod browser;
 mod forward_auth;
 mod hostile;
 mod persistence;
@@ -13,3 +14,4 @@ mod postgres;
 mod redis;
 mod secrets;
 mod telemetry;
+mod ui;
