@@ -45,6 +45,7 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
     res
 }
 
+#[utoipa::path(get, path = "/ui/", tag = "public", responses((status = 200, description = "the account page (text/html); its script app.js and style app.css next to it", content_type = "text/html"), (status = 404, description = "not_found: SESSION_UI=off")))]
 pub(crate) async fn page() -> Response {
     index().await
 }

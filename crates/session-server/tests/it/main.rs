@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod forward_auth;
 mod hostile;
+mod openapi;
 mod persistence;
 mod postgres;
 mod redis;
