@@ -8,10 +8,12 @@ use crate::cmd;
 use crate::deploy;
 use crate::deps;
 use crate::services::Services;
+use crate::setup;
 use crate::suite;
 
 pub(crate) fn run() -> Result<()> {
     let started = Instant::now();
+    step(0, "tools the tests need", setup::ensure)?;
     step(1, "formatting", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
     })?;

@@ -40,4 +40,6 @@ pub(crate) enum Command {
     Load(crate::load::LoadArgs),
     /// Check the deployment files.
     DeployCheck,
+    /// Find or install what the tests need (step 0 of `ci`).
+    Setup,
 }

@@ -4,7 +4,8 @@
 //! workspace root.
 //!
 //! - `cargo xtask ci` — the whole gate, in order, stopping at the first
-//!   failure: `cargo fmt --check`; the dependency-direction check (from
+//!   failure: `setup` (find or install the tools the tests need);
+//!   `cargo fmt --check`; the dependency-direction check (from
 //!   `cargo metadata`); `deploy-check`;
 //!   `cargo clippy --workspace --all-targets -D warnings`;
 //!   the tests (see `test`), against the services. `.ci/run` runs exactly
@@ -22,6 +23,9 @@
 //!   benchmark of `session-server` (server pinned to core 0, the `xtask
 //!   load` generator to core 1); `--micro` adds the criterion benches.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
+//! - `cargo xtask setup` — find or install redis-server, PostgreSQL, nginx,
+//!   chromium + chromedriver and the tests' Python venv (as root on
+//!   Debian with apt-get; elsewhere it stops with the install command).
 //!
 //! The services are Redis, PostgreSQL and a three-node Redis Cluster. The
 //! shared Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth)
@@ -47,6 +51,7 @@ mod flags;
 mod load;
 mod load_resp;
 mod services;
+mod setup;
 mod suite;
 
 use std::process::ExitCode;
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         flags::Command::Bench(args) => bench::run(&args),
         flags::Command::Load(args) => load::run(args),
         flags::Command::DeployCheck => deploy::check(),
+        flags::Command::Setup => setup::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

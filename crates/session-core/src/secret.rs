@@ -241,7 +241,8 @@ pub struct PresentedRefresh {
     pub digest: TokenDigest,
 }
 
-/// A plaintext CSRF token (`<nonce>.<mac>`), bound to one session by HMAC.
+/// A plaintext CSRF token (base64url of an HMAC), bound to one session and
+/// one refresh generation.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CsrfToken(String);
 
@@ -398,36 +399,38 @@ impl TokenSecrets {
         String::from_utf8(plain).ok().map(RefreshToken)
     }
 
-    /// A new CSRF token for `session_id`: a random nonce and its HMAC with
-    /// the session id, so it is valid for that session only.
-    pub fn issue_csrf(&self, session_id: &SessionId) -> CsrfToken {
-        let nonce: [u8; 16] = random_bytes();
-        let mac = hmac(&self.csrf, &[session_id.as_bytes(), &nonce]);
-        CsrfToken(format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(nonce),
-            URL_SAFE_NO_PAD.encode(mac)
-        ))
+    /// The CSRF token of `session_id` at refresh `generation`: the
+    /// HMAC of both under the server's CSRF key. One value at a time: a
+    /// refresh moves the session to the next generation, so its token
+    /// changes and the previous one no longer verifies. A grace-window
+    /// replay of a refresh answers the same generation, hence the same
+    /// token, so two tabs refreshing at once agree on it.
+    pub fn issue_csrf(&self, session_id: &SessionId, generation: u64) -> CsrfToken {
+        CsrfToken(URL_SAFE_NO_PAD.encode(self.csrf_mac(session_id, generation)))
     }
 
-    /// Whether `presented` is a CSRF token this service issued for
-    /// `session_id`. Constant-time in the MAC comparison.
-    pub fn verify_csrf(&self, session_id: &SessionId, presented: &str) -> bool {
+    fn csrf_mac(&self, session_id: &SessionId, generation: u64) -> [u8; 32] {
+        hmac(
+            &self.csrf,
+            &[session_id.as_bytes(), &generation.to_be_bytes()],
+        )
+    }
+
+    /// Whether `presented` is the CSRF token of `session_id` at
+    /// `generation`. Constant-time in the MAC comparison.
+    pub fn verify_csrf(&self, session_id: &SessionId, generation: u64, presented: &str) -> bool {
         if presented.len() > 128 {
             return false;
         }
-        let Some((nonce, mac)) = presented.split_once('.') else {
+        let Ok(mac) = URL_SAFE_NO_PAD.decode(presented) else {
             return false;
         };
-        let (Ok(nonce), Ok(mac)) = (URL_SAFE_NO_PAD.decode(nonce), URL_SAFE_NO_PAD.decode(mac))
-        else {
-            return false;
-        };
-        if nonce.len() != 16 || mac.len() != 32 {
+        if mac.len() != 32 {
             return false;
         }
-        let expected = hmac(&self.csrf, &[session_id.as_bytes(), &nonce]);
-        expected.ct_eq(mac.as_slice()).into()
+        self.csrf_mac(session_id, generation)
+            .ct_eq(mac.as_slice())
+            .into()
     }
 }
 
@@ -547,11 +550,24 @@ mod tests {
     fn csrf_tokens_are_bound_to_their_session() {
         let s = secrets();
         let sid = SessionId::generate();
-        let csrf = s.issue_csrf(&sid);
-        assert!(s.verify_csrf(&sid, csrf.expose()));
-        assert!(!s.verify_csrf(&SessionId::generate(), csrf.expose()));
-        assert!(!s.verify_csrf(&sid, ""));
-        assert!(!s.verify_csrf(&sid, "a.b"));
-        assert!(!TokenSecrets::from_master(&[9; 32]).verify_csrf(&sid, csrf.expose()));
+        let csrf = s.issue_csrf(&sid, 0);
+        assert!(s.verify_csrf(&sid, 0, csrf.expose()));
+        assert!(!s.verify_csrf(&SessionId::generate(), 0, csrf.expose()));
+        assert!(!s.verify_csrf(&sid, 0, ""));
+        assert!(!s.verify_csrf(&sid, 0, "a.b"));
+        assert!(!TokenSecrets::from_master(&[9; 32]).verify_csrf(&sid, 0, csrf.expose()));
+    }
+
+    #[test]
+    fn a_csrf_token_is_refused_once_the_session_moved_to_the_next_generation() {
+        let s = secrets();
+        let sid = SessionId::generate();
+        let first = s.issue_csrf(&sid, 4);
+        let next = s.issue_csrf(&sid, 5);
+        assert_ne!(first.expose(), next.expose());
+        assert!(s.verify_csrf(&sid, 5, next.expose()));
+        assert!(!s.verify_csrf(&sid, 5, first.expose()));
+        // One value per generation: issuing again gives the same token.
+        assert_eq!(s.issue_csrf(&sid, 5).expose(), next.expose());
     }
 }

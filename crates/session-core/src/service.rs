@@ -13,7 +13,9 @@ use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use crate::clock::Clock;
 use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, MAX_LEEWAY, TokenError};
 use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
-use crate::secret::{CsrfToken, RefreshToken, SessionId, TokenSecrets, random_bytes};
+use crate::secret::{
+    CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenSecrets, random_bytes,
+};
 use crate::session::{Lifetimes, RevokeReason, Session};
 use crate::store::{AuditLog, SessionStore, StoreError, UserStore};
 use crate::user::{self, User};
@@ -298,7 +300,7 @@ impl SessionService {
             auth_time: Some(session.created_at.unix_timestamp()),
         };
         let access = self.keys.sign(&claims)?;
-        let csrf_token = self.secrets.issue_csrf(&session.id);
+        let csrf_token = self.csrf_token(&session);
         Ok(Issued {
             session,
             access_token: AccessToken(access),
@@ -529,9 +531,24 @@ impl SessionService {
         self.keys.verify(token, self.now())
     }
 
-    /// Whether `csrf` is a CSRF token issued for `session_id`.
-    pub fn csrf_valid(&self, session_id: &SessionId, csrf: &str) -> bool {
-        self.secrets.verify_csrf(session_id, csrf)
+    /// Whether `csrf` is the CSRF token of `session_id` at refresh
+    /// `generation` (the session's live one; a refresh moves it on, so
+    /// the previous token is refused from then on).
+    pub fn csrf_valid(&self, session_id: &SessionId, generation: u64, csrf: &str) -> bool {
+        self.secrets.verify_csrf(session_id, generation, csrf)
+    }
+
+    /// The session's CSRF token now (for `GET /v1/session`): the one its
+    /// last login or refresh issued.
+    pub fn csrf_token(&self, session: &Session) -> CsrfToken {
+        self.secrets
+            .issue_csrf(&session.id, session.refresh.generation)
+    }
+
+    /// The refresh token's session id and generation, if the token is
+    /// authentic (no store lookup, no side effect).
+    pub fn refresh_token_family(&self, token: &str) -> Option<PresentedRefresh> {
+        self.secrets.parse_refresh(token).ok()
     }
 
     /// The refresh token's session id, if the token is authentic (no store

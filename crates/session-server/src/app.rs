@@ -75,18 +75,31 @@ async fn observe(State(listener): State<&'static str>, req: Request, next: Next)
 pub struct LoggedSession(pub String);
 
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
-    router
+    let app = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(listener, observe))
+        .with_state(state.clone());
+    // CORS for the allowed browser origins, on the public listener only.
+    let app = if listener == "public" {
+        app.layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::browser::cors,
+        ))
+    } else {
+        app
+    };
+    app.layer(axum::middleware::from_fn_with_state(listener, observe))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
 /// The public listener's app.
 pub fn public_app(state: AppState) -> Router {
-    finish(crate::public::router(), state, "public")
+    let mut router = crate::public::router();
+    if state.settings.ui {
+        router = router.merge(crate::ui::router());
+    }
+    finish(router, state, "public")
 }
 
 /// The admin listener's app.
@@ -107,6 +120,7 @@ pub async fn serve(
         shutdown.await;
         let _ = tx.send(true);
     });
+    crate::browser::log_accepted_origins(&state.settings);
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

@@ -136,7 +136,17 @@ pub const SETTINGS: &[SettingSpec] = &[
     s(
         "allowed_origins",
         Some(""),
-        "origins allowed on cookie-transport requests (comma-separated)",
+        "origins allowed on cookie-transport requests and given CORS (comma-separated); the service's own origin is always allowed",
+    ),
+    s(
+        "public_url",
+        None,
+        "the public listener's URL as browsers see it (e.g. https://example.com/auth): the own origin, and the refresh cookie's path prefix",
+    ),
+    s(
+        "ui",
+        Some("on"),
+        "the built-in account page at /ui/: on or off",
     ),
     s(
         "trusted_proxies",
@@ -264,6 +274,8 @@ pub struct Settings {
     pub rapid_refresh_limit: u32,
     pub rapid_refresh_window: Duration,
     pub allowed_origins: Vec<String>,
+    pub public_url: Option<PublicUrl>,
+    pub ui: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub rate_limit_login: u32,
     pub rate_limit_refresh: u32,
@@ -446,6 +458,8 @@ impl RawSettings {
             rapid_refresh_limit: parse_with("rapid_refresh_limit", req("rapid_refresh_limit")?)?,
             rapid_refresh_window: positive("rapid_refresh_window", req("rapid_refresh_window")?)?,
             allowed_origins: list(get("allowed_origins")),
+            public_url: get("public_url").map(PublicUrl::parse).transpose()?,
+            ui: parse_switch("ui", req("ui")?)?,
             trusted_proxies: list(get("trusted_proxies"))
                 .iter()
                 .map(|c| parse_cidr(c))
@@ -543,6 +557,64 @@ fn list(v: Option<&str>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// `SESSION_PUBLIC_URL`: the public listener as browsers reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `scheme://host[:port]`, lower case, as browsers send it in `Origin`.
+    pub origin: String,
+    /// The path prefix the reverse proxy strips (`/auth`), or `""`.
+    pub prefix: String,
+}
+
+impl PublicUrl {
+    /// Parses `http(s)://host[:port][/prefix]` (no query, no fragment).
+    pub fn parse(v: &str) -> Result<Self, ConfigError> {
+        let invalid = |why: &str| ConfigError::Invalid {
+            name: "public_url",
+            message: format!("{v:?}: {why}"),
+        };
+        let uri: http::Uri = v
+            .trim()
+            .parse()
+            .map_err(|_| invalid("not a URL (expected e.g. https://example.com/auth)"))?;
+        let scheme = uri
+            .scheme_str()
+            .map(str::to_ascii_lowercase)
+            .filter(|s| s == "http" || s == "https")
+            .ok_or_else(|| invalid("expected an http:// or https:// URL"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid("no host"))?
+            .as_str()
+            .to_ascii_lowercase();
+        if authority.contains('@') {
+            return Err(invalid("no user info allowed"));
+        }
+        if uri.query().is_some() || v.contains('#') {
+            return Err(invalid("no query or fragment allowed"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        if prefix.contains(|c: char| c == ';' || c == ',' || c.is_whitespace()) {
+            return Err(invalid("the path cannot go into a cookie"));
+        }
+        Ok(Self {
+            origin: format!("{scheme}://{authority}"),
+            prefix,
+        })
+    }
+}
+
+fn parse_switch(name: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            name,
+            message: "expected on or off".into(),
+        }),
+    }
 }
 
 fn parse_cidr(v: &str) -> Result<IpNet, ConfigError> {
@@ -686,6 +758,31 @@ mod tests {
         let s = raw.parse().unwrap();
         assert_eq!(s.absolute_lifetime, Duration::minutes(5));
         assert_eq!(s.client_id, "session-server");
+    }
+
+    #[test]
+    fn public_url_gives_the_own_origin_and_the_path_prefix() {
+        let u = PublicUrl::parse("https://Example.com/auth/").unwrap();
+        assert_eq!(u.origin, "https://example.com");
+        assert_eq!(u.prefix, "/auth");
+        let u = PublicUrl::parse("http://localhost:8080").unwrap();
+        assert_eq!(u.origin, "http://localhost:8080");
+        assert_eq!(u.prefix, "");
+        for bad in [
+            "example.com/auth",
+            "ftp://x",
+            "https://x/a?b=1",
+            "https://u@x/",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut raw = RawSettings::defaults();
+        assert!(raw.parse().unwrap().public_url.is_none());
+        assert!(raw.parse().unwrap().ui);
+        raw.set("ui", "off").unwrap();
+        assert!(!raw.parse().unwrap().ui);
+        raw.set("ui", "maybe").unwrap();
+        assert!(raw.parse().is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::state::AppState;
 pub const ACCESS_COOKIE: &str = "__Host-session";
 /// Name of the refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "__Secure-refresh";
+/// Name of the readable CSRF cookie (not `HttpOnly`: the page reads it).
+pub const CSRF_COOKIE: &str = "__Host-csrf";
 /// Deepest JSON nesting accepted.
 pub const MAX_JSON_DEPTH: usize = 32;
 /// Longest header value read for tokens.

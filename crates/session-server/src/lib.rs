@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod browser;
 pub mod compose;
 pub mod config;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ratelimit;
 pub mod state;
 pub mod telemetry;
 pub mod testing;
+pub mod ui;
 pub mod validate;
 
 pub use app::{admin_app, public_app, serve};

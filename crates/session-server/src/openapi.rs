@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 document of both listeners, generated from the code.
 
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use crate::admin::{
@@ -26,6 +27,7 @@ use crate::public::{
         crate::public::jwks,
         crate::public::healthz,
         crate::public::readyz,
+        crate::ui::page,
         crate::admin::create_session,
         crate::admin::introspect,
         crate::admin::get_session,
@@ -76,7 +78,134 @@ impl utoipa::Modify for AdminToken {
     }
 }
 
-/// The document as JSON.
+/// The document as JSON, completed: both listeners as `servers`, the
+/// security schemes on every operation, the error body on every error
+/// response, query parameters where the code's extractors read them.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    complete(&mut doc);
+    doc
+}
+
+/// The listeners' default addresses, as OpenAPI `servers`.
+const PUBLIC_SERVER: &str = "http://127.0.0.1:8080";
+const ADMIN_SERVER: &str = "http://127.0.0.1:8081";
+
+/// Public routes that need no credential at all.
+const OPEN_PUBLIC: &[&str] = &[
+    "/v1/auth/login",
+    "/.well-known/jwks.json",
+    "/healthz",
+    "/readyz",
+    "/ui/",
+];
+
+fn is_admin(path: &str) -> bool {
+    path.starts_with("/admin/") || path == "/metrics"
+}
+
+/// Who may call `path`: the OpenAPI security requirement list.
+fn security_for(path: &str) -> Value {
+    if is_admin(path) {
+        json!([{ "admin_token": [] }])
+    } else if path == "/v1/auth/refresh" {
+        json!([{ "refresh_cookie": [] }, {}])
+    } else if OPEN_PUBLIC.contains(&path) {
+        json!([{}])
+    } else {
+        json!([{ "session_cookie": [] }, { "bearer": [] }, { "dpop": [] }])
+    }
+}
+
+fn complete(doc: &mut Value) {
+    doc["servers"] = json!([
+        { "url": PUBLIC_SERVER, "description": "public listener (browsers, apps, reverse proxies)" },
+        { "url": ADMIN_SERVER, "description": "admin listener (trusted backends, operators)" },
+    ]);
+    let schemes = &mut doc["components"]["securitySchemes"];
+    schemes["session_cookie"] = json!({
+        "type": "apiKey", "in": "cookie", "name": crate::extract::ACCESS_COOKIE,
+        "description": "cookie transport: the access token; state changes also need X-CSRF-Token",
+    });
+    schemes["refresh_cookie"] = json!({
+        "type": "apiKey", "in": "cookie", "name": crate::extract::REFRESH_COOKIE,
+        "description": "cookie transport: the refresh token (path /v1/auth, or the public URL's prefix + /v1/auth)",
+    });
+    schemes["bearer"] = json!({
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "bearer transport: Authorization: Bearer <access token>",
+    });
+    schemes["dpop"] = json!({
+        "type": "http", "scheme": "DPoP",
+        "description": "DPoP-bound access token (RFC 9449) with a DPoP proof header",
+    });
+    schemes["admin_token"] = json!({
+        "type": "http", "scheme": "bearer",
+        "description": "the admin token (admin listener only)",
+    });
+    doc["components"]["schemas"]["Error"] = json!({
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": { "type": "string", "description": "snake_case code, e.g. invalid_token" },
+            "message": { "type": "string", "description": "text for humans" },
+        },
+        "additionalProperties": true,
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let server = if is_admin(path) {
+            ADMIN_SERVER
+        } else {
+            PUBLIC_SERVER
+        };
+        item["servers"] = json!([{ "url": server }]);
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in ops.iter_mut() {
+            if !["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                continue;
+            }
+            op["security"] = security_for(path);
+            fix_parameters(path, op);
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                for (status, response) in responses.iter_mut() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        response["content"] = json!({
+                            "application/json": { "schema": { "$ref": "#/components/schemas/Error" } }
+                        });
+                    }
+                }
+                if !responses.contains_key("401") && security_for(path) != json!([{}]) {
+                    responses.insert(
+                        "401".into(),
+                        json!({
+                            "description": "missing or invalid credentials",
+                            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A parameter declared `in: path` that is not in the path's template is
+/// read from the query string by the code (`Query<…>`): say so.
+fn fix_parameters(path: &str, op: &mut Value) {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for p in params {
+        let name = p["name"].as_str().unwrap_or_default().to_owned();
+        if p["in"] == "path" && !path.contains(&format!("{{{name}}}")) {
+            p["in"] = json!("query");
+            p["required"] = json!(false);
+        }
+    }
 }

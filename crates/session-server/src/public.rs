@@ -14,9 +14,13 @@ use session_core::service::{Issued, ServiceError};
 use session_core::{Actor, RevokeReason, Session, SessionId, TokenDigest};
 use time::OffsetDateTime;
 
+use crate::browser::{
+    check_origin, clear_cookies, log_csrf_refusal, refresh_cookie_path, set_cookie,
+};
 use crate::error::ApiError;
 use crate::extract::{
-    ACCESS_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer,
+    ACCESS_COOKIE, CSRF_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json,
+    wants_bearer,
 };
 use crate::state::AppState;
 use crate::validate::{AuthError, Authenticated};
@@ -107,6 +111,10 @@ pub struct SessionView {
     /// Metadata from the backend that opened it.
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
+    /// Cookie transport only: the session's CSRF token (also in the
+    /// `__Host-csrf` cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }
 
 impl From<&Session> for SessionView {
@@ -118,6 +126,7 @@ impl From<&Session> for SessionView {
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at(),
             metadata: s.metadata.clone(),
+            csrf_token: None,
         }
     }
 }
@@ -148,20 +157,6 @@ pub struct DeviceView {
 pub struct DeviceList {
     /// Active sessions, oldest first.
     pub sessions: Vec<DeviceView>,
-}
-
-fn set_cookie(res: &mut Response, name: &str, value: &str, path: &str, max_age: i64) {
-    let v = format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
-    );
-    if let Ok(v) = HeaderValue::from_str(&v) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
-}
-
-fn clear_cookies(res: &mut Response) {
-    set_cookie(res, ACCESS_COOKIE, "", "/", 0);
-    set_cookie(res, REFRESH_COOKIE, "", "/v1/auth", 0);
 }
 
 pub(crate) fn no_store(res: &mut Response) {
@@ -200,14 +195,24 @@ pub(crate) fn issued_response(
             issued.access_token.expose(),
             "/",
             expires_in,
+            true,
         );
         let session_left = (issued.session.expires_at() - now).whole_seconds().max(0);
         set_cookie(
             &mut res,
             REFRESH_COOKIE,
             issued.refresh_token.expose(),
-            "/v1/auth",
+            &refresh_cookie_path(&state.settings),
             session_left,
+            true,
+        );
+        set_cookie(
+            &mut res,
+            CSRF_COOKIE,
+            issued.csrf_token.expose(),
+            "/",
+            session_left,
+            false,
         );
     }
     no_store(&mut res);
@@ -222,41 +227,41 @@ pub(crate) fn log_session(res: &mut Response, id: &SessionId) {
         .insert(crate::app::LoggedSession(id.to_string()));
 }
 
-/// `Sec-Fetch-Site` and `Origin` checks of cookie transport.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("cross-site"))
-    {
-        return Err(ApiError::csrf_failed("cross-site request refused"));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| state.settings.allowed_origins.iter().any(|a| a == o));
-        if !allowed {
-            return Err(ApiError::csrf_failed("origin not allowed"));
-        }
-    }
-    Ok(())
-}
-
-/// The full CSRF check of a cookie-transport state change.
+/// The full CSRF check of a cookie-transport state change: the origin
+/// rules, then `X-CSRF-Token` against the token of the session's refresh
+/// `generation` (one value at a time).
 fn check_csrf(
     state: &AppState,
     headers: &HeaderMap,
     session_id: &SessionId,
+    generation: u64,
 ) -> Result<(), ApiError> {
-    check_origin(state, headers)?;
-    let presented = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::csrf_failed("missing X-CSRF-Token header"))?;
-    if !state.service.csrf_valid(session_id, presented) {
+    check_origin(&state.settings, headers)?;
+    let Some(presented) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
+        log_csrf_refusal("csrf_header_missing", headers);
+        return Err(ApiError::csrf_failed("missing X-CSRF-Token header"));
+    };
+    if !state.service.csrf_valid(session_id, generation, presented) {
+        log_csrf_refusal("csrf_token_wrong", headers);
         return Err(ApiError::csrf_failed("wrong CSRF token"));
     }
     Ok(())
+}
+
+/// The CSRF check of a state change made with the access-token cookie:
+/// against the session's live refresh generation, read from the store.
+async fn check_csrf_live(
+    state: &AppState,
+    headers: &HeaderMap,
+    session_id: &SessionId,
+) -> Result<(), ApiError> {
+    check_origin(&state.settings, headers)?;
+    let session = state
+        .service
+        .get_active(session_id)
+        .await?
+        .ok_or_else(ApiError::invalid_token)?;
+    check_csrf(state, headers, session_id, session.refresh.generation)
 }
 
 /// Where the access token came from.
@@ -317,7 +322,7 @@ pub(crate) async fn login(
 ) -> Result<Response, ApiError> {
     let bearer = wants_bearer(&headers);
     if !bearer {
-        check_origin(&state, &headers)?;
+        check_origin(&state.settings, &headers)?;
     }
     state.limits.login_ip.check_client(client.ip.as_deref())?;
     validate_login(&req)?;
@@ -362,11 +367,18 @@ pub(crate) async fn refresh(
         let token = cookie(&headers, REFRESH_COOKIE)
             .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?
             .to_owned();
-        let sid = state
+        let presented = state
             .service
-            .refresh_token_session(&token)
+            .refresh_token_family(&token)
             .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?;
-        check_csrf(&state, &headers, &sid)?;
+        // Against the presented token's generation: a grace-window replay
+        // (a second tab) carries the CSRF token issued with that token.
+        check_csrf(
+            &state,
+            &headers,
+            &presented.session_id,
+            presented.generation,
+        )?;
         token
     };
     match state.service.refresh(&token, &client).await {
@@ -388,7 +400,7 @@ pub(crate) async fn refresh(
             let err = ApiError::from(e);
             let mut res = err.into_response();
             if !bearer && outcome != "error" {
-                clear_cookies(&mut res);
+                clear_cookies(&state.settings, &mut res);
             }
             no_store(&mut res);
             res.extensions_mut()
@@ -405,7 +417,7 @@ async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<Session
     match authenticate(state, headers, false).await {
         Ok((auth, Source::Header)) => Ok(auth.session_id),
         Ok((auth, Source::Cookie)) => {
-            check_csrf(state, headers, &auth.session_id)?;
+            check_csrf_live(state, headers, &auth.session_id).await?;
             Ok(auth.session_id)
         }
         Err(e)
@@ -418,15 +430,15 @@ async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<Session
                 .service
                 .refresh_token_session(token)
                 .ok_or_else(ApiError::invalid_token)?;
-            check_csrf(state, headers, &sid)?;
+            check_origin(&state.settings, headers)?;
             let digest = TokenDigest::of(token);
-            let live =
-                state.service.get_active(&sid).await?.is_some_and(|s| {
-                    s.refresh.current == digest || s.refresh.previous == Some(digest)
-                });
-            if !live {
-                return Err(ApiError::invalid_token());
-            }
+            let session = state
+                .service
+                .get_active(&sid)
+                .await?
+                .filter(|s| s.refresh.current == digest || s.refresh.previous == Some(digest))
+                .ok_or_else(ApiError::invalid_token)?;
+            check_csrf(state, headers, &sid, session.refresh.generation)?;
             Ok(sid)
         }
         Err(e) => Err(e),
@@ -447,7 +459,7 @@ pub(crate) async fn logout(
         .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     log_session(&mut res, &sid);
-    clear_cookies(&mut res);
+    clear_cookies(&state.settings, &mut res);
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     no_store(&mut res);
@@ -459,9 +471,13 @@ pub(crate) async fn whoami(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, _) = authenticate(&state, &headers, true).await?;
+    let (auth, source) = authenticate(&state, &headers, true).await?;
     let session = auth.session.ok_or_else(ApiError::invalid_token)?;
-    let mut res = Json(SessionView::from(session.as_ref())).into_response();
+    let mut view = SessionView::from(session.as_ref());
+    if source == Source::Cookie {
+        view.csrf_token = Some(state.service.csrf_token(&session).expose().to_owned());
+    }
+    let mut res = Json(view).into_response();
     no_store(&mut res);
     log_session(&mut res, &auth.session_id);
     Ok(res)
@@ -501,7 +517,7 @@ pub(crate) async fn revoke_own(
 ) -> Result<Response, ApiError> {
     let (auth, source) = authenticate(&state, &headers, false).await?;
     if source == Source::Cookie {
-        check_csrf(&state, &headers, &auth.session_id)?;
+        check_csrf_live(&state, &headers, &auth.session_id).await?;
     }
     let not_found = || ApiError::not_found("no such session");
     let target: SessionId = session_id.parse().map_err(|_| not_found())?;

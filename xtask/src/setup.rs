@@ -1,0 +1,205 @@
+//! `cargo xtask setup` (and the first step of `ci`): find or install what
+//! the tests need, so that the README's one test command works on a fresh
+//! machine.
+//!
+//! The tools: `redis-server` and `redis-cli`, PostgreSQL's server binaries
+//! and `psql`, `nginx` (the forward-auth test and `deploy-check`),
+//! `chromium` and `chromedriver` (the browser tests), and Python 3 with
+//! `venv` for a throwaway virtual environment holding
+//! `openapi-spec-validator` (the OpenAPI test). As root on Debian the
+//! missing packages are installed with apt-get; anywhere else the command
+//! stops at once with the exact command to run. Nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+/// The Python packages of the tests' virtual environment, pinned.
+const PYTHON_PACKAGES: &[&str] = &["openapi-spec-validator==0.7.1"];
+
+/// One tool the tests need and the Debian package that brings it.
+struct Tool {
+    what: &'static str,
+    package: &'static str,
+    present: fn() -> bool,
+}
+
+fn on_path_or(name: &str, fallbacks: &[&str]) -> bool {
+    cmd::find_on_path(name).is_some() || fallbacks.iter().any(|f| Path::new(f).is_file())
+}
+
+fn pg_server() -> bool {
+    on_path_or("initdb", &[])
+        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|dirs| {
+            dirs.flatten()
+                .any(|d| d.path().join("bin/initdb").is_file())
+        })
+}
+
+fn python_venv() -> bool {
+    cmd::succeeds(Command::new("python3").args(["-c", "import venv, ensurepip"]))
+}
+
+const TOOLS: &[Tool] = &[
+    Tool {
+        what: "redis-server",
+        package: "redis-server",
+        present: || on_path_or("redis-server", &[]),
+    },
+    Tool {
+        what: "redis-cli",
+        package: "redis-tools",
+        present: || on_path_or("redis-cli", &[]),
+    },
+    Tool {
+        what: "PostgreSQL server (initdb, pg_ctl, postgres)",
+        package: "postgresql",
+        present: pg_server,
+    },
+    Tool {
+        what: "psql",
+        package: "postgresql-client",
+        present: || on_path_or("psql", &[]),
+    },
+    Tool {
+        what: "nginx",
+        package: "nginx-light",
+        present: || on_path_or("nginx", &["/usr/sbin/nginx"]),
+    },
+    Tool {
+        what: "chromium",
+        package: "chromium",
+        present: || on_path_or("chromium", &["/usr/bin/chromium"]),
+    },
+    Tool {
+        what: "chromedriver",
+        package: "chromium-driver",
+        present: || on_path_or("chromedriver", &["/usr/bin/chromedriver"]),
+    },
+    Tool {
+        what: "python3 with venv",
+        package: "python3-venv",
+        present: python_venv,
+    },
+];
+
+fn is_root() -> bool {
+    cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
+fn is_debian() -> bool {
+    Path::new("/etc/debian_version").is_file() && on_path_or("apt-get", &[])
+}
+
+/// Where the tests' Python lives (`target/ci-venv`).
+pub(crate) fn venv_dir() -> PathBuf {
+    cmd::root().join("target/ci-venv")
+}
+
+/// The venv's python, which the tests find by this path (or by
+/// `SESSION_TEST_PYTHON`).
+pub(crate) fn venv_python() -> PathBuf {
+    venv_dir().join("bin/python")
+}
+
+/// Finds every tool, installing the missing ones where it may; then the
+/// Python virtual environment.
+pub(crate) fn ensure() -> Result<()> {
+    let missing: Vec<&Tool> = TOOLS.iter().filter(|t| !(t.present)()).collect();
+    if !missing.is_empty() {
+        let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+        let whats: Vec<&str> = missing.iter().map(|t| t.what).collect();
+        let install = format!(
+            "apt-get install -y --no-install-recommends {}",
+            packages.join(" ")
+        );
+        if !(is_root() && is_debian()) {
+            bail!(
+                "the tests need {} (not found). Install them, then run this again:\n    sudo {install}\n\
+                 (on other systems: the same tools from your package manager)",
+                whats.join(", ")
+            );
+        }
+        eprintln!("setup: installing {}", packages.join(" "));
+        cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+        cmd::run(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&packages),
+        )?;
+        let still: Vec<&str> = TOOLS
+            .iter()
+            .filter(|t| !(t.present)())
+            .map(|t| t.what)
+            .collect();
+        if !still.is_empty() {
+            bail!("still missing after `{install}`: {}", still.join(", "));
+        }
+    }
+    optional_systemd_analyze();
+    ensure_venv()
+}
+
+/// `deploy-check` runs `systemd-analyze` on the shipped unit when it is
+/// there, and says so when it is not; as root on Debian, try to add it.
+fn optional_systemd_analyze() {
+    if on_path_or("systemd-analyze", &[]) || !(is_root() && is_debian()) {
+        return;
+    }
+    eprintln!("setup: installing systemd (for systemd-analyze; optional)");
+    let installed = cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "systemd"]),
+    );
+    if installed.is_err() {
+        eprintln!(
+            "setup: could not install systemd; deploy-check will say it skipped systemd-analyze"
+        );
+    }
+}
+
+fn venv_ready() -> bool {
+    cmd::succeeds(Command::new(venv_python()).args(["-c", "import openapi_spec_validator"]))
+}
+
+fn ensure_venv() -> Result<()> {
+    if venv_ready() {
+        return Ok(());
+    }
+    let dir = venv_dir();
+    eprintln!("setup: making the tests' Python venv in {}", dir.display());
+    cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&dir))
+        .context("creating the Python venv (Debian: apt-get install python3-venv)")?;
+    cmd::run(
+        Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PACKAGES),
+    )
+    .context("installing the tests' Python packages")?;
+    if !venv_ready() {
+        bail!(
+            "{} cannot import openapi_spec_validator",
+            venv_python().display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask setup`: report what is there after making sure of it.
+pub(crate) fn run() -> Result<()> {
+    ensure()?;
+    for t in TOOLS {
+        eprintln!("setup: {} found", t.what);
+    }
+    eprintln!(
+        "setup: Python venv with {} at {}",
+        PYTHON_PACKAGES.join(", "),
+        venv_dir().display()
+    );
+    Ok(())
+}
