@@ -6,6 +6,7 @@ pub mod clock;
 pub mod keys;
 pub mod memory;
 pub mod rotation;
+pub mod sealing;
 pub mod secret;
 pub mod service;
 pub mod session;

@@ -8,6 +8,8 @@ mod admin;
 mod auth;
 mod forward_auth;
 mod hostile;
+mod keys;
+mod master_key;
 mod persistence;
 mod postgres;
 mod redis;
