@@ -252,8 +252,15 @@ pub(crate) struct AuditFilter {
 pub(crate) enum KeysCommand {
     /// List the signing keys (public parts and state).
     List,
-    /// Start a new signing key; the old one is retired but still verifies.
-    Rotate,
+    /// Schedule a new signing key: published in the JWKS now, it signs
+    /// after the server's prepublish time; the old one then retires but
+    /// still verifies its tokens.
+    Rotate {
+        /// A suspected compromise: the new key signs now, and the old one
+        /// leaves the JWKS now (tokens it signed are refused).
+        #[arg(long)]
+        immediate: bool,
+    },
 }
 
 /// A `--since` value, resolved against the clock only when used.

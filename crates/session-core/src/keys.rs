@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::Engine as _;
@@ -164,14 +165,57 @@ pub enum KeyError {
     Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Lifecycle of a key.
+/// Why a rotation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// A scheduled rotation while a `next` key is already pending.
+    #[error("a next key is already scheduled")]
+    Pending,
+    /// HS256: the secret comes from configuration; keys do not rotate.
+    #[error("HS256 keys come from configuration and do not rotate")]
+    NotSupported,
+    /// The new key could not be made.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Lifecycle of a key: `next` (published, not signing yet) → `active`
+/// (signs) → `retired` (verifies the tokens it signed until they have all
+/// expired). A key's state is a function of its activation time, its
+/// successor's and the clock, so every instance reading the same ring
+/// agrees on it without a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyState {
+    /// In the JWKS, signs from its activation time on.
+    Next,
     /// Signs new tokens.
     Active,
     /// Verifies tokens it signed until they have all expired.
     Retired,
+}
+
+/// When keys change: how long a new key is published before it signs, how
+/// often keys rotate by themselves, and how long a retired key keeps
+/// verifying (the access-token lifetime plus the largest leeway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySchedule {
+    /// A new key is in the JWKS at least this long before it signs.
+    pub prepublish: Duration,
+    /// Automatic rotation period; `None`: only by hand.
+    pub rotation: Option<Duration>,
+    /// A retired key verifies for this long after its retirement.
+    pub retain: Duration,
+}
+
+impl Default for KeySchedule {
+    fn default() -> Self {
+        Self {
+            prepublish: Duration::minutes(15),
+            rotation: Some(Duration::days(30)),
+            retain: Duration::minutes(15) + MAX_LEEWAY,
+        }
+    }
 }
 
 /// Public facts about one key.
@@ -181,15 +225,18 @@ pub struct KeyInfo {
     pub kid: String,
     /// Algorithm.
     pub alg: SigningAlgorithm,
-    /// Active or retired.
+    /// Next, active or retired.
     pub state: KeyState,
     /// Created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// Retired (when it is).
+    /// When it was (or will be) activated: signs from then on.
+    #[serde(with = "time::serde::rfc3339")]
+    pub activated_at: OffsetDateTime,
+    /// When it was (or, with a successor scheduled, will be) retired.
     #[serde(with = "time::serde::rfc3339::option")]
     pub retired_at: Option<OffsetDateTime>,
-    /// Kept for verification until.
+    /// Kept for verification until (retired keys).
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// Public JWK (none for HS256).
@@ -206,8 +253,9 @@ pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 pub const MAX_KID_LEN: usize = 64;
 /// Shortest HS256 secret, in bytes.
 pub const MIN_HS256_SECRET_LEN: usize = 32;
-/// Version of the [`StoredKeys`] format.
-const STORED_KEYS_VERSION: u32 = 1;
+/// Version of the [`StoredKeys`] format written; version 1 (keys with a
+/// stored state) is still read.
+const STORED_KEYS_VERSION: u32 = 2;
 /// Random bytes in a generated `kid`.
 const KID_BYTES: usize = 16;
 /// Largest decoded size of any segment of a token no longer than
@@ -245,10 +293,12 @@ enum MaterialError {
     Ed25519(#[source] ed25519_dalek::pkcs8::Error),
     #[error("ES256 key is not a valid PKCS#8 P-256 private key")]
     P256(#[source] p256::pkcs8::Error),
-    #[error("stored key file has version {0}, expected {STORED_KEYS_VERSION}")]
+    #[error("stored key file has version {0}, expected 1 or {STORED_KEYS_VERSION}")]
     Version(u32),
     #[error("stored key file must hold exactly one active key, holds {0}")]
     ActiveCount(usize),
+    #[error("stored key file holds no key that can sign")]
+    NoLiveKey,
     #[error("stored key {0:?} is {1}, the active key is {2}: a ring holds one algorithm")]
     MixedAlgorithms(String, SigningAlgorithm, SigningAlgorithm),
     #[error("stored key id is malformed")]
@@ -285,10 +335,11 @@ enum Signer {
 struct Key {
     kid: String,
     alg: SigningAlgorithm,
-    state: KeyState,
     created_at: OffsetDateTime,
-    retired_at: Option<OffsetDateTime>,
-    expires_at: Option<OffsetDateTime>,
+    /// Signs from then on, until its successor's activation.
+    activates_at: OffsetDateTime,
+    /// Taken out at once (a suspected compromise): never verifies again.
+    revoked_at: Option<OffsetDateTime>,
     material: Material,
     encoding: EncodingKey,
     /// The parsed private key, so signing does not re-read PKCS#8 and
@@ -307,9 +358,9 @@ impl fmt::Debug for Key {
         f.debug_struct("Key")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
-            .field("state", &self.state)
             .field("created_at", &self.created_at)
-            .field("expires_at", &self.expires_at)
+            .field("activates_at", &self.activates_at)
+            .field("revoked_at", &self.revoked_at)
             .field("material", &self.material)
             .finish_non_exhaustive()
     }
@@ -407,10 +458,9 @@ impl Key {
         Ok(Self {
             kid,
             alg,
-            state: KeyState::Active,
             created_at,
-            retired_at: None,
-            expires_at: None,
+            activates_at: created_at,
+            revoked_at: None,
             material: Material(material),
             encoding,
             signer,
@@ -449,28 +499,111 @@ impl Key {
                 None => Zeroizing::new(random_bytes::<32>().to_vec()),
             },
         };
-        Self::from_material(new_kid(), alg, material, now)
+        Self::from_material(new_kid(), alg, material, whole_seconds(now))
     }
 
-    /// Whether tokens under this key are still accepted at `now`.
-    fn usable_at(&self, now: OffsetDateTime) -> bool {
-        match self.state {
-            KeyState::Active => true,
-            KeyState::Retired => self.expires_at.is_some_and(|e| now < e),
-        }
-    }
-
-    fn info(&self) -> KeyInfo {
+    fn info(&self, phase: Phase) -> KeyInfo {
         KeyInfo {
             kid: self.kid.clone(),
             alg: self.alg,
-            state: self.state,
+            state: phase.state,
             created_at: self.created_at,
-            retired_at: self.retired_at,
-            expires_at: self.expires_at,
+            activated_at: self.activates_at,
+            retired_at: phase.retired_at,
+            expires_at: phase.expires_at,
             public_jwk: self.public_jwk.clone(),
         }
     }
+
+    fn stored(&self) -> StoredKey {
+        StoredKey {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            state: None,
+            created_at: self.created_at,
+            activates_at: Some(self.activates_at),
+            revoked_at: self.revoked_at,
+            retired_at: None,
+            expires_at: None,
+            private: StoredSecret(STANDARD.encode(&*self.material.0)),
+        }
+    }
+}
+
+/// Where a key stands at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Phase {
+    state: KeyState,
+    retired_at: Option<OffsetDateTime>,
+    expires_at: Option<OffsetDateTime>,
+}
+
+impl Phase {
+    /// Whether tokens under the key are accepted: a next key's too, so an
+    /// instance whose clock is a moment behind another's still accepts the
+    /// tokens the other signs right after an activation.
+    fn verifies(&self, now: OffsetDateTime) -> bool {
+        match self.state {
+            KeyState::Next | KeyState::Active => true,
+            KeyState::Retired => self.expires_at.is_some_and(|e| now < e),
+        }
+    }
+}
+
+/// The phase of every key of `keys` (kept sorted by activation) at `now`.
+fn phases(keys: &[Key], now: OffsetDateTime, retain: Duration) -> Vec<Phase> {
+    (0..keys.len())
+        .map(|i| phase_of(keys, i, now, retain))
+        .collect()
+}
+
+/// The phase of `keys[i]` at `now`: its successor is the next key in
+/// activation order that was not revoked.
+fn phase_of(keys: &[Key], i: usize, now: OffsetDateTime, retain: Duration) -> Phase {
+    let key = &keys[i];
+    if let Some(at) = key.revoked_at {
+        return Phase {
+            state: KeyState::Retired,
+            retired_at: Some(at),
+            expires_at: Some(at),
+        };
+    }
+    let successor = keys[i + 1..]
+        .iter()
+        .find(|k| k.revoked_at.is_none())
+        .map(|k| k.activates_at);
+    if key.activates_at > now {
+        return Phase {
+            state: KeyState::Next,
+            retired_at: successor,
+            expires_at: None,
+        };
+    }
+    match successor {
+        Some(s) if s <= now => Phase {
+            state: KeyState::Retired,
+            retired_at: Some(s),
+            expires_at: Some(s + retain),
+        },
+        _ => Phase {
+            state: KeyState::Active,
+            retired_at: successor,
+            expires_at: None,
+        },
+    }
+}
+
+/// The index of the key that signs at `now`: the last live key activated
+/// by then.
+fn active_index(keys: &[Key], now: OffsetDateTime) -> Option<usize> {
+    keys.iter()
+        .rposition(|k| k.revoked_at.is_none() && k.activates_at <= now)
+}
+
+/// Whole seconds, so that a key's activation compares the same against a
+/// token's `iat` as against the clock.
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
 }
 
 fn new_kid() -> String {
@@ -485,19 +618,34 @@ fn kid_is_well_formed(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The signing and verification keys of the service: one active key that
-/// signs, and retired keys that still verify the tokens they signed until
-/// those have expired.
+/// The signing and verification keys of the service: keys ordered by
+/// activation time. At any instant the last key activated signs; later
+/// ones are `next` (published, not signing); earlier ones are retired and
+/// verify the tokens they signed until those have expired.
 ///
 /// All methods take `&self`; a [`RwLock`] inside lets verification run in
-/// parallel with the rare rotation. `Debug` shows key ids and states only.
+/// parallel with the rare change. Changes are made the way a shared store
+/// needs them: [`KeyRing::scheduled`], [`KeyRing::rotated_now`] and
+/// [`KeyRing::ticked`] return the next [`StoredKeys`] without touching the
+/// ring; the caller saves it (a file, a compare-and-set in a store) and then
+/// [`KeyRing::load`]s it. `Debug` shows key ids and times only.
 pub struct KeyRing {
     alg: SigningAlgorithm,
     policy: VerifyPolicy,
+    schedule: KeySchedule,
     leeway_secs: i64,
     /// The HS256 secret from configuration, reused on rotation.
     configured_secret: Option<Material>,
-    keys: RwLock<Vec<Key>>,
+    keys: RwLock<Keys>,
+    /// The latest instant (unix seconds) the ring was told of.
+    observed: AtomicI64,
+}
+
+/// The keys, sorted by activation, and the version of the stored document
+/// they were read from.
+struct Keys {
+    generation: u64,
+    list: Vec<Key>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -506,19 +654,24 @@ impl fmt::Debug for KeyRing {
         f.debug_struct("KeyRing")
             .field("alg", &self.alg)
             .field("policy", &self.policy)
+            .field("schedule", &self.schedule)
             .field("configured_secret", &self.configured_secret.is_some())
-            .field("keys", &*keys)
+            .field("generation", &keys.generation)
+            .field("keys", &keys.list)
             .finish()
     }
 }
 
-/// The ring's keys as persisted by the server (`<data dir>/keys.json`,
-/// mode 0600). Holds private material: `Debug` redacts it, and the server
-/// must write it only with owner-only permissions.
+/// The ring's keys as persisted by the server. Holds private material:
+/// `Debug` redacts it, and the server stores it only sealed or with
+/// owner-only permissions. `generation` grows by one with every change, so
+/// a store can apply a change as a compare-and-set.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredKeys {
     version: u32,
+    #[serde(default)]
+    generation: u64,
     keys: Vec<StoredKey>,
 }
 
@@ -527,14 +680,39 @@ pub struct StoredKeys {
 struct StoredKey {
     kid: String,
     alg: SigningAlgorithm,
-    state: KeyState,
+    /// Version 1 only: the state as it was when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<KeyState>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option", default)]
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    activates_at: Option<OffsetDateTime>,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    revoked_at: Option<OffsetDateTime>,
+    /// Version 1 only.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     retired_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option", default)]
+    /// Version 1 only.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     expires_at: Option<OffsetDateTime>,
-    /// Standard base64 of the PKCS#8 DER (EdDSA, ES256) or raw secret (HS256).
+    /// Standard base64 of the PKCS#8 DER (EdDSA, ES256) or raw secret
+    /// (HS256); or, once sealed by the server, its sealed form.
     private: StoredSecret,
 }
 
@@ -553,6 +731,7 @@ impl fmt::Debug for StoredKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredKeys")
             .field("version", &self.version)
+            .field("generation", &self.generation)
             .field("keys", &self.keys)
             .finish()
     }
@@ -563,21 +742,47 @@ impl fmt::Debug for StoredKey {
         f.debug_struct("StoredKey")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
-            .field("state", &self.state)
             .field("created_at", &self.created_at)
-            .field("expires_at", &self.expires_at)
+            .field("activates_at", &self.activates_at)
+            .field("revoked_at", &self.revoked_at)
             .field("private", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
 
+impl StoredKeys {
+    /// The change counter: one more for every change of the ring.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The key ids, in activation order.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Replaces every key's private part by `f(kid, private)` (the server
+    /// seals and opens it with its master key this way).
+    pub fn map_private<E>(
+        mut self,
+        mut f: impl FnMut(&str, &str) -> Result<String, E>,
+    ) -> Result<Self, E> {
+        for k in &mut self.keys {
+            let mapped = f(&k.kid, &k.private.0)?;
+            k.private = StoredSecret(mapped);
+        }
+        Ok(self)
+    }
+}
+
 impl KeyRing {
-    /// A new ring with one fresh active key of `alg`.
+    /// A new ring with one fresh key of `alg`, active from `now`.
     ///
     /// HS256 uses `hs256_secret` (at least 32 bytes, else
     /// [`KeyError::WeakSecret`]) or 32 random bytes when `None`; the other
     /// algorithms ignore it. The policy's leeway is clamped to
-    /// `0..=`[`MAX_LEEWAY`].
+    /// `0..=`[`MAX_LEEWAY`]. The schedule is the default one until
+    /// [`KeyRing::with_schedule`].
     pub fn generate(
         alg: SigningAlgorithm,
         policy: VerifyPolicy,
@@ -586,33 +791,51 @@ impl KeyRing {
     ) -> Result<KeyRing, KeyError> {
         let secret = configured_secret(alg, hs256_secret)?;
         let key = Key::generate(alg, now, secret.as_ref().map(|m| m.0.as_slice()))?;
-        Ok(Self::assemble(alg, policy, secret, vec![key]))
+        Ok(Self::assemble(alg, policy, secret, vec![key], 1))
+    }
+
+    /// The same ring under another schedule.
+    pub fn with_schedule(mut self, schedule: KeySchedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The schedule in force.
+    pub fn schedule(&self) -> KeySchedule {
+        self.schedule
     }
 
     fn assemble(
         alg: SigningAlgorithm,
         mut policy: VerifyPolicy,
         configured_secret: Option<Material>,
-        keys: Vec<Key>,
+        list: Vec<Key>,
+        generation: u64,
     ) -> Self {
         policy.leeway = policy.leeway.clamp(Duration::ZERO, MAX_LEEWAY);
+        let observed = list
+            .iter()
+            .map(|k| k.created_at.unix_timestamp())
+            .max()
+            .unwrap_or(0);
         Self {
+            observed: AtomicI64::new(observed),
             alg,
             leeway_secs: policy.leeway.whole_seconds(),
             policy,
+            schedule: KeySchedule::default(),
             configured_secret,
-            keys: RwLock::new(keys),
+            keys: RwLock::new(Keys { generation, list }),
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Vec<Key>> {
-        // A panic while holding the lock cannot leave the key list half
-        // edited (every write is a single push or field update), so a
-        // poisoned lock is still sound to read.
+    fn read(&self) -> RwLockReadGuard<'_, Keys> {
+        // Every write replaces the whole list at once, so a poisoned lock
+        // never holds a half-edited one and is still sound to read.
         self.keys.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<Key>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Keys> {
         self.keys.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -621,74 +844,44 @@ impl KeyRing {
         let keys = self.read();
         StoredKeys {
             version: STORED_KEYS_VERSION,
-            keys: keys
-                .iter()
-                .map(|k| StoredKey {
-                    kid: k.kid.clone(),
-                    alg: k.alg,
-                    state: k.state,
-                    created_at: k.created_at,
-                    retired_at: k.retired_at,
-                    expires_at: k.expires_at,
-                    private: StoredSecret(STANDARD.encode(&*k.material.0)),
-                })
-                .collect(),
+            generation: keys.generation,
+            keys: keys.list.iter().map(Key::stored).collect(),
         }
     }
 
-    /// Rebuilds a ring from [`KeyRing::to_stored`] output.
+    /// Rebuilds a ring from [`KeyRing::to_stored`] output (or a version 1
+    /// file, whose keys were active from their creation).
     ///
     /// When the ring is HS256 and `hs256_secret` is given, the configured
-    /// secret replaces the stored one of the active key (configuration
-    /// wins). Refuses a file without exactly one active key, with mixed
-    /// algorithms, duplicate or malformed key ids, or unreadable material.
+    /// secret replaces the stored one (configuration wins). Refuses a
+    /// document without a key that can sign, with mixed algorithms,
+    /// duplicate or malformed key ids, or unreadable material.
     pub fn from_stored(
         stored: StoredKeys,
         policy: VerifyPolicy,
         hs256_secret: Option<&[u8]>,
     ) -> Result<KeyRing, KeyError> {
-        if stored.version != STORED_KEYS_VERSION {
-            return Err(MaterialError::Version(stored.version).into());
-        }
-        let actives: Vec<&StoredKey> = stored
-            .keys
-            .iter()
-            .filter(|k| k.state == KeyState::Active)
-            .collect();
-        let [active] = actives.as_slice() else {
-            return Err(MaterialError::ActiveCount(actives.len()).into());
-        };
-        let alg = active.alg;
+        let alg = stored_algorithm(&stored)?;
         let secret = configured_secret(alg, hs256_secret)?;
-        let mut keys: Vec<Key> = Vec::with_capacity(stored.keys.len());
-        for s in &stored.keys {
-            if s.alg != alg {
-                return Err(MaterialError::MixedAlgorithms(s.kid.clone(), s.alg, alg).into());
-            }
-            if !kid_is_well_formed(&s.kid) {
-                return Err(MaterialError::BadKid.into());
-            }
-            if keys.iter().any(|k| k.kid == s.kid) {
-                return Err(MaterialError::DuplicateKid(s.kid.clone()).into());
-            }
-            if s.state == KeyState::Retired && s.expires_at.is_none() {
-                return Err(MaterialError::RetiredWithoutExpiry(s.kid.clone()).into());
-            }
-            let material = match (&secret, s.state) {
-                (Some(configured), KeyState::Active) => Zeroizing::new(configured.0.to_vec()),
-                _ => Zeroizing::new(
-                    STANDARD
-                        .decode(s.private.0.as_bytes())
-                        .map_err(MaterialError::Base64)?,
-                ),
-            };
-            let mut key = Key::from_material(s.kid.clone(), alg, material, s.created_at)?;
-            key.state = s.state;
-            key.retired_at = s.retired_at;
-            key.expires_at = s.expires_at;
-            keys.push(key);
+        let (generation, list) = parse_stored(&stored, alg, secret.as_ref())?;
+        Ok(Self::assemble(alg, policy, secret, list, generation))
+    }
+
+    /// Replaces the ring's keys by `stored` (a newer document read back
+    /// from where the ring is kept). Nothing changes when it is refused.
+    pub fn load(&self, stored: &StoredKeys) -> Result<(), KeyError> {
+        let alg = stored_algorithm(stored)?;
+        if alg != self.alg {
+            return Err(MaterialError::MixedAlgorithms(String::new(), alg, self.alg).into());
         }
-        Ok(Self::assemble(alg, policy, secret, keys))
+        let (generation, list) = parse_stored(stored, alg, self.configured_secret.as_ref())?;
+        *self.write() = Keys { generation, list };
+        Ok(())
+    }
+
+    /// The generation of the document the ring was last loaded from.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// The algorithm every key of the ring uses.
@@ -701,14 +894,16 @@ impl KeyRing {
         self.policy.clone()
     }
 
-    /// Signs `claims` with the active key. The header is exactly
-    /// `{"alg": <alg>, "typ": "at+jwt", "kid": <active kid>}`.
+    /// Signs `claims` with the key active at their `iat`. The header is
+    /// exactly `{"alg": <alg>, "typ": "at+jwt", "kid": <that key's id>}`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
         let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Sign(Box::new(e)))?;
+        let at = OffsetDateTime::from_unix_timestamp(claims.iat)
+            .map_err(|e| KeyError::Sign(Box::new(e)))?;
+        self.observed.fetch_max(claims.iat, Ordering::Relaxed);
         let keys = self.read();
-        let key = keys
-            .iter()
-            .find(|k| k.state == KeyState::Active)
+        let key = active_index(&keys.list, at)
+            .map(|i| &keys.list[i])
             .ok_or_else(|| KeyError::Sign("the ring has no active key".into()))?;
         let mut token = String::with_capacity(
             key.header_b64.len() + payload.len() * 4 / 3 + 4 + MAX_SIGNATURE_BYTES * 4 / 3 + 4,
@@ -727,16 +922,28 @@ impl KeyRing {
         Ok(token)
     }
 
-    /// Signs arbitrary bytes with the active key (for audit-chain
+    /// Signs arbitrary bytes with the key active at `now` (for audit-chain
     /// checkpoints): the key id and the base64url signature, as a JWS
     /// signature over `message` would be.
-    pub fn sign_detached(&self, message: &[u8]) -> Result<(String, String), KeyError> {
+    pub fn sign_detached_at(
+        &self,
+        message: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(String, String), KeyError> {
         let keys = self.read();
-        let key = keys
-            .iter()
-            .find(|k| k.state == KeyState::Active)
+        let key = active_index(&keys.list, now)
+            .map(|i| &keys.list[i])
             .ok_or_else(|| KeyError::Sign("the ring has no active key".into()))?;
         Ok((key.kid.clone(), key.sign(message)?))
+    }
+
+    /// [`KeyRing::sign_detached_at`] at the latest instant the ring has
+    /// seen (a token's `iat`, a [`KeyRing::ticked`] call), so that it
+    /// never signs with a `next` key.
+    pub fn sign_detached(&self, message: &[u8]) -> Result<(String, String), KeyError> {
+        let at = OffsetDateTime::from_unix_timestamp(self.observed.load(Ordering::Relaxed))
+            .map_err(|e| KeyError::Sign(Box::new(e)))?;
+        self.sign_detached_at(message, at)
     }
 
     /// Verifies an access token strictly and returns its claims.
@@ -779,8 +986,11 @@ impl KeyRing {
 
         let keys = self.read();
         let key = keys
+            .list
             .iter()
-            .find(|k| k.kid == kid && k.usable_at(now))
+            .position(|k| k.kid == kid)
+            .filter(|&i| phase_of(&keys.list, i, now, self.schedule.retain).verifies(now))
+            .map(|i| &keys.list[i])
             .ok_or(TokenError::UnknownKey)?;
 
         let mut signature_buf = [0u8; MAX_SIGNATURE_BYTES];
@@ -859,54 +1069,163 @@ impl KeyRing {
         })
     }
 
-    /// Starts a new active key. The previous active key is retired and
-    /// keeps verifying until `now + retain_for` (pass the access-token
-    /// lifetime plus the leeway). With a configured HS256 secret the new
-    /// key reuses that secret (only the `kid` changes): the secret is
-    /// shared with other verifiers and changes in configuration only.
-    pub fn rotate(&self, now: OffsetDateTime, retain_for: Duration) -> Result<KeyInfo, KeyError> {
-        let key = Key::generate(
+    /// The document after a scheduled rotation: a new key, published now,
+    /// that signs from `now + prepublish` on. Refused while a `next` key is
+    /// pending, and for HS256. The ring itself is unchanged.
+    pub fn scheduled(&self, now: OffsetDateTime) -> Result<(StoredKeys, KeyInfo), RotateError> {
+        self.refuse_hs256()?;
+        let now = whole_seconds(now);
+        let keys = self.read();
+        if keys
+            .list
+            .iter()
+            .any(|k| k.revoked_at.is_none() && k.activates_at > now)
+        {
+            return Err(RotateError::Pending);
+        }
+        self.with_new_key(&keys, now, now + self.schedule.prepublish, false)
+    }
+
+    /// The document after an immediate rotation (a suspected compromise): a
+    /// new key signs from `now`, and the key that was signing is revoked:
+    /// out of the JWKS, its tokens refused. A pending `next` key stays
+    /// scheduled. Refused for HS256. The ring itself is unchanged.
+    pub fn rotated_now(&self, now: OffsetDateTime) -> Result<(StoredKeys, KeyInfo), RotateError> {
+        self.refuse_hs256()?;
+        let now = whole_seconds(now);
+        let keys = self.read();
+        self.with_new_key(&keys, now, now, true)
+    }
+
+    /// The document after what the clock asks for at `now`, or `None` when
+    /// nothing is due: with automatic rotation, a `next` key once the active
+    /// one is due for replacement within the prepublish time (it signs at
+    /// the end of the rotation period, and never before `now + prepublish`);
+    /// and retired keys past their retention dropped. The ring itself is
+    /// unchanged.
+    pub fn ticked(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Option<(StoredKeys, Option<KeyInfo>)>, KeyError> {
+        self.observed
+            .fetch_max(now.unix_timestamp(), Ordering::Relaxed);
+        let now = whole_seconds(now);
+        let keys = self.read();
+        let retain = self.schedule.retain;
+        let expired: Vec<usize> = (0..keys.list.len())
+            .filter(|&i| {
+                let p = phase_of(&keys.list, i, now, retain);
+                p.state == KeyState::Retired && !p.verifies(now)
+            })
+            .collect();
+        let due = match (self.schedule.rotation, active_index(&keys.list, now)) {
+            (Some(period), Some(a)) if self.alg != SigningAlgorithm::HS256 => {
+                let pending = keys.list[a + 1..].iter().any(|k| k.revoked_at.is_none());
+                let replace_at = keys.list[a].activates_at + period;
+                (!pending && now + self.schedule.prepublish >= replace_at)
+                    .then(|| replace_at.max(now + self.schedule.prepublish))
+            }
+            _ => None,
+        };
+        if expired.is_empty() && due.is_none() {
+            return Ok(None);
+        }
+        let mut stored = StoredKeys {
+            version: STORED_KEYS_VERSION,
+            generation: keys.generation + 1,
+            keys: keys
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !expired.contains(i))
+                .map(|(_, k)| k.stored())
+                .collect(),
+        };
+        let mut info = None;
+        if let Some(at) = due {
+            let key = self.new_key(now, at)?;
+            info = Some(key.info(phase_of(std::slice::from_ref(&key), 0, now, retain)));
+            insert_sorted(&mut stored.keys, key.stored());
+        }
+        Ok(Some((stored, info)))
+    }
+
+    fn refuse_hs256(&self) -> Result<(), RotateError> {
+        if self.alg == SigningAlgorithm::HS256 {
+            return Err(RotateError::NotSupported);
+        }
+        Ok(())
+    }
+
+    fn new_key(&self, now: OffsetDateTime, activates_at: OffsetDateTime) -> Result<Key, KeyError> {
+        let mut key = Key::generate(
             self.alg,
             now,
             self.configured_secret.as_ref().map(|m| m.0.as_slice()),
         )?;
-        let info = key.info();
-        let mut keys = self.write();
-        for old in keys.iter_mut().filter(|k| k.state == KeyState::Active) {
-            old.state = KeyState::Retired;
-            old.retired_at = Some(now);
-            old.expires_at = Some(now + retain_for);
+        key.activates_at = activates_at;
+        Ok(key)
+    }
+
+    fn with_new_key(
+        &self,
+        keys: &Keys,
+        now: OffsetDateTime,
+        activates_at: OffsetDateTime,
+        revoke_active: bool,
+    ) -> Result<(StoredKeys, KeyInfo), RotateError> {
+        let revoke = revoke_active
+            .then(|| active_index(&keys.list, now))
+            .flatten();
+        let mut list: Vec<StoredKey> = keys.list.iter().map(Key::stored).collect();
+        if let Some(i) = revoke {
+            list[i].revoked_at = Some(now);
         }
-        keys.push(key);
-        Ok(info)
+        let key = self.new_key(now, activates_at)?;
+        insert_sorted(&mut list, key.stored());
+        let stored = StoredKeys {
+            version: STORED_KEYS_VERSION,
+            generation: keys.generation + 1,
+            keys: list,
+        };
+        let state = if activates_at > now {
+            KeyState::Next
+        } else {
+            KeyState::Active
+        };
+        let info = key.info(Phase {
+            state,
+            retired_at: None,
+            expires_at: None,
+        });
+        Ok((stored, info))
     }
 
-    /// Drops retired keys whose retention has passed; returns how many.
-    pub fn prune(&self, now: OffsetDateTime) -> usize {
-        let mut keys = self.write();
-        let before = keys.len();
-        keys.retain(|k| k.usable_at(now));
-        before - keys.len()
-    }
-
-    /// The RFC 7517 key set: public keys of the active key and of retired
-    /// keys still valid at `now`. HMAC keys never appear (HS256: empty).
+    /// The RFC 7517 key set at `now`: public keys of the `next` keys, the
+    /// active key and retired keys still verifying. HMAC keys never appear
+    /// (HS256: empty).
     pub fn jwks(&self, now: OffsetDateTime) -> serde_json::Value {
         let keys = self.read();
+        let phases = phases(&keys.list, now, self.schedule.retain);
         let list: Vec<serde_json::Value> = keys
+            .list
             .iter()
-            .filter(|k| k.usable_at(now))
-            .filter_map(|k| k.public_jwk.clone())
+            .zip(&phases)
+            .filter(|(_, p)| p.verifies(now))
+            .filter_map(|(k, _)| k.public_jwk.clone())
             .collect();
         serde_json::json!({ "keys": list })
     }
 
-    /// Public facts about the keys still valid at `now`, oldest first.
+    /// Public facts about every key the ring holds at `now`, in activation
+    /// order (revoked and expired ones until they are dropped).
     pub fn keys(&self, now: OffsetDateTime) -> Vec<KeyInfo> {
-        self.read()
+        let keys = self.read();
+        let phases = phases(&keys.list, now, self.schedule.retain);
+        keys.list
             .iter()
-            .filter(|k| k.usable_at(now))
-            .map(Key::info)
+            .zip(phases)
+            .map(|(k, p)| k.info(p))
             .collect()
     }
 
@@ -915,7 +1234,8 @@ impl KeyRing {
     #[cfg(test)]
     fn sign_raw(&self, header: &[u8], claims: &[u8]) -> String {
         let keys = self.read();
-        let key = keys.iter().find(|k| k.state == KeyState::Active).unwrap();
+        let key = &keys.list
+            [active_index(&keys.list, time::macros::datetime!(9999-12-31 0:00 UTC)).unwrap()];
         let mut token = URL_SAFE_NO_PAD.encode(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut token);
@@ -928,12 +1248,85 @@ impl KeyRing {
 
     #[cfg(test)]
     fn active_kid(&self) -> String {
-        self.read()
-            .iter()
-            .find(|k| k.state == KeyState::Active)
-            .map(|k| k.kid.clone())
-            .unwrap()
+        let keys = self.read();
+        keys.list[active_index(&keys.list, time::macros::datetime!(9999-12-31 0:00 UTC)).unwrap()]
+            .kid
+            .clone()
     }
+}
+
+/// Inserts `key` after every key activated no later than it.
+fn insert_sorted(list: &mut Vec<StoredKey>, key: StoredKey) {
+    let at = key.activates_at.unwrap_or(key.created_at);
+    let pos = list
+        .iter()
+        .position(|k| k.activates_at.unwrap_or(k.created_at) > at)
+        .unwrap_or(list.len());
+    list.insert(pos, key);
+}
+
+/// The algorithm of a stored document (of its first key; every key must
+/// share it).
+fn stored_algorithm(stored: &StoredKeys) -> Result<SigningAlgorithm, KeyError> {
+    if stored.version != 1 && stored.version != STORED_KEYS_VERSION {
+        return Err(MaterialError::Version(stored.version).into());
+    }
+    stored
+        .keys
+        .first()
+        .map(|k| k.alg)
+        .ok_or_else(|| MaterialError::NoLiveKey.into())
+}
+
+/// The keys of a stored document, checked and sorted by activation.
+fn parse_stored(
+    stored: &StoredKeys,
+    alg: SigningAlgorithm,
+    secret: Option<&Material>,
+) -> Result<(u64, Vec<Key>), KeyError> {
+    if stored.version == 1 {
+        let actives = stored
+            .keys
+            .iter()
+            .filter(|k| k.state == Some(KeyState::Active))
+            .count();
+        if actives != 1 {
+            return Err(MaterialError::ActiveCount(actives).into());
+        }
+    }
+    let mut keys: Vec<Key> = Vec::with_capacity(stored.keys.len());
+    for s in &stored.keys {
+        if s.alg != alg {
+            return Err(MaterialError::MixedAlgorithms(s.kid.clone(), s.alg, alg).into());
+        }
+        if !kid_is_well_formed(&s.kid) {
+            return Err(MaterialError::BadKid.into());
+        }
+        if keys.iter().any(|k| k.kid == s.kid) {
+            return Err(MaterialError::DuplicateKid(s.kid.clone()).into());
+        }
+        if s.state == Some(KeyState::Retired) && s.expires_at.is_none() {
+            return Err(MaterialError::RetiredWithoutExpiry(s.kid.clone()).into());
+        }
+        let material = match secret {
+            Some(configured) => Zeroizing::new(configured.0.to_vec()),
+            None => Zeroizing::new(
+                STANDARD
+                    .decode(s.private.0.as_bytes())
+                    .map_err(MaterialError::Base64)?,
+            ),
+        };
+        let mut key = Key::from_material(s.kid.clone(), alg, material, s.created_at)?;
+        // Version 1 keys were active from their creation.
+        key.activates_at = whole_seconds(s.activates_at.unwrap_or(s.created_at));
+        key.revoked_at = s.revoked_at;
+        keys.push(key);
+    }
+    if !keys.iter().any(|k| k.revoked_at.is_none()) {
+        return Err(MaterialError::NoLiveKey.into());
+    }
+    keys.sort_by_key(|k| k.activates_at);
+    Ok((stored.generation, keys))
 }
 
 fn configured_secret(
@@ -1210,7 +1603,7 @@ mod tests {
     #[test]
     fn an_hs256_token_signed_with_the_eddsa_public_key_as_secret_is_not_accepted() {
         let ring = ring();
-        let public = ring.read()[0].decoding.as_bytes().to_vec();
+        let public = ring.read().list[0].decoding.as_bytes().to_vec();
         let header = with_header(&ring, "alg", json!("HS256"));
         let mut token = format!(
             "{}.{}",

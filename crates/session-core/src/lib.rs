@@ -7,6 +7,7 @@ pub mod dpop;
 pub mod keys;
 pub mod memory;
 pub mod rotation;
+pub mod sealing;
 pub mod secret;
 pub mod service;
 pub mod session;

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use crate::clock::Clock;
-use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, MAX_LEEWAY, TokenError};
+use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, TokenError};
 use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
 use crate::secret::{
     CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenSecrets, random_bytes,
@@ -697,19 +697,28 @@ impl SessionService {
         Ok(Some(n))
     }
 
-    /// Starts a new signing key; the old one verifies until every token it
-    /// signed has expired.
-    pub async fn rotate_keys(&self) -> Result<KeyInfo, ServiceError> {
-        let now = self.now();
-        let info = self
-            .keys
-            .rotate(now, self.config.lifetimes.access_token + MAX_LEEWAY)?;
+    /// Records a key rotation that was saved and loaded into the ring (the
+    /// caller keeps the ring where it lives: a file, a shared store):
+    /// `key_rotated` with the new key's id, algorithm, activation time and
+    /// whether it was immediate.
+    pub async fn key_rotated(
+        &self,
+        info: &KeyInfo,
+        actor: Actor,
+        immediate: bool,
+    ) -> Result<(), ServiceError> {
         self.record(
-            AuditEvent::new(AuditKind::KeyRotated, Actor::Admin, now)
-                .details(serde_json::json!({ "kid": info.kid, "alg": info.alg.to_string() })),
+            AuditEvent::new(AuditKind::KeyRotated, actor, self.now()).details(serde_json::json!({
+                "kid": info.kid,
+                "alg": info.alg.to_string(),
+                "activated_at": info
+                    .activated_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok(),
+                "immediate": immediate,
+            })),
         )
-        .await?;
-        Ok(info)
+        .await
     }
 
     /// Audit events, newest first.

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use session_core::audit::AuditEvent;
-use session_core::keys::KeyInfo;
+use session_core::keys::{KeyInfo, RotateError};
 use session_core::{
     Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId, TokenDigest,
 };
@@ -17,8 +17,9 @@ use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
+use crate::keyring::RingError;
 use crate::public::{issued_response, no_store};
-use crate::state::{AppState, save_keys};
+use crate::state::AppState;
 
 /// The admin router (state applied by the caller).
 pub fn router(state: AppState) -> Router<AppState> {
@@ -551,27 +552,54 @@ pub(crate) async fn list_keys(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({ "keys": keys })).into_response()
 }
 
-#[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", responses((status = 201, description = "{\"key\": {...}}")), security(("admin_token" = [])))]
-pub(crate) async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
-    // Prove the key file is writable before changing the ring, so a
-    // read-only mount cannot leave this instance signing with a key that
-    // exists nowhere else.
-    if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
-        tracing::error!(error = %e, "the key file is not writable; rotation refused");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "keys_not_writable",
-            "the signing-key file cannot be written; rotate offline and restart (see the runbook)",
-        ));
-    }
-    // Saved even when the rotation's audit event failed (503): the new
-    // key is in force either way and must survive a restart.
-    let rotated = state.service.rotate_keys().await;
-    if let Err(e) = save_keys(&state.keys_path, state.service.keys()) {
-        tracing::error!(error = %e, "rotated key could not be saved; it will be lost on restart");
-        return Err(ApiError::internal());
-    }
-    let info = rotated?;
+/// `?immediate=true`: a suspected compromise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateQuery {
+    #[serde(default)]
+    immediate: bool,
+}
+
+#[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", params(("immediate" = Option<bool>, Query, description = "activate the new key now and take the signing key out of the JWKS now")), responses((status = 201, description = "{\"key\": {...}}: the new key (state next, or active when immediate)"), (status = 409, description = "rotation_pending (a next key is already scheduled) or rotation_not_supported (HS256)")), security(("admin_token" = [])))]
+pub(crate) async fn rotate_keys(
+    State(state): State<AppState>,
+    query: Result<Query<RotateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::invalid_request("the only parameter is immediate=true or immediate=false")
+    })?;
+    let info = state
+        .keys
+        .rotate(query.immediate)
+        .await
+        .map_err(|e| match e {
+            RingError::Rotate(RotateError::Pending) => ApiError::new(
+                StatusCode::CONFLICT,
+                "rotation_pending",
+                "a next key is already scheduled; it signs from its activation time",
+            ),
+            RingError::Rotate(RotateError::NotSupported) => ApiError::new(
+                StatusCode::CONFLICT,
+                "rotation_not_supported",
+                "HS256 keys come from configuration (jwt_hs256_secret) and do not rotate",
+            ),
+            RingError::Io { .. } | RingError::Contended => {
+                tracing::error!(error = %e, "rotation could not be saved; nothing changed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "keys_not_writable",
+                    "the signing keys cannot be saved; nothing changed (see the runbook)",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "rotation failed");
+                ApiError::internal()
+            }
+        })?;
+    state
+        .service
+        .key_rotated(&info, Actor::Admin, query.immediate)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "key": info })),

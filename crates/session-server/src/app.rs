@@ -122,6 +122,10 @@ pub async fn serve(
     });
     crate::browser::log_accepted_origins(&state.settings);
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let key_schedule = tokio::spawn(crate::keyring::run_schedule(
+        state.keys.clone(),
+        state.service.clone(),
+    ));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
@@ -145,6 +149,7 @@ pub async fn serve(
     .with_graceful_shutdown(wait(rx));
     let (pr, ar) = tokio::join!(p, a);
     housekeeping.abort();
+    key_schedule.abort();
     pr.map_err(|source| StartupError::Listen {
         addr: public_addr,
         source,
@@ -174,11 +179,6 @@ async fn housekeeping(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired sessions removed"),
             Err(e) => tracing::warn!(error = %e, "purge of expired sessions failed"),
-        }
-        if state.service.keys().prune(now) > 0
-            && let Err(e) = crate::state::save_keys(&state.keys_path, state.service.keys())
-        {
-            tracing::warn!(error = %e, "pruned key ring could not be saved");
         }
     }
 }

@@ -86,6 +86,27 @@ pub const SETTINGS: &[SettingSpec] = &[
     ),
     s("jwt_alg", Some("EdDSA"), "EdDSA, ES256 or HS256"),
     SettingSpec {
+        name: "master_key",
+        default: None,
+        help: "64 hex digits; seals every private key and secret; generated into <data dir>/master-key (embedded store only) when neither it nor master_key_file is set",
+        secret: true,
+    },
+    s(
+        "master_key_file",
+        None,
+        "a file holding the master key (64 hex digits)",
+    ),
+    s(
+        "key_rotation",
+        Some("30d"),
+        "signing keys rotate by themselves this often; 0: only by hand",
+    ),
+    s(
+        "key_prepublish",
+        Some("15m"),
+        "a new signing key is in the JWKS this long before it signs (the JWKS max-age is at most half of it)",
+    ),
+    SettingSpec {
         name: "jwt_hs256_secret",
         default: None,
         help: "hex, at least 64 digits; required for HS256",
@@ -263,6 +284,10 @@ pub struct Settings {
     pub client_id: String,
     pub jwt_alg: SigningAlgorithm,
     pub jwt_hs256_secret: Option<Secret>,
+    pub master_key: Option<Secret>,
+    pub master_key_file: Option<PathBuf>,
+    pub key_rotation: Duration,
+    pub key_prepublish: Duration,
     pub access_token_ttl: Duration,
     pub refresh_grace: Duration,
     pub idle_timeout: Duration,
@@ -441,6 +466,10 @@ impl RawSettings {
             client_id: req("client_id")?.to_owned(),
             jwt_alg: parse_with("jwt_alg", req("jwt_alg")?)?,
             jwt_hs256_secret: get("jwt_hs256_secret").map(Secret::new),
+            master_key: get("master_key").map(Secret::new),
+            master_key_file: get("master_key_file").map(PathBuf::from),
+            key_rotation: parse_duration("key_rotation", req("key_rotation")?)?,
+            key_prepublish: parse_duration("key_prepublish", req("key_prepublish")?)?,
             access_token_ttl: positive("access_token_ttl", req("access_token_ttl")?)?,
             refresh_grace: parse_duration("refresh_grace", req("refresh_grace")?)?,
             idle_timeout: positive("idle_timeout", req("idle_timeout")?)?,
@@ -495,6 +524,12 @@ impl Settings {
                 });
             };
             self.hs256_secret_bytes_of(secret)?;
+        }
+        if self.key_rotation > Duration::ZERO && self.key_rotation <= self.key_prepublish {
+            return Err(ConfigError::Invalid {
+                name: "key_rotation",
+                message: "must be longer than key_prepublish (or 0: only by hand)".into(),
+            });
         }
         if self.body_limit == 0 {
             return Err(ConfigError::Invalid {

@@ -7,6 +7,8 @@ pub mod compose;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod keyring;
+pub mod master;
 pub mod metrics;
 pub mod openapi;
 pub mod public;

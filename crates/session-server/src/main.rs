@@ -22,6 +22,24 @@ fn cli() -> Command {
         .subcommand(Command::new("migrate").about(
             "Apply the PostgreSQL audit log's migrations (to `--audit`) as the schema owner, then exit",
         ))
+        .subcommand(
+            Command::new("rewrap")
+                .about("Re-seal every stored secret and private key under a new master key, then exit (run it with the server stopped)")
+                .arg(
+                    Arg::new("old-master-key-file")
+                        .long("old-master-key-file")
+                        .value_name("FILE")
+                        .required(true)
+                        .help("the master key everything is sealed under now"),
+                )
+                .arg(
+                    Arg::new("new-master-key-file")
+                        .long("new-master-key-file")
+                        .value_name("FILE")
+                        .required(true)
+                        .help("the master key to seal everything under"),
+                ),
+        )
         .arg(
             Arg::new("config")
                 .long("config")
@@ -94,6 +112,23 @@ async fn run() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("migrating {}", session_server::compose::redact(url)))?;
         println!("audit log schema is up to date");
+        return Ok(());
+    }
+    if let Some(m) = matches.subcommand_matches("rewrap") {
+        let file = |name: &str| {
+            m.get_one::<String>(name)
+                .map(std::path::PathBuf::from)
+                .context("missing master key file")
+        };
+        let done = session_server::master::rewrap(
+            &settings,
+            &file("old-master-key-file")?,
+            &file("new-master-key-file")?,
+        )?;
+        for path in &done.files {
+            println!("sealed {} under the new master key", path.display());
+        }
+        println!("rewrapped {} file(s)", done.files.len());
         return Ok(());
     }
     let telemetry = session_server::telemetry::init(&settings)?;

@@ -564,10 +564,10 @@ pub(crate) async fn verify(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "public", responses((status = 200, description = "RFC 7517 key set")))]
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     let mut res = Json(state.service.keys().jwks(state.service.now())).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
+    let max_age = crate::keyring::jwks_max_age(&state.service.keys().schedule());
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        res.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
     res
 }
 

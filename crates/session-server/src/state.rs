@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use metrics_exporter_prometheus::PrometheusHandle;
-use session_core::keys::{KeyError, KeyRing, StoredKeys, VerifyPolicy};
+use session_core::keys::{KeyError, KeyRing, VerifyPolicy};
 use session_core::service::{ServiceConfig, ServiceParts, SessionService};
 use session_core::{
     AnomalyPolicy, AuditLog, Clock, Lifetimes, RevocationFeed, SessionStore, StoreError,
@@ -19,8 +19,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::config::{ConfigError, Settings};
+use crate::keyring::{FileHome, KeyManager};
 use crate::ratelimit::RateLimits;
 use crate::validate::Validator;
+use session_core::sealing::MasterKey;
 
 /// A tamper-evident audit log's chain: verified on demand, signed
 /// periodically with the service's signing key.
@@ -100,6 +102,15 @@ pub enum StartupError {
     /// Keys could not be made.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A sealed file does not open under the master key given.
+    #[error("cannot open {path} with this master key")]
+    Sealed {
+        /// Where.
+        path: PathBuf,
+        /// Why (a wrong master key names both key ids).
+        #[source]
+        source: session_core::sealing::SealError,
+    },
     /// A store URL this build does not know.
     #[error("unsupported {what} URL scheme in {url:?}")]
     Unsupported {
@@ -204,79 +215,84 @@ pub fn admin_token(settings: &Settings) -> Result<String, StartupError> {
 }
 
 /// The master secret behind refresh-token tags, grace sealing and CSRF
-/// tokens: `<data dir>/token-secret` (0600), made at first start.
-pub fn token_secrets(settings: &Settings) -> Result<TokenSecrets, StartupError> {
+/// tokens: `<data dir>/token-secret` (0600), made at first start, sealed
+/// under the master key. A file from before the master key (base64 in the
+/// clear) is read, and returned as still to be sealed.
+pub fn token_secrets(
+    settings: &Settings,
+    master: &MasterKey,
+) -> Result<(TokenSecrets, Option<Vec<u8>>), StartupError> {
     let path = settings.data_dir.join("token-secret");
-    let (bytes, _) = read_or_create(&path, || {
-        URL_SAFE_NO_PAD
-            .encode(TokenSecrets::generate_master())
+    let seal = |raw: &[u8]| {
+        master
+            .seal(crate::master::TOKEN_SECRET_PURPOSE, raw)
             .into_bytes()
-    })?;
+    };
+    let (bytes, _) = read_or_create(&path, || seal(&TokenSecrets::generate_master()))?;
     let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| StartupError::Corrupt {
         path: path.clone(),
         source,
     };
-    let decoded = URL_SAFE_NO_PAD
-        .decode(String::from_utf8_lossy(&bytes).trim())
-        .map_err(|e| corrupt(Box::new(e)))?;
-    let master: [u8; 32] = decoded
+    let text = String::from_utf8(bytes).map_err(|e| corrupt(Box::new(e)))?;
+    let opened =
+        crate::master::open_text(master, crate::master::TOKEN_SECRET_PURPOSE, &path, &text)?;
+    let raw: zeroize::Zeroizing<Vec<u8>> = if opened.legacy {
+        zeroize::Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(&*opened.value)
+                .map_err(|e| corrupt(Box::new(e)))?,
+        )
+    } else {
+        opened.value
+    };
+    let master_secret: [u8; 32] = raw
+        .as_slice()
         .try_into()
         .map_err(|_| corrupt("token secret is not 32 bytes".into()))?;
-    Ok(TokenSecrets::from_master(&master))
+    let pending = opened.legacy.then(|| seal(&master_secret));
+    Ok((TokenSecrets::from_master(&master_secret), pending))
 }
 
-/// The signing keys: `<data dir>/keys.json` (0600), made at first start.
-pub fn key_ring(settings: &Settings, now: time::OffsetDateTime) -> Result<KeyRing, StartupError> {
+/// The signing keys: `<data dir>/keys.json` (0600, private parts sealed
+/// under the master key), made at first start, on the schedule the
+/// settings ask for. The last value says whether the file still held
+/// private keys in the clear (and should be rewritten sealed).
+pub fn key_ring(
+    settings: &Settings,
+    master: &MasterKey,
+    now: time::OffsetDateTime,
+) -> Result<(KeyRing, FileHome, bool), StartupError> {
     let path = keys_path(settings);
+    let home = FileHome::new(path.clone(), master.clone());
     let policy = VerifyPolicy {
         issuer: settings.issuer.clone(),
         audience: settings.audience.clone(),
         leeway: session_core::keys::MAX_LEEWAY,
     };
+    let schedule = crate::keyring::schedule(settings);
     let hs = settings.hs256_secret_bytes()?;
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let stored: StoredKeys =
-                serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
-                    path: path.clone(),
-                    source: Box::new(e),
-                })?;
-            let ring = KeyRing::from_stored(stored, policy.clone(), hs.as_deref())?;
-            if ring.algorithm() == settings.jwt_alg {
-                ring.prune(now);
-                return Ok(ring);
-            }
-            tracing::warn!(
-                from = %ring.algorithm(), to = %settings.jwt_alg,
-                "jwt_alg changed; starting a new key ring (tokens signed before are refused)"
-            );
+    if let Some((stored, legacy)) = home.read_now()? {
+        let ring = KeyRing::from_stored(stored, policy.clone(), hs.as_deref())?;
+        if ring.algorithm() == settings.jwt_alg {
+            return Ok((ring.with_schedule(schedule), home, legacy));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StartupError::Io {
-                what: "cannot read",
-                path,
-                source: e,
-            });
-        }
+        tracing::warn!(
+            from = %ring.algorithm(), to = %settings.jwt_alg,
+            "jwt_alg changed; starting a new key ring (tokens signed before are refused)"
+        );
     }
     let ring = KeyRing::generate(settings.jwt_alg, policy, now, hs.as_deref())?;
-    save_keys(&path, &ring)?;
-    Ok(ring)
+    home.write_now(&ring.to_stored())
+        .map_err(|e| StartupError::Corrupt {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+    Ok((ring.with_schedule(schedule), home, false))
 }
 
 /// Where the key ring is kept.
 pub fn keys_path(settings: &Settings) -> PathBuf {
     settings.data_dir.join("keys.json")
-}
-
-/// Persists the key ring.
-pub fn save_keys(path: &Path, ring: &KeyRing) -> Result<(), StartupError> {
-    let json = serde_json::to_vec_pretty(&ring.to_stored()).map_err(|e| StartupError::Corrupt {
-        path: path.to_owned(),
-        source: Box::new(e),
-    })?;
-    write_private(path, &json)
 }
 
 /// Facts about the running server for readiness and status.
@@ -318,8 +334,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Backend facts.
     pub info: ServerInfo,
-    /// Where rotated keys are saved.
-    pub keys_path: PathBuf,
+    /// The signing-key ring and where it lives.
+    pub keys: Arc<KeyManager>,
 }
 
 impl AppState {
@@ -335,8 +351,26 @@ impl AppState {
             &settings.data_dir,
         ))?;
         let admin = admin_token(&settings)?;
-        let secrets = token_secrets(&settings)?;
-        let keys = Arc::new(key_ring(&settings, clock.now())?);
+        let master = crate::master::master_key(&settings)?;
+        let (secrets, clear_secret) = token_secrets(&settings, &master)?;
+        let (ring, home, clear_keys) = key_ring(&settings, &master, clock.now())?;
+        // Everything opened under this master key: only now seal what an
+        // older version kept in the clear, so a wrong key changes nothing.
+        if let Some(sealed) = clear_secret {
+            write_private(&settings.data_dir.join("token-secret"), &sealed)?;
+            tracing::info!("sealed the token secret under the master key");
+        }
+        if clear_keys {
+            home.write_now(&ring.to_stored())
+                .map_err(|e| StartupError::Corrupt {
+                    path: keys_path(&settings),
+                    source: Box::new(e),
+                })?;
+            tracing::info!("sealed the signing keys under the master key");
+        }
+        let ring = Arc::new(ring);
+        let keys = ring.clone();
+        let key_manager = Arc::new(KeyManager::new(ring, Arc::new(home), clock.clone()));
         let config = ServiceConfig {
             lifetimes: Lifetimes {
                 access_token: settings.access_token_ttl,
@@ -378,7 +412,7 @@ impl AppState {
             settings.rate_limit_create,
         ));
         Ok(Self {
-            keys_path: keys_path(&settings),
+            keys: key_manager,
             service,
             validator,
             limits,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use session_core::SystemClock;
+use session_core::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -53,6 +53,16 @@ impl TestServer {
         data_dir: &Path,
         configure: impl FnOnce(&mut RawSettings) -> Result<(), ConfigError>,
     ) -> Result<Self, StartupError> {
+        Self::start_in_with_clock(data_dir, Arc::new(SystemClock), configure).await
+    }
+
+    /// [`TestServer::start_in`] on the given clock (a manual one moves key
+    /// schedules and lifetimes without sleeping).
+    pub async fn start_in_with_clock(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut RawSettings) -> Result<(), ConfigError>,
+    ) -> Result<Self, StartupError> {
         let mut raw = RawSettings::defaults();
         raw.set("data_dir", data_dir.display().to_string())?;
         raw.set("public_addr", "127.0.0.1:0")?;
@@ -61,7 +71,7 @@ impl TestServer {
         let settings = raw.parse()?;
         let backends = crate::compose::open_backends(&settings).await?;
         let admin_token = crate::state::admin_token(&settings)?;
-        let state = AppState::build(settings.clone(), backends, Arc::new(SystemClock))?;
+        let state = AppState::build(settings.clone(), backends, clock)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

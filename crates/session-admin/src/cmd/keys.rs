@@ -23,13 +23,18 @@ pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
             }
             output::print(&key_table(keys, ctx.local, ctx.now()).render())
         }
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { immediate } => {
+            let query: Vec<(&str, String)> = if immediate {
+                vec![("immediate", "true".to_owned())]
+            } else {
+                Vec::new()
+            };
             let answer = ctx
                 .authed()?
                 .call(
                     Method::POST,
                     &["admin", "v1", "keys", "rotate"],
-                    &[],
+                    &query,
                     NO_BODY,
                 )
                 .await
@@ -43,13 +48,21 @@ pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
             }
             // The new key, wherever the server put it.
             let key = answer.body.get("key").unwrap_or(&answer.body);
-            let line = match key.get("kid").and_then(Value::as_str) {
-                Some(kid) => format!(
-                    "started signing key {kid} ({}); the previous key is retired and verifies until its tokens expire",
+            let kid = key
+                .get("kid")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)");
+            let line = if immediate {
+                format!(
+                    "signing key {kid} ({}) signs now; the previous key is out of the JWKS and its tokens are refused",
                     text(key.get("alg"))
-                ),
-                None => "started a new signing key; the previous key is retired and verifies until its tokens expire"
-                    .to_owned(),
+                )
+            } else {
+                format!(
+                    "scheduled signing key {kid} ({}): published now, signs from {}; the previous key then retires and verifies until its tokens expire",
+                    text(key.get("alg")),
+                    ctx.local.time(key.get("activated_at"))
+                )
             };
             output::println(&line)
         }
@@ -74,7 +87,8 @@ pub(super) fn key_list(body: &Value) -> Result<&Vec<Value>, ApiError> {
         })
 }
 
-/// The keys as a table with each one's age at `now`.
+/// The keys as a table: each one's state, age at `now`, and when it was
+/// (or will be) activated and retired.
 pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Table {
     let mut table = Table::new([
         "KID",
@@ -82,6 +96,7 @@ pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Ta
         "STATE",
         "CREATED",
         "AGE",
+        "ACTIVATED",
         "RETIRED",
         "KEPT UNTIL",
     ]);
@@ -92,6 +107,7 @@ pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Ta
             text(k.get("state")),
             local.time(k.get("created_at")),
             parse_time(k.get("created_at")).map_or_else(|| "-".to_owned(), |t| age(now - t)),
+            local.time(k.get("activated_at")),
             local.time(k.get("retired_at")),
             local.time(k.get("expires_at")),
         ]);
@@ -110,9 +126,10 @@ mod tests {
     fn key_tables_show_each_keys_age() {
         let keys = json!({"keys": [
             {"kid": "k2", "alg": "EdDSA", "state": "active", "created_at": "2026-01-30T12:00:00Z",
-             "retired_at": null, "expires_at": null},
+             "activated_at": "2026-01-30T12:00:00Z", "retired_at": null, "expires_at": null},
             {"kid": "k1", "alg": "EdDSA", "state": "retired", "created_at": "2026-01-01T00:00:00Z",
-             "retired_at": "2026-01-30T12:00:00Z", "expires_at": "2026-01-30T12:15:00Z"}
+             "activated_at": "2026-01-01T00:00:00Z", "retired_at": "2026-01-30T12:00:00Z",
+             "expires_at": "2026-01-30T12:15:00Z"}
         ]});
         let local = Local {
             offset: UtcOffset::UTC,

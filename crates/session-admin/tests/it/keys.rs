@@ -21,13 +21,18 @@ async fn rotating_starts_a_new_active_key_and_retires_the_old_one() {
     assert!(rows(text)[0].starts_with(&old_kid), "{text}");
 
     let rotated = env.run(&["keys", "rotate", "--json"]).await.json();
-    let new_kid = rotated["key"]["kid"].as_str().unwrap().to_owned();
-    assert_ne!(new_kid, old_kid);
+    let next_kid = rotated["key"]["kid"].as_str().unwrap().to_owned();
+    assert_ne!(next_kid, old_kid);
+    assert_eq!(rotated["key"]["state"], "next");
 
-    let text = env.run(&["keys", "rotate"]).await;
+    // A second scheduled rotation waits for the first: refused (exit 1).
+    let refused = env.run(&["keys", "rotate"]).await;
+    assert!(refused.fails(1).contains("rotation_pending"), "{refused:?}");
+
+    let text = env.run(&["keys", "rotate", "--immediate"]).await;
     let line = text.ok();
     assert!(
-        line.starts_with("started signing key ") && line.contains("(EdDSA)"),
+        line.starts_with("signing key ") && line.contains("(EdDSA) signs now"),
         "{line}"
     );
 
@@ -39,10 +44,13 @@ async fn rotating_starts_a_new_active_key_and_retires_the_old_one() {
             .map(|k| k["state"].as_str().unwrap().to_owned())
     };
     assert_eq!(state(&old_kid).as_deref(), Some("retired"), "{after}");
-    assert_eq!(state(&new_kid).as_deref(), Some("retired"), "{after}");
+    assert_eq!(state(&next_kid).as_deref(), Some("next"), "{after}");
     assert_eq!(
         keys.iter().filter(|k| k["state"] == "active").count(),
         1,
         "{after}"
     );
+    let table = env.run(&["keys", "list"]).await;
+    let text = table.ok();
+    assert!(text.lines().next().unwrap().contains("ACTIVATED"), "{text}");
 }

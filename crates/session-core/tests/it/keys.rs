@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use session_core::keys::{
-    AccessClaims, KeyError, KeyRing, KeyState, SigningAlgorithm, StoredKeys, TokenError,
-    VerifyPolicy,
+    AccessClaims, KeyError, KeyInfo, KeyRing, KeySchedule, KeyState, RotateError, SigningAlgorithm,
+    StoredKeys, TokenError, VerifyPolicy,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -113,68 +113,272 @@ fn hs256_tokens_verify_under_the_configured_secret_in_another_ring() {
     assert!(b.verify(&token, NOW).is_ok());
 }
 
+/// Saves nothing, loads the change at once (what the server does after
+/// saving it).
+fn apply(ring: &KeyRing, change: (StoredKeys, KeyInfo)) -> KeyInfo {
+    ring.load(&change.0).unwrap();
+    change.1
+}
+
+fn schedule() -> KeySchedule {
+    KeySchedule {
+        prepublish: Duration::minutes(15),
+        rotation: Some(Duration::days(30)),
+        retain: Duration::minutes(16),
+    }
+}
+
+fn scheduled_ring(alg: SigningAlgorithm) -> KeyRing {
+    ring(alg).with_schedule(schedule())
+}
+
+fn jwks_kids(ring: &KeyRing, at: OffsetDateTime) -> Vec<String> {
+    ring.jwks(at)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
-fn rotation_keeps_old_tokens_verifiable_until_retention_passes() {
-    for alg in ALL {
-        let ring = ring(alg);
+fn a_scheduled_key_is_published_before_it_signs_and_the_old_one_verifies_until_retention_passes() {
+    for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let ring = scheduled_ring(alg);
         // Valid for an hour, so that only the key's retention can refuse it.
         let mut long = claims(NOW);
         long.exp = (NOW + Duration::hours(1)).unix_timestamp();
         let old = ring.sign(&long).unwrap();
-        let retain = Duration::minutes(16);
-        let rotated_at = NOW + Duration::minutes(1);
-        let info = ring.rotate(rotated_at, retain).unwrap();
-        assert_eq!(info.state, KeyState::Active);
-        let new = ring.sign(&claims(rotated_at)).unwrap();
-        assert_eq!(kid_of(&new), info.kid);
-        assert_ne!(kid_of(&old), kid_of(&new));
+        let info = apply(&ring, ring.scheduled(NOW).unwrap());
+        assert_eq!(info.state, KeyState::Next);
+        let activation = NOW + Duration::minutes(15);
+        assert_eq!(info.activated_at, activation);
+        assert_eq!(jwks_kids(&ring, NOW), [kid_of(&old), info.kid.clone()]);
 
-        let later = rotated_at + Duration::minutes(10);
+        // Until the activation the old key signs.
+        let before = activation - Duration::seconds(1);
+        assert_eq!(kid_of(&ring.sign(&claims(before)).unwrap()), kid_of(&old));
+        let listed = ring.keys(before);
+        assert_eq!(listed[0].state, KeyState::Active);
+        assert_eq!(
+            listed[0].retired_at,
+            Some(activation),
+            "scheduled retirement"
+        );
+        assert_eq!(listed[1].state, KeyState::Next);
+
+        // From it the new one does.
+        let new = ring.sign(&claims(activation)).unwrap();
+        assert_eq!(kid_of(&new), info.kid);
+        let later = activation + Duration::minutes(10);
         assert!(ring.verify(&old, later).is_ok(), "{alg}");
         assert!(ring.verify(&new, later).is_ok(), "{alg}");
-
         let keys = ring.keys(later);
-        assert_eq!(keys.len(), 2);
         let retired = keys.iter().find(|k| k.state == KeyState::Retired).unwrap();
         assert_eq!(retired.kid, kid_of(&old));
-        assert_eq!(retired.retired_at, Some(rotated_at));
-        assert_eq!(retired.expires_at, Some(rotated_at + retain));
+        assert_eq!(retired.retired_at, Some(activation));
+        assert_eq!(retired.expires_at, Some(activation + Duration::minutes(16)));
 
-        // From the end of retention the old key no longer verifies,
-        // whether or not it has been pruned yet.
-        let past = rotated_at + retain;
+        // From the end of retention the old key no longer verifies, and the
+        // clock's next step drops it.
+        let past = activation + Duration::minutes(16);
         assert_eq!(
             ring.verify(&old, past),
             Err(TokenError::UnknownKey),
             "{alg}"
         );
+        assert_eq!(jwks_kids(&ring, past), std::slice::from_ref(&info.kid));
+        let (doc, none) = ring.ticked(past).unwrap().unwrap();
+        assert!(none.is_none());
+        ring.load(&doc).unwrap();
         assert_eq!(ring.keys(past).len(), 1);
-        assert_eq!(ring.prune(past), 1);
-        assert_eq!(
-            ring.verify(&old, past),
-            Err(TokenError::UnknownKey),
-            "{alg}"
-        );
         assert!(
-            ring.verify(&ring.sign(&claims(past)).unwrap(), past)
+            ring.verify(&new, activation + Duration::minutes(14))
                 .is_ok()
         );
+        let fresh = ring.sign(&claims(past)).unwrap();
+        assert_eq!(kid_of(&fresh), info.kid);
+        assert!(ring.verify(&fresh, past).is_ok());
     }
 }
 
 #[test]
-fn prune_keeps_retired_keys_still_within_retention() {
-    let ring = ring(SigningAlgorithm::EdDSA);
-    ring.rotate(NOW, Duration::minutes(16)).unwrap();
-    assert_eq!(ring.prune(NOW + Duration::minutes(15)), 0);
-    assert_eq!(ring.keys(NOW).len(), 2);
+fn a_scheduled_rotation_while_a_next_key_is_pending_is_refused() {
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    apply(&ring, ring.scheduled(NOW).unwrap());
+    assert!(matches!(
+        ring.scheduled(NOW + Duration::minutes(14)),
+        Err(RotateError::Pending)
+    ));
+    // Once it signs, the next one may be scheduled.
+    let info = apply(&ring, ring.scheduled(NOW + Duration::minutes(15)).unwrap());
+    assert_eq!(info.activated_at, NOW + Duration::minutes(30));
 }
 
 #[test]
-fn jwks_lists_the_current_and_retired_public_keys() {
-    let ring = ring(SigningAlgorithm::EdDSA);
+fn an_immediate_rotation_signs_at_once_and_takes_the_old_key_out_at_once() {
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    let old = ring.sign(&claims(NOW)).unwrap();
+    let pending = apply(&ring, ring.scheduled(NOW).unwrap());
+    let at = NOW + Duration::minutes(1);
+    let info = apply(&ring, ring.rotated_now(at).unwrap());
+    assert_eq!(info.state, KeyState::Active);
+    assert_eq!(kid_of(&ring.sign(&claims(at)).unwrap()), info.kid);
+    assert_eq!(ring.verify(&old, at), Err(TokenError::UnknownKey));
+    assert_eq!(
+        jwks_kids(&ring, at),
+        [info.kid.clone(), pending.kid.clone()]
+    );
+    let listed = ring.keys(at);
+    let revoked = listed.iter().find(|k| k.kid == kid_of(&old)).unwrap();
+    assert_eq!(revoked.state, KeyState::Retired);
+    assert_eq!(revoked.retired_at, Some(at));
+    // The pending key still takes over at its time.
+    let activation = NOW + Duration::minutes(15);
+    assert_eq!(
+        kid_of(&ring.sign(&claims(activation)).unwrap()),
+        pending.kid
+    );
+}
+
+#[test]
+fn hs256_keys_do_not_rotate() {
+    let ring = KeyRing::generate(SigningAlgorithm::HS256, policy(), NOW, Some(&[3u8; 32]))
+        .unwrap()
+        .with_schedule(schedule());
+    assert!(matches!(
+        ring.scheduled(NOW),
+        Err(RotateError::NotSupported)
+    ));
+    assert!(matches!(
+        ring.rotated_now(NOW),
+        Err(RotateError::NotSupported)
+    ));
+    assert!(ring.ticked(NOW + Duration::days(60)).unwrap().is_none());
+}
+
+#[test]
+fn automatic_rotation_publishes_the_next_key_prepublish_before_the_period_ends() {
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
     let first = ring.keys(NOW)[0].kid.clone();
-    let second = ring.rotate(NOW, Duration::minutes(16)).unwrap().kid;
+    let due = NOW + Duration::days(30);
+    assert!(ring.ticked(due - Duration::minutes(16)).unwrap().is_none());
+    let (doc, info) = ring.ticked(due - Duration::minutes(15)).unwrap().unwrap();
+    let info = info.unwrap();
+    assert_eq!(info.state, KeyState::Next);
+    assert_eq!(info.activated_at, due);
+    ring.load(&doc).unwrap();
+    assert!(
+        ring.ticked(due - Duration::minutes(1)).unwrap().is_none(),
+        "already pending"
+    );
+    assert_eq!(
+        kid_of(&ring.sign(&claims(due - Duration::seconds(1))).unwrap()),
+        first
+    );
+    assert_eq!(kid_of(&ring.sign(&claims(due)).unwrap()), info.kid);
+}
+
+#[test]
+fn an_overdue_rotation_still_publishes_before_signing() {
+    // A server that was down through the rotation time: the new key still
+    // spends the whole prepublish time in the JWKS first.
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    let late = NOW + Duration::days(45);
+    let (_, info) = ring.ticked(late).unwrap().unwrap();
+    assert_eq!(info.unwrap().activated_at, late + Duration::minutes(15));
+}
+
+#[test]
+fn without_a_rotation_period_keys_change_only_by_hand() {
+    let ring = ring(SigningAlgorithm::EdDSA).with_schedule(KeySchedule {
+        rotation: None,
+        ..schedule()
+    });
+    assert!(ring.ticked(NOW + Duration::days(400)).unwrap().is_none());
+}
+
+#[test]
+fn no_key_signs_a_token_before_it_has_been_in_the_jwks_for_the_prepublish_time() {
+    // Two simulated months, minute by minute, with rotations by the clock
+    // and one by hand: every key that signs at t was already published at
+    // t - prepublish, and every kid that signed is in the JWKS until its
+    // tokens have expired.
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    let prepublish = schedule().prepublish;
+    let mut published: Vec<(OffsetDateTime, Vec<String>)> = Vec::new();
+    let mut signed: Vec<(OffsetDateTime, String)> = Vec::new();
+    let mut t = NOW;
+    while t < NOW + Duration::days(61) {
+        if t == NOW + Duration::days(10) {
+            apply(&ring, ring.scheduled(t).unwrap());
+        }
+        if let Some((doc, _)) = ring.ticked(t).unwrap() {
+            ring.load(&doc).unwrap();
+        }
+        published.push((t, jwks_kids(&ring, t)));
+        let kid = kid_of(&ring.sign(&claims(t)).unwrap());
+        let then = t - prepublish;
+        if then >= NOW + prepublish {
+            let (_, kids) = published.iter().rev().find(|(at, _)| *at <= then).unwrap();
+            assert!(
+                kids.contains(&kid),
+                "{kid} signs at {t} but was not published at {then}"
+            );
+        }
+        signed.retain(|(at, _)| *at + Duration::minutes(15) > t);
+        for (_, old) in &signed {
+            assert!(
+                published.last().unwrap().1.contains(old),
+                "{old} left the JWKS early at {t}"
+            );
+        }
+        signed.push((t, kid));
+        t += Duration::minutes(5);
+    }
+    let kids: std::collections::BTreeSet<String> =
+        published.iter().flat_map(|(_, k)| k.clone()).collect();
+    // The first key, the one by hand at day 10, and the one the clock
+    // made 30 days after that.
+    assert_eq!(kids.len(), 3, "rotations happened: {kids:?}");
+}
+
+#[test]
+fn a_token_signed_by_a_key_another_instance_already_activated_verifies() {
+    // Instance clocks differ by a moment: B, slightly behind, still sees the
+    // key as next when A's first token under it arrives.
+    let a = scheduled_ring(SigningAlgorithm::EdDSA);
+    let (doc, _) = a.scheduled(NOW).unwrap();
+    a.load(&doc).unwrap();
+    let b = KeyRing::from_stored(doc, policy(), None)
+        .unwrap()
+        .with_schedule(schedule());
+    let activation = NOW + Duration::minutes(15);
+    let token = a.sign(&claims(activation)).unwrap();
+    assert!(b.verify(&token, activation - Duration::seconds(1)).is_ok());
+}
+
+#[test]
+fn a_version_1_key_file_still_loads() {
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    let token = ring.sign(&claims(NOW)).unwrap();
+    let mut json = serde_json::to_value(ring.to_stored()).unwrap();
+    json["version"] = 1.into();
+    json.as_object_mut().unwrap().remove("generation");
+    let key = json["keys"][0].as_object_mut().unwrap();
+    key.remove("activates_at");
+    key.insert("state".into(), "active".into());
+    let stored: StoredKeys = serde_json::from_value(json).unwrap();
+    let loaded = KeyRing::from_stored(stored, policy(), None).unwrap();
+    assert!(loaded.verify(&token, NOW).is_ok());
+    assert_eq!(kid_of(&loaded.sign(&claims(NOW)).unwrap()), kid_of(&token));
+}
+
+#[test]
+fn jwks_lists_the_next_active_and_retired_public_keys_and_nothing_private() {
+    let ring = scheduled_ring(SigningAlgorithm::EdDSA);
+    let first = ring.keys(NOW)[0].kid.clone();
+    let second = apply(&ring, ring.scheduled(NOW).unwrap()).kid;
     let jwks = ring.jwks(NOW);
     let keys = jwks["keys"].as_array().unwrap();
     let kids: Vec<&str> = keys.iter().map(|k| k["kid"].as_str().unwrap()).collect();
@@ -193,7 +397,7 @@ fn jwks_lists_the_current_and_retired_public_keys() {
         );
         assert!(k.get("d").is_none(), "private part leaked");
     }
-    let later = ring.jwks(NOW + Duration::minutes(16));
+    let later = ring.jwks(NOW + Duration::minutes(15 + 16));
     assert_eq!(later["keys"].as_array().unwrap().len(), 1);
 }
 
@@ -221,7 +425,6 @@ fn jwks_of_es256_carries_both_coordinates() {
 fn jwks_never_holds_hmac_keys() {
     let secret = [7u8; 32];
     let ring = KeyRing::generate(SigningAlgorithm::HS256, policy(), NOW, Some(&secret)).unwrap();
-    ring.rotate(NOW, Duration::minutes(16)).unwrap();
     let jwks = ring.jwks(NOW);
     assert_eq!(jwks, serde_json::json!({"keys": []}));
     assert!(ring.keys(NOW).iter().all(|k| k.public_jwk.is_none()));
@@ -234,13 +437,20 @@ fn stored_keys_round_trip_and_verify_tokens_signed_before() {
     for alg in ALL {
         let ring = ring(alg);
         let old = ring.sign(&claims(NOW)).unwrap();
-        ring.rotate(NOW, Duration::minutes(16)).unwrap();
+        if alg != SigningAlgorithm::HS256 {
+            apply(&ring, ring.rotated_now(NOW).unwrap());
+            assert_eq!(ring.verify(&old, NOW), Err(TokenError::UnknownKey));
+        }
         let new = ring.sign(&claims(NOW)).unwrap();
         let json = serde_json::to_string_pretty(&ring.to_stored()).unwrap();
         let stored: StoredKeys = serde_json::from_str(&json).unwrap();
         let loaded = KeyRing::from_stored(stored, policy(), None).unwrap();
         assert_eq!(loaded.algorithm(), alg);
-        assert!(loaded.verify(&old, NOW).is_ok(), "{alg}");
+        assert_eq!(
+            loaded.verify(&old, NOW).is_ok(),
+            alg == SigningAlgorithm::HS256,
+            "{alg}"
+        );
         assert!(loaded.verify(&new, NOW).is_ok(), "{alg}");
         assert_eq!(loaded.keys(NOW), ring.keys(NOW));
         // The loaded ring signs with the same active key.
@@ -323,7 +533,7 @@ fn the_key_ring_is_shared_across_threads() {
             let token = token.clone();
             std::thread::spawn(move || {
                 if i == 0 {
-                    ring.rotate(NOW, Duration::minutes(16)).unwrap();
+                    ring.load(&ring.scheduled(NOW).unwrap().0).unwrap();
                 }
                 ring.verify(&token, NOW).is_ok()
             })

@@ -7,6 +7,8 @@ use session_server::testing::TestServer;
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const UA: &str = "it-tests/1.0";
+/// The master key every instance of a shared-store test is given.
+pub const MASTER_KEY: &str = "8f1c3a5e7b9d0f2143658709badcfe1032547698abcdef0123456789abcdef01";
 
 pub struct App {
     pub server: TestServer,

@@ -13,6 +13,8 @@ mod chromium;
 mod forward_auth;
 mod hostile;
 mod openapi;
+mod keys;
+mod master_key;
 mod persistence;
 mod postgres;
 mod redis;

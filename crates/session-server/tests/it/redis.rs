@@ -19,7 +19,11 @@ fn redis_server_bin() -> String {
 
 async fn on_redis(url: &str) -> App {
     let url = url.to_owned();
-    App::start_with(move |raw| raw.set("store", url)).await
+    App::start_with(move |raw| {
+        raw.set("master_key", MASTER_KEY)?;
+        raw.set("store", url)
+    })
+    .await
 }
 
 /// A second instance sharing the first one's keys and token secret (as
@@ -28,6 +32,7 @@ async fn sibling(of: &App, url: &str) -> App {
     let url = url.to_owned();
     let server = session_server::testing::TestServer::start_in(of.server.data_dir(), move |raw| {
         raw.set("rate_limit_refresh", "0")?;
+        raw.set("master_key", MASTER_KEY)?;
         raw.set("store", url)
     })
     .await
