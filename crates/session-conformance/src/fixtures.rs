@@ -81,6 +81,7 @@ pub fn params(grace: Duration) -> RefreshParams {
         client: ClientInfo {
             ip: Some(CLIENT_IP.to_owned()),
             user_agent: Some(CLIENT_USER_AGENT.to_owned()),
+            dpop_jkt: None,
         },
     }
 }

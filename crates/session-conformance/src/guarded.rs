@@ -105,6 +105,15 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         SessionStore::ping(&self.store).await
     }
 
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.store.remember_dpop_proof(key, expires_at, now).await
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.store.purge_expired(now).await
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use session_core::store::{AuditLog, SessionStore, UserStore};
 
 pub mod audit;
+pub mod dpop;
 pub mod fixtures;
 pub mod guarded;
 pub mod sessions;
@@ -48,6 +49,8 @@ macro_rules! __session_store_checks {
             list_user_is_oldest_first_and_omits_revoked,
             purge_expired_keeps_live_sessions,
             ping_answers,
+            a_dpop_proof_is_remembered_once,
+            a_dpop_binding_is_stored_and_enforced_on_refresh,
         }
     };
 }

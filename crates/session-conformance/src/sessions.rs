@@ -12,6 +12,9 @@ use session_core::session::{Lifetimes, Revocation, RevokeReason, Session};
 use session_core::store::{RefreshResult, SessionStore, StoreError};
 use time::{Duration, OffsetDateTime};
 
+pub use crate::dpop::{
+    a_dpop_binding_is_stored_and_enforced_on_refresh, a_dpop_proof_is_remembered_once,
+};
 use crate::fixtures::{
     base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
 };

@@ -101,6 +101,10 @@ pub struct ClientInfo {
     pub ip: Option<String>,
     /// `User-Agent` header.
     pub user_agent: Option<String>,
+    /// Thumbprint of the key of the DPoP proof this request carried and
+    /// that was checked (RFC 9449); binds a new session, and a bound
+    /// session refreshes only with it.
+    pub dpop_jkt: Option<crate::dpop::Jkt>,
 }
 
 /// One fired rule, with what the audit event records.
@@ -218,6 +222,7 @@ mod tests {
         ClientInfo {
             ip: Some(ip.into()),
             user_agent: Some(ua.into()),
+            dpop_jkt: None,
         }
     }
 

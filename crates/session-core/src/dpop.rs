@@ -116,13 +116,18 @@ impl Jkt {
         }
     }
 
+    /// The thumbprint whose SHA-256 digest is `digest`.
+    pub fn from_digest(digest: [u8; 32]) -> Jkt {
+        Jkt(URL_SAFE_NO_PAD.encode(digest))
+    }
+
     /// The thumbprint text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     fn of_canonical_json(json: &str) -> Jkt {
-        Jkt(URL_SAFE_NO_PAD.encode(Sha256::digest(json.as_bytes())))
+        Jkt::from_digest(Sha256::digest(json.as_bytes()).into())
     }
 }
 

@@ -29,6 +29,7 @@ use crate::user::User;
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<SessionId, Session>>,
+    dpop_proofs: Mutex<HashMap<[u8; 32], OffsetDateTime>>,
     users: Mutex<HashMap<String, User>>,
     audit: Mutex<AuditEntries>,
 }
@@ -196,7 +197,25 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut proofs = lock(&self.dpop_proofs);
+        if proofs.get(key).is_some_and(|until| now < *until) {
+            return Ok(false);
+        }
+        if proofs.len() >= 4096 {
+            proofs.retain(|_, until| now < *until);
+        }
+        proofs.insert(*key, expires_at);
+        Ok(true)
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        lock(&self.dpop_proofs).retain(|_, until| now < *until);
         let mut sessions = lock(&self.sessions);
         let before = sessions.len();
         sessions.retain(|_, s| !s.is_expired(now));

@@ -7,6 +7,8 @@
 //! presented is older, or grace has passed        → Reuse → revoke the whole family
 //! session revoked                                → Revoked
 //! session past its idle or absolute deadline     → Expired
+//! live or grace replay, session bound to a DPoP key,
+//!   and the request's proof is by another key or absent → DpopKeyMismatch, no write
 //! anything else (never issued)                   → Invalid, no side effect
 //! ```
 
@@ -60,6 +62,9 @@ pub enum RefreshOutcome {
     Expired,
     /// Not a token of this family's history.
     Invalid,
+    /// The session is bound to a DPoP key and the request proved another
+    /// key, or none: nothing changes.
+    DpopKeyMismatch,
 }
 
 /// The decision: an outcome, the state to write (if any), and the rules
@@ -107,7 +112,15 @@ pub fn plan_refresh(
     let is_last = presented.generation.checked_add(1) == Some(state.generation)
         && state.previous.as_ref() == Some(&presented.digest);
 
+    // A bound session refreshes only with a proof by its own key: its
+    // refresh token alone rotates nothing (RFC 9449 §5).
+    let key_mismatch =
+        session.dpop_jkt.is_some() && params.client.dpop_jkt.as_ref() != session.dpop_jkt.as_ref();
+
     if is_live {
+        if key_mismatch {
+            return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
+        }
         let anomalies = params.anomaly.evaluate(session, &params.client, now, true);
         if anomalies.iter().any(|a| a.action == AnomalyAction::Revoke) {
             return revoke(
@@ -145,6 +158,10 @@ pub fn plan_refresh(
         if params.client.user_agent.is_some() {
             new.user_agent.clone_from(&params.client.user_agent);
         }
+        if new.dpop_jkt.is_none() {
+            // A proof with the refresh of an unbound session binds it.
+            new.dpop_jkt.clone_from(&params.client.dpop_jkt);
+        }
         return RefreshPlan {
             outcome: RefreshOutcome::Rotated,
             write: Some(new),
@@ -156,6 +173,9 @@ pub fn plan_refresh(
         let in_grace = params.grace > Duration::ZERO
             && state.rotated_at.is_some_and(|at| now < at + params.grace);
         if let (true, Some(sealed)) = (in_grace, state.grace_successor.as_ref()) {
+            if key_mismatch {
+                return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
+            }
             let anomalies = params.anomaly.evaluate(session, &params.client, now, false);
             if anomalies.iter().any(|a| a.action == AnomalyAction::Revoke) {
                 return revoke(
@@ -286,6 +306,7 @@ mod tests {
             client: ClientInfo {
                 ip: Some(IP.into()),
                 user_agent: Some(UA.into()),
+                dpop_jkt: None,
             },
         }
     }
@@ -311,6 +332,56 @@ mod tests {
         assert_eq!(
             expected.revoked.map(|r| r.reason),
             Some(RevokeReason::ReuseDetected)
+        );
+    }
+
+    fn jkt(byte: u8) -> crate::dpop::Jkt {
+        crate::dpop::Jkt::from_digest([byte; 32])
+    }
+
+    fn with_key(key: Option<crate::dpop::Jkt>) -> RefreshParams {
+        let mut p = params();
+        p.client.dpop_jkt = key;
+        p
+    }
+
+    #[test]
+    fn a_proof_with_the_refresh_of_an_unbound_session_binds_it() {
+        let s = rotated();
+        let plan = plan(
+            &s,
+            &presented(&s, 2, "t2"),
+            &with_key(Some(jkt(1))),
+            at(200),
+        );
+        assert_eq!(plan.outcome, RefreshOutcome::Rotated);
+        assert_eq!(plan.write.unwrap().dpop_jkt, Some(jkt(1)));
+    }
+
+    #[test]
+    fn a_bound_session_refreshes_only_with_a_proof_by_its_key() {
+        let mut s = rotated();
+        s.dpop_jkt = Some(jkt(1));
+        for key in [None, Some(jkt(2))] {
+            let p = plan(&s, &presented(&s, 2, "t2"), &with_key(key.clone()), at(200));
+            assert_eq!(p.outcome, RefreshOutcome::DpopKeyMismatch, "{key:?}");
+            assert!(p.write.is_none(), "nothing is written");
+            // A grace replay needs the key too.
+            let p = plan(&s, &presented(&s, 1, "t1"), &with_key(key), at(105));
+            assert_eq!(p.outcome, RefreshOutcome::DpopKeyMismatch);
+            assert!(p.write.is_none());
+        }
+        let p = plan(
+            &s,
+            &presented(&s, 2, "t2"),
+            &with_key(Some(jkt(1))),
+            at(200),
+        );
+        assert_eq!(p.outcome, RefreshOutcome::Rotated);
+        assert_eq!(
+            p.write.unwrap().dpop_jkt,
+            Some(jkt(1)),
+            "the binding stays"
         );
     }
 

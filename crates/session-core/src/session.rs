@@ -171,6 +171,11 @@ pub struct Session {
     /// Optimistic-concurrency version: every write bumps it, and stores
     /// replace a session only if the version they read is still there.
     pub version: u64,
+    /// (v1.1) Thumbprint of the DPoP key the session is bound to (RFC
+    /// 9449): from then on every refresh needs a proof by that key, and
+    /// its access tokens carry it as `cnf.jkt`. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<crate::dpop::Jkt>,
 }
 
 impl Session {
@@ -204,6 +209,7 @@ impl Session {
             },
             revoked: None,
             version: 0,
+            dpop_jkt: None,
         }
     }
 

@@ -165,6 +165,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Whether the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The DPoP `jti` replay set (RFC 9449 §11.1): remembers `key` (a
+    /// proof's [`crate::dpop::VerifiedProof::replay_key`]) until
+    /// `expires_at`. `true` the first time; `false` while it is remembered
+    /// (a replayed proof). Atomic: of concurrent calls with one key exactly
+    /// one gets `true`, on every instance sharing the store.
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Drops records past their deadline; returns how many. Stores whose
     /// backend expires records itself keep the default.
     async fn purge_expired(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {

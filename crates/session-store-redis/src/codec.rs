@@ -10,13 +10,16 @@
 //! agent, metadata (JSON text), generation, current digest (32 bytes),
 //! previous digest (flag + 32), rotated-at (flag + timestamp), recent
 //! refreshes (count + timestamps), revocation (flag + timestamp + reason
-//! byte). Strings are a varint length and bytes; optional strings use
+//! byte), then optional tagged fields, each a tag byte and its value:
+//! `J` + string, the DPoP key thumbprint (v1.1; records without it decode
+//! as unbound). Strings are a varint length and bytes; optional strings use
 //! length + 1 with 0 for none; timestamps are zig-zag varints of Unix
 //! nanoseconds (an exact round trip).
 //!
 //! The sealed grace successor is not in the body: it lives in its own key
 //! that expires with the grace window (see the crate documentation).
 
+use session_core::dpop::Jkt;
 use session_core::secret::TokenDigest;
 use session_core::session::{RefreshState, Revocation};
 use session_core::{RevokeReason, Session, SessionId};
@@ -133,8 +136,15 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
         }
         None => d.push(0),
     }
+    if let Some(jkt) = &s.dpop_jkt {
+        d.push(TAG_DPOP_JKT);
+        put_str(&mut d, jkt.as_str().as_bytes());
+    }
     d
 }
+
+/// Tag of the optional DPoP thumbprint field.
+const TAG_DPOP_JKT: u8 = b'J';
 
 /// Decodes the stored string of session `id` and its grace successor.
 pub(crate) fn decode(
@@ -194,6 +204,16 @@ pub(crate) fn decode(
     if revoked.is_some() != (flag == b'R') {
         return Err(DecodeError::Header);
     }
+    let mut dpop_jkt = None;
+    while !rd.0.is_empty() {
+        match rd.byte()? {
+            TAG_DPOP_JKT if dpop_jkt.is_none() => {
+                let s = rd.string()?;
+                dpop_jkt = Some(Jkt::parse(&s).ok_or(DecodeError::Malformed)?);
+            }
+            _ => return Err(DecodeError::Malformed),
+        }
+    }
     Ok(Session {
         id,
         user_id,
@@ -214,6 +234,7 @@ pub(crate) fn decode(
         },
         revoked,
         version,
+        dpop_jkt,
     })
 }
 
@@ -362,6 +383,7 @@ mod tests {
             recent in proptest::collection::vec(arb_time(), 0..12),
             revoked in proptest::option::of((arb_time(), 0_usize..8)),
             version in any::<u64>(),
+            jkt in proptest::option::of(any::<[u8; 32]>()),
         ) -> Session {
             let mut s = Session::new(SessionId::generate(), user, TokenDigest::from_bytes(cur), &Lifetimes::default(), times[0]);
             s.last_seen_at = times[1];
@@ -379,6 +401,7 @@ mod tests {
             s.refresh.recent_refreshes = recent;
             s.revoked = revoked.map(|(at, i)| Revocation { at, reason: REASONS[i] });
             s.version = version;
+            s.dpop_jkt = jkt.map(Jkt::from_digest);
             s
         }
     }

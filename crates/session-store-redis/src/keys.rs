@@ -43,6 +43,19 @@ impl Keys {
         format!("{}s:{{{sid}}}", self.base)
     }
 
+    /// `…:p:<hex>` — one remembered DPoP proof (the replay set), keyed by
+    /// the digest of its key thumbprint and `jti`; expires with the proof.
+    pub(crate) fn dpop_proof(&self, key: &[u8; 32]) -> String {
+        use std::fmt::Write as _;
+        let mut k = String::with_capacity(self.base.len() + 2 + 64);
+        k.push_str(&self.base);
+        k.push_str("p:");
+        for b in key {
+            let _ = write!(k, "{b:02x}");
+        }
+        k
+    }
+
     /// `…:g:{<sid>}` — the sealed grace successor of a session, alive only
     /// for the grace window. Same slot as the session.
     pub(crate) fn grace(&self, sid: &SessionId) -> String {

@@ -626,6 +626,25 @@ impl SessionStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
     }
+
+    /// `SET key 1 NX PXAT <expires_at>`: one command on one key, so it is
+    /// atomic on a single node and on a cluster, and Redis forgets the
+    /// proof by itself when it expires (`now` is Redis's own clock).
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.dpop_proof(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(codec::deadline_ms(expires_at));
+        let set: Option<String> = self.query(&cmd).await?;
+        Ok(set.is_some())
+    }
 }
 
 #[async_trait]

@@ -3,6 +3,7 @@
 //! the model cannot hold is [`StoreError::Corrupt`], never a panic.
 
 use session_core::audit::{Actor, AuditEvent, AuditKind};
+use session_core::dpop::Jkt;
 use session_core::session::{RefreshState, Revocation, RevokeReason, Session};
 use session_core::user::User;
 use session_core::{SessionId, StoreError, TokenDigest};
@@ -136,6 +137,9 @@ pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
         },
         revoked,
         version: read_counter(row, "version")?,
+        dpop_jkt: get::<Option<String>>(row, "dpop_jkt")?
+            .map(|j| Jkt::parse(&j).ok_or_else(|| bad("dpop_jkt", "not a key thumbprint")))
+            .transpose()?,
     })
 }
 

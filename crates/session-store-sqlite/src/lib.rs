@@ -7,7 +7,7 @@ macro_rules! session_columns {
     () => {
         "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, ip, \
          user_agent, metadata, generation, current_digest, previous_digest, rotated_at, \
-         grace_successor, recent_refreshes, revoked_at, revoked_reason, version"
+         grace_successor, recent_refreshes, revoked_at, revoked_reason, version, dpop_jkt"
     };
 }
 

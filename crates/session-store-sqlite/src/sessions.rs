@@ -34,6 +34,7 @@ struct Encoded {
     revoked_at: Option<i64>,
     revoked_reason: Option<&'static str>,
     version: i64,
+    dpop_jkt: Option<String>,
 }
 
 impl Encoded {
@@ -57,10 +58,11 @@ impl Encoded {
             revoked_at: s.revoked.map(|r| instant(r.at)).transpose()?,
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             version: counter(s.version, "version")?,
+            dpop_jkt: s.dpop_jkt.as_ref().map(|j| j.as_str().to_owned()),
         })
     }
 
-    /// Binds `?1`..`?18`.
+    /// Binds `?1`..`?19`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -80,13 +82,14 @@ impl Encoded {
             .bind(self.revoked_at)
             .bind(self.revoked_reason)
             .bind(self.version)
+            .bind(self.dpop_jkt)
     }
 }
 
 const INSERT: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -95,8 +98,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18 \
-     WHERE id = ?1 AND version = ?19 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, dpop_jkt = ?19 \
+     WHERE id = ?1 AND version = ?20 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -134,6 +137,15 @@ const REVOKE_USER: &str = concat!(
 );
 
 const PURGE: &str = "DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?1";
+
+/// The replay set: insert unless a live row holds the key (an expired row
+/// is taken over). One statement, so concurrent inserts of one key leave
+/// exactly one winner.
+const REMEMBER_PROOF: &str = "INSERT INTO dpop_proofs (key, expires_at) VALUES (?1, ?2) \
+     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE dpop_proofs.expires_at <= ?3";
+
+const PURGE_PROOFS: &str = "DELETE FROM dpop_proofs WHERE expires_at <= ?1";
 
 fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<Session>, StoreError> {
     rows.iter().map(session_from_row).collect()
@@ -293,7 +305,28 @@ impl SessionStore for SqliteStore {
 
     /// Deletes every session, revoked or not, whose record has outlived the
     /// earlier of its deadlines.
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(REMEMBER_PROOF)
+            .bind(key.as_slice())
+            .bind(instant(expires_at)?)
+            .bind(instant(now)?)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        sqlx::query(PURGE_PROOFS)
+            .bind(instant(now)?)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         let done = sqlx::query(PURGE)
             .bind(instant(now)?)
             .execute(&self.pool)

@@ -84,6 +84,15 @@ impl SessionStore for Interleaving {
     async fn ping(&self) -> Result<(), StoreError> {
         SessionStore::ping(&self.0).await
     }
+
+    async fn remember_dpop_proof(
+        &self,
+        key: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.0.remember_dpop_proof(key, expires_at, now).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
