@@ -128,6 +128,7 @@ pub(crate) async fn create_session(
     let client = ClientInfo {
         ip: req.ip,
         user_agent: req.user_agent,
+        dpop_jkt: None,
     };
     let issued = state
         .service

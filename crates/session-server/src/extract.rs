@@ -205,6 +205,7 @@ impl FromRequestParts<AppState> for Client {
         Ok(Self(ClientInfo {
             ip: ip.map(|ip| ip.to_string()),
             user_agent,
+            dpop_jkt: None,
         }))
     }
 }
