@@ -135,13 +135,16 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
 
     let backends = session_server::compose::open_backends(&settings).await?;
-    let public = TcpListener::bind(settings.public_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.public_addr))?;
-    let admin = TcpListener::bind(settings.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.admin_addr))?;
+    // Listen only once the state is built, so that whoever sees the port
+    // open also finds the generated admin token and keys in the data dir.
+    let (public_addr, admin_addr) = (settings.public_addr, settings.admin_addr);
     let state = AppState::build(settings, backends, Arc::new(SystemClock))?;
+    let public = TcpListener::bind(public_addr)
+        .await
+        .with_context(|| format!("cannot listen on {public_addr}"))?;
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr}"))?;
     tracing::info!(
         public = %public.local_addr()?, admin = %admin.local_addr()?,
         "listening"
