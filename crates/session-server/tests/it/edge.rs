@@ -172,6 +172,30 @@ async fn a_login_storm_is_bounded_refused_fast_and_leaves_others_served() {
 }
 
 #[tokio::test]
+async fn a_wrongly_typed_password_is_never_echoed() {
+    let app = App::start().await;
+    for password in ["31415926535", "2718.2818284", "[\"hunter2hunter2\"]"] {
+        let body = format!(r#"{{"username":"alice","password":{password}}}"#);
+        for url in [app.public("/v1/auth/login"), app.admin("/admin/v1/users")] {
+            let r = app
+                .http
+                .post(&url)
+                .bearer_auth(app.server.admin_token())
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+            let text = r.text().await.unwrap();
+            let bare = password.trim_matches(|c| "[\"]".contains(c));
+            assert!(!text.contains(bare), "{url} echoed {bare}: {text}");
+            assert!(text.contains("`password`"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
     let app = App::start().await;
     let t = app.bearer_session("alice").await;
