@@ -2,11 +2,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration as StdDuration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
@@ -70,11 +74,89 @@ async fn observe(State(listener): State<&'static str>, req: Request, next: Next)
     res
 }
 
+/// A request body the handler reads through while the server keeps hold
+/// of it, to finish it once the handler is done.
+struct Shared(Arc<Mutex<Body>>);
+
+impl Shared {
+    fn body(&self) -> std::sync::MutexGuard<'_, Body> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl HttpBody for Shared {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut *self.body()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body().is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body().size_hint()
+    }
+}
+
+/// How long the server waits for the rest of a body its handler refused
+/// without reading (a 415, a 429, a CSRF failure…).
+const DRAIN_WAIT: StdDuration = StdDuration::from_secs(1);
+
+/// A request answered before its body was read must not leave the
+/// connection half-read: the rest of the body is read and dropped (up to
+/// the body limit, for at most [`DRAIN_WAIT`]) so the connection can carry
+/// the next request, or else the answer says `Connection: close`. Left to
+/// itself, hyper would close such a connection without saying so, and a
+/// client reusing it would see it drop without an answer.
+async fn finish_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() || req.version() >= Version::HTTP_2 {
+        return next.run(req).await;
+    }
+    // A client waiting for `100 Continue` sends nothing more unless asked.
+    let expects_continue = req.headers().contains_key(header::EXPECT);
+    let (parts, body) = req.into_parts();
+    let slot = Arc::new(Mutex::new(body));
+    let req = Request::from_parts(parts, Body::new(Shared(slot.clone())));
+    let mut res = next.run(req).await;
+    if res.headers().contains_key(header::CONNECTION) {
+        // Already closing: nothing to keep reusable.
+        return res;
+    }
+    let body = std::mem::replace(
+        &mut *slot.lock().unwrap_or_else(PoisonError::into_inner),
+        Body::empty(),
+    );
+    if body.is_end_stream() {
+        return res;
+    }
+    let fits = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= u64::try_from(limit).unwrap_or(u64::MAX));
+    let drained = fits
+        && !expects_continue
+        && tokio::time::timeout(DRAIN_WAIT, axum::body::to_bytes(body, limit))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    if !drained {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 /// A session id a handler wants in the request's log line.
 #[derive(Debug, Clone)]
 pub struct LoggedSession(pub String);
 
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
+    let body_limit = state.settings.body_limit;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -82,6 +164,10 @@ fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> 
         .layer(axum::middleware::from_fn_with_state(listener, observe))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            finish_body,
+        ))
 }
 
 /// The public listener's app.

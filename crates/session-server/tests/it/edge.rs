@@ -228,3 +228,88 @@ async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
         );
     }
 }
+
+/// The host:port of a listener URL.
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Everything the server sends until it closes, errs or `within` passes.
+async fn read_all(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_refused_early_still_answers_its_next_request_or_says_close() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let body = r#"{"username":"alice","password":"correct horse battery"}"#;
+    for (content_type, refused) in [("text/plain", "415"), ("application/json", "404")] {
+        let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+            .await
+            .unwrap();
+        // The head alone: the server answers before the body arrives...
+        let target = if refused == "415" {
+            "/v1/auth/login"
+        } else {
+            "/v1/nowhere"
+        };
+        s.write_all(
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // ...then the body and a second request on the same connection.
+        let _ = s.write_all(body.as_bytes()).await;
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await;
+        let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+        let first = text.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(first.starts_with("HTTP/1.1 4"), "{text}");
+        let said_close = first.to_ascii_lowercase().contains("connection: close");
+        let answered_next =
+            text.matches("HTTP/1.1 ").count() == 2 && text.contains("HTTP/1.1 200 OK");
+        assert!(
+            said_close || answered_next,
+            "after a {refused} the connection dropped the next request: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_answered_with_connection_close() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let _ = s.write_all(&[b' '; 70_000]).await;
+    let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}
