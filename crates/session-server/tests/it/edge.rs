@@ -313,3 +313,44 @@ async fn a_body_over_the_limit_is_answered_with_connection_close() {
         "{head}"
     );
 }
+
+#[tokio::test]
+async fn the_data_dir_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("var").join("session");
+    let server = session_server::testing::TestServer::start_in(&data, |_| Ok(()))
+        .await
+        .unwrap();
+    // Write something, so that the WAL is in use.
+    let r = client()
+        .post(format!("{}/admin/v1/sessions", server.admin_url()))
+        .bearer_auth(server.admin_token())
+        .json(&json!({ "user_id": "u" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    assert_eq!(mode(&tmp.path().join("var")), 0o700, "its parent, made too");
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "sessions.db",
+        "sessions.db-wal",
+        "sessions.db-shm",
+        "admin-token",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    for name in &names {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    server.stop().await;
+}
