@@ -1,7 +1,6 @@
 //! Both routers with their layers, and serving them until shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -16,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::conn::ConnLimits;
 use crate::error::ApiError;
 use crate::state::{AppState, StartupError};
 
@@ -125,7 +125,7 @@ async fn finish_body(State(limit): State<usize>, req: Request, next: Next) -> Re
     let req = Request::from_parts(parts, Body::new(Shared(slot.clone())));
     let mut res = next.run(req).await;
     if res.headers().contains_key(header::CONNECTION) {
-        // Already closing: nothing to keep reusable.
+        // Already closing (a request timeout): nothing to keep reusable.
         return res;
     }
     let body = std::mem::replace(
@@ -151,16 +151,42 @@ async fn finish_body(State(limit): State<usize>, req: Request, next: Next) -> Re
     res
 }
 
+/// A handler that has not answered within `request_timeout` (a body that
+/// never finishes arriving, a store that hangs) is dropped and the client
+/// gets 503 `request_timeout`, and the connection is closed.
+async fn deadline(State(limit): State<StdDuration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            metrics::counter!("session_http_request_timeouts_total").increment(1);
+            let mut res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "the request was not completed in time",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+    }
+}
+
 /// A session id a handler wants in the request's log line.
 #[derive(Debug, Clone)]
 pub struct LoggedSession(pub String);
 
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
     let body_limit = state.settings.body_limit;
+    let request_timeout = std_duration(state.settings.request_timeout);
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(listener, observe))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -205,16 +231,19 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let p = axum::serve(
+    let limits = ConnLimits {
+        header_read: std_duration(state.settings.header_read_timeout),
+        keepalive: std_duration(state.settings.keepalive_timeout),
+        max_connections: usize::try_from(state.settings.max_connections).unwrap_or(usize::MAX),
+    };
+    let p = crate::conn::serve(
         public,
-        public_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(rx.clone()));
-    let a = axum::serve(
-        admin,
-        admin_app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(rx));
+        public_app(state.clone()),
+        limits,
+        "public",
+        wait(rx.clone()),
+    );
+    let a = crate::conn::serve(admin, admin_app(state), limits, "admin", wait(rx));
     let (pr, ar) = tokio::join!(p, a);
     housekeeping.abort();
     pr.map_err(|source| StartupError::Listen {
@@ -226,6 +255,10 @@ pub async fn serve(
         source,
     })?;
     Ok(())
+}
+
+fn std_duration(d: time::Duration) -> StdDuration {
+    StdDuration::try_from(d).unwrap_or(StdDuration::ZERO)
 }
 
 async fn housekeeping(state: AppState) {

@@ -354,3 +354,190 @@ async fn the_data_dir_and_every_file_in_it_are_private() {
     }
     server.stop().await;
 }
+
+/// A server whose connection timeouts are short enough to watch.
+async fn impatient(configure: &[(&str, &str)]) -> App {
+    let configure: Vec<(String, String)> = configure
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    App::start_with(move |raw| {
+        raw.set("header_read_timeout", "1")?;
+        raw.set("keepalive_timeout", "2")?;
+        raw.set("request_timeout", "1")?;
+        for (k, v) in &configure {
+            raw.set(k, v.clone())?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Whether the server has closed `s`: it reads end-of-stream or an error
+/// within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[]).await;
+    let public = addr(&app.server.public_url());
+    let started = std::time::Instant::now();
+    let attackers = (0..20).map(|i| {
+        let public = public.clone();
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&public).await.unwrap();
+            if i % 4 == 0 {
+                // Connects and says nothing.
+                return closed_within(&mut s, std::time::Duration::from_secs(5)).await;
+            }
+            let _ = s
+                .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\n")
+                .await;
+            // A header line every 200 ms, never the blank line that ends them.
+            for n in 0..25 {
+                if s.write_all(format!("X-Slow-{n}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return true;
+                }
+                if closed_within(&mut s, std::time::Duration::from_millis(200)).await {
+                    return true;
+                }
+            }
+            false
+        })
+    });
+    for closed in futures::future::join_all(attackers).await {
+        assert!(
+            closed.unwrap(),
+            "a partial head held its connection for 5 s"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "closed after {:?} with a 1 s header timeout",
+        started.elapsed()
+    );
+    // The server still serves.
+    assert_eq!(
+        app.http
+            .get(app.public("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[("header_read_timeout", "10")]).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    assert!(
+        closed_within(&mut s, std::time::Duration::from_secs(6)).await,
+        "an idle connection stayed open"
+    );
+    let waited = idle.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "closed after {waited:?}, before the 2 s keep-alive timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_the_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[("header_read_timeout", "10"), ("keepalive_timeout", "10")]).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"username\":",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(body.contains("\"request_timeout\""), "{body}");
+}
+
+/// Whether an answer starts arriving on `s` within `within` ms.
+async fn answer(s: &mut tokio::net::TcpStream, within: u64) -> bool {
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(within),
+            tokio::io::AsyncReadExt::read(s, &mut buf)
+        )
+        .await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[
+        ("max_connections", "3"),
+        ("header_read_timeout", "10"),
+        ("keepalive_timeout", "10"),
+    ])
+    .await;
+    let public = addr(&app.server.public_url());
+    let request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&public).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(answer(&mut s, 2000).await);
+        held.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(&public).await.unwrap();
+    fourth.write_all(request).await.unwrap();
+    assert!(
+        !answer(&mut fourth, 500).await,
+        "a fourth connection was served past a cap of three"
+    );
+    drop(held.pop());
+    assert!(
+        answer(&mut fourth, 3000).await,
+        "the waiting connection is served once one closes"
+    );
+}
