@@ -311,6 +311,9 @@ pub fn wants_bearer(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -9,6 +9,7 @@ mod auth;
 mod edge;
 mod forward_auth;
 mod hostile;
+mod hostile_input;
 mod persistence;
 mod postgres;
 mod redis;
