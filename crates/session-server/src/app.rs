@@ -1,17 +1,21 @@
 //! Both routers with their layers, and serving them until shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration as StdDuration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::conn::ConnLimits;
 use crate::error::ApiError;
 use crate::state::{AppState, StartupError};
 
@@ -70,15 +74,119 @@ async fn observe(State(listener): State<&'static str>, req: Request, next: Next)
     res
 }
 
+/// A request body the handler reads through while the server keeps hold
+/// of it, to finish it once the handler is done.
+struct Shared(Arc<Mutex<Body>>);
+
+impl Shared {
+    fn body(&self) -> std::sync::MutexGuard<'_, Body> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl HttpBody for Shared {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut *self.body()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body().is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body().size_hint()
+    }
+}
+
+/// How long the server waits for the rest of a body its handler refused
+/// without reading (a 415, a 429, a CSRF failure…).
+const DRAIN_WAIT: StdDuration = StdDuration::from_secs(1);
+
+/// A request answered before its body was read must not leave the
+/// connection half-read: the rest of the body is read and dropped (up to
+/// the body limit, for at most [`DRAIN_WAIT`]) so the connection can carry
+/// the next request, or else the answer says `Connection: close`. Left to
+/// itself, hyper would close such a connection without saying so, and a
+/// client reusing it would see it drop without an answer.
+async fn finish_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() || req.version() >= Version::HTTP_2 {
+        return next.run(req).await;
+    }
+    // A client waiting for `100 Continue` sends nothing more unless asked.
+    let expects_continue = req.headers().contains_key(header::EXPECT);
+    let (parts, body) = req.into_parts();
+    let slot = Arc::new(Mutex::new(body));
+    let req = Request::from_parts(parts, Body::new(Shared(slot.clone())));
+    let mut res = next.run(req).await;
+    if res.headers().contains_key(header::CONNECTION) {
+        // Already closing (a request timeout): nothing to keep reusable.
+        return res;
+    }
+    let body = std::mem::replace(
+        &mut *slot.lock().unwrap_or_else(PoisonError::into_inner),
+        Body::empty(),
+    );
+    if body.is_end_stream() {
+        return res;
+    }
+    let fits = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= u64::try_from(limit).unwrap_or(u64::MAX));
+    let drained = fits
+        && !expects_continue
+        && tokio::time::timeout(DRAIN_WAIT, axum::body::to_bytes(body, limit))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    if !drained {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// A handler that has not answered within `request_timeout` (a body that
+/// never finishes arriving, a store that hangs) is dropped and the client
+/// gets 503 `request_timeout`, and the connection is closed.
+async fn deadline(State(limit): State<StdDuration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            metrics::counter!("session_http_request_timeouts_total").increment(1);
+            let mut res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "the request was not completed in time",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+    }
+}
+
 /// A session id a handler wants in the request's log line.
 #[derive(Debug, Clone)]
 pub struct LoggedSession(pub String);
 
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
+    let body_limit = state.settings.body_limit;
+    let request_timeout = std_duration(state.settings.request_timeout);
     let app = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            deadline,
+        ));
     // CORS for the allowed browser origins, on the public listener only.
     let app = if listener == "public" {
         app.layer(axum::middleware::from_fn_with_state(
@@ -91,6 +199,10 @@ fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> 
     app.layer(axum::middleware::from_fn_with_state(listener, observe))
         .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            finish_body,
+        ))
 }
 
 /// The public listener's app.
@@ -137,16 +249,19 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let p = axum::serve(
+    let limits = ConnLimits {
+        header_read: std_duration(state.settings.header_read_timeout),
+        keepalive: std_duration(state.settings.keepalive_timeout),
+        max_connections: usize::try_from(state.settings.max_connections).unwrap_or(usize::MAX),
+    };
+    let p = crate::conn::serve(
         public,
-        public_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(rx.clone()));
-    let a = axum::serve(
-        admin,
-        admin_app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait(rx));
+        public_app(state.clone()),
+        limits,
+        "public",
+        wait(rx.clone()),
+    );
+    let a = crate::conn::serve(admin, admin_app(state), limits, "admin", wait(rx));
     let (pr, ar) = tokio::join!(p, a);
     housekeeping.abort();
     key_schedule.abort();
@@ -159,6 +274,10 @@ pub async fn serve(
         source,
     })?;
     Ok(())
+}
+
+fn std_duration(d: time::Duration) -> StdDuration {
+    StdDuration::try_from(d).unwrap_or(StdDuration::ZERO)
 }
 
 async fn housekeeping(state: AppState) {

@@ -29,6 +29,7 @@ async fn sqlite(
     path: &std::path::Path,
     what: &'static str,
 ) -> Result<Arc<SqliteStore>, StartupError> {
+    crate::state::prepare_private_file(path)?;
     SqliteStore::open(path)
         .await
         .map(Arc::new)

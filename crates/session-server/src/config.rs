@@ -191,6 +191,26 @@ pub const SETTINGS: &[SettingSpec] = &[
     ),
     s("body_limit", Some("65536"), "request body limit in bytes"),
     s(
+        "header_read_timeout",
+        Some("10s"),
+        "a connection that has started a request must send its whole head within this, or is closed",
+    ),
+    s(
+        "request_timeout",
+        Some("30s"),
+        "a request (reading its body included) not answered within this gets 503 request_timeout",
+    ),
+    s(
+        "keepalive_timeout",
+        Some("60s"),
+        "an idle kept-alive connection is closed after this",
+    ),
+    s(
+        "max_connections",
+        Some("4096"),
+        "open connections per listener; further clients wait to be accepted",
+    ),
+    s(
         "otlp_endpoint",
         None,
         "OpenTelemetry OTLP/HTTP endpoint; off when unset",
@@ -306,6 +326,10 @@ pub struct Settings {
     pub rate_limit_refresh: u32,
     pub rate_limit_create: u32,
     pub body_limit: usize,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: u32,
     pub otlp_endpoint: Option<String>,
     pub log_format: LogFormat,
 }
@@ -497,6 +521,10 @@ impl RawSettings {
             rate_limit_refresh: parse_with("rate_limit_refresh", req("rate_limit_refresh")?)?,
             rate_limit_create: parse_with("rate_limit_create", req("rate_limit_create")?)?,
             body_limit: parse_with("body_limit", req("body_limit")?)?,
+            header_read_timeout: positive("header_read_timeout", req("header_read_timeout")?)?,
+            request_timeout: positive("request_timeout", req("request_timeout")?)?,
+            keepalive_timeout: positive("keepalive_timeout", req("keepalive_timeout")?)?,
+            max_connections: parse_with("max_connections", req("max_connections")?)?,
             otlp_endpoint: get("otlp_endpoint").map(str::to_owned),
             log_format: match req("log_format")? {
                 "text" => LogFormat::Text,
@@ -529,6 +557,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "key_rotation",
                 message: "must be longer than key_prepublish (or 0: only by hand)".into(),
+            });
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "max_connections",
+                message: "must be positive".into(),
             });
         }
         if self.body_limit == 0 {
@@ -734,6 +768,10 @@ mod tests {
         assert_eq!(s.anomaly_ip, AnomalyAction::Log);
         assert_eq!(s.body_limit, 65_536);
         assert_eq!(s.jwt_alg, SigningAlgorithm::EdDSA);
+        assert_eq!(s.header_read_timeout, Duration::seconds(10));
+        assert_eq!(s.request_timeout, Duration::seconds(30));
+        assert_eq!(s.keepalive_timeout, Duration::seconds(60));
+        assert_eq!(s.max_connections, 4096);
     }
 
     #[test]

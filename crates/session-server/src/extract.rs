@@ -77,7 +77,8 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 /// Parses JSON refusing duplicate keys and deep nesting, then types it.
 /// Syntax errors and a body that is not a JSON object are 400; shape
-/// errors (wrong field types, missing fields) are 422.
+/// errors (wrong field types, missing fields) are 422 with a fixed message
+/// per field that never quotes the value sent.
 pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.deserialize_any(Checker { depth: 0 })
@@ -90,21 +91,58 @@ pub fn parse_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body must be a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_data() {
-            ApiError::unprocessable(format!("invalid request body: {}", short(&e)))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        if e.inner().is_data() {
+            ApiError::unprocessable(shape_message(&e))
         } else {
-            ApiError::invalid_request(format!("malformed JSON: {}", short(&e)))
+            ApiError::invalid_request(format!("malformed JSON: {}", short(e.inner())))
         }
     })
 }
 
-// serde_json's messages quote at most a field name or a type, never a
-// value, so they are safe to return; cut them to one short line anyway.
+// Only syntax messages come from serde_json as they are: they give a
+// position, never a value.
 fn short(e: &serde_json::Error) -> String {
     let mut s = e.to_string();
     s.truncate(160);
     s
+}
+
+/// A name the service chose (a field of its own request types), safe to
+/// show; anything else is not repeated.
+fn safe_name(name: &str) -> Option<&str> {
+    (!name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'))
+    .then_some(name)
+}
+
+/// The 422 message of a shape error. serde's own messages quote the value
+/// (`invalid type: integer `12345`, expected a string` — a password, once),
+/// so only the field's name is kept, in a fixed sentence.
+fn shape_message(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let text = e.inner().to_string();
+    let quoted = text.split('`').nth(1).and_then(safe_name);
+    if text.starts_with("missing field") {
+        return quoted.map_or_else(
+            || "a required field is missing".to_owned(),
+            |f| format!("missing field `{f}`"),
+        );
+    }
+    if text.starts_with("unknown field") {
+        return quoted.map_or_else(
+            || "the body has a field this request does not take".to_owned(),
+            |f| format!("unknown field `{f}`"),
+        );
+    }
+    let path = e.path().to_string();
+    match safe_name(&path) {
+        Some(field) if path != "." => format!("field `{field}` has the wrong type or value"),
+        _ => "a field has the wrong type or value".to_owned(),
+    }
 }
 
 struct Checker {
@@ -276,6 +314,9 @@ pub fn wants_bearer(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -308,6 +349,56 @@ mod tests {
         );
         let ok = format!("{{\"a\":{}{}}}", "[".repeat(10), "]".repeat(10));
         assert!(parse_strict::<serde_json::Value>(ok.as_bytes()).is_ok());
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Credentials {
+        username: String,
+        password: String,
+        limit: Option<u32>,
+    }
+
+    fn message(e: ApiError) -> String {
+        let res = axum::response::IntoResponse::into_response(e);
+        let body = futures::executor::block_on(axum::body::to_bytes(res.into_body(), 4096));
+        String::from_utf8(body.unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_but_never_echo_the_value() {
+        for (body, field) in [
+            (&br#"{"username":"a","password":98765432}"#[..], "password"),
+            (br#"{"username":"a","password":98765.4321}"#, "password"),
+            (br#"{"username":"a","password":true}"#, "password"),
+            (
+                br#"{"username":"a","password":"p","limit":"98765432"}"#,
+                "limit",
+            ),
+            (
+                br#"{"username":"a","password":"p","limit":-98765432}"#,
+                "limit",
+            ),
+        ] {
+            let e = parse_strict::<Credentials>(body).unwrap_err();
+            assert_eq!(e.code(), "invalid_field");
+            let text = message(e);
+            assert!(!text.contains("98765") && !text.contains("true"), "{text}");
+            assert!(text.contains(&format!("`{field}`")), "{text}");
+        }
+        let missing = message(parse_strict::<Credentials>(br#"{"username":"a"}"#).unwrap_err());
+        assert!(missing.contains("missing field `password`"), "{missing}");
+        let unknown = message(
+            parse_strict::<Credentials>(br#"{"username":"a","password":"p","pasword":"x"}"#)
+                .unwrap_err(),
+        );
+        assert!(unknown.contains("unknown field `pasword`"), "{unknown}");
+        let odd = message(
+            parse_strict::<Credentials>(br#"{"username":"a","password":"p","hunter 2!":1}"#)
+                .unwrap_err(),
+        );
+        assert!(!odd.contains("hunter"), "{odd}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod browser;
 pub mod compose;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod keyring;

@@ -141,10 +141,54 @@ fn io_err<'a>(
     }
 }
 
+/// Creates `dir` and any missing parents with mode 0700 (a directory that
+/// exists is left as it is).
+pub fn create_private_dir(dir: &Path) -> Result<(), StartupError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(io_err("cannot create the data directory", dir))
+}
+
+/// Makes sure the database file at `path` exists with mode 0600 before a
+/// store opens it: SQLite creates its `-wal` and `-shm` files with the
+/// database's own mode, so they are private too. An existing file is
+/// narrowed to 0600.
+pub fn prepare_private_file(path: &Path) -> Result<(), StartupError> {
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path).map_err(io_err("cannot create", path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err("cannot chmod", path))?;
+    }
+    drop(file);
+    Ok(())
+}
+
 /// Writes `contents` to `path` with mode 0600, atomically (temp + rename).
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StartupError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("cannot create the data directory", dir))?;
+    create_private_dir(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("cannot write", path))?;
     #[cfg(unix)]
     {
@@ -346,10 +390,7 @@ impl AppState {
         backends: Backends,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        fs::create_dir_all(&settings.data_dir).map_err(io_err(
-            "cannot create the data directory",
-            &settings.data_dir,
-        ))?;
+        create_private_dir(&settings.data_dir)?;
         let admin = admin_token(&settings)?;
         let master = crate::master::master_key(&settings)?;
         let (secrets, clear_secret) = token_secrets(&settings, &master)?;

@@ -172,6 +172,30 @@ async fn a_login_storm_is_bounded_refused_fast_and_leaves_others_served() {
 }
 
 #[tokio::test]
+async fn a_wrongly_typed_password_is_never_echoed() {
+    let app = App::start().await;
+    for password in ["31415926535", "2718.2818284", "[\"hunter2hunter2\"]"] {
+        let body = format!(r#"{{"username":"alice","password":{password}}}"#);
+        for url in [app.public("/v1/auth/login"), app.admin("/admin/v1/users")] {
+            let r = app
+                .http
+                .post(&url)
+                .bearer_auth(app.server.admin_token())
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+            let text = r.text().await.unwrap();
+            let bare = password.trim_matches(|c| "[\"]".contains(c));
+            assert!(!text.contains(bare), "{url} echoed {bare}: {text}");
+            assert!(text.contains("`password`"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
     let app = App::start().await;
     let t = app.bearer_session("alice").await;
@@ -203,4 +227,317 @@ async fn a_json_body_that_is_not_an_object_is_a_bad_request() {
             "{url} {body}"
         );
     }
+}
+
+/// The host:port of a listener URL.
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Everything the server sends until it closes, errs or `within` passes.
+async fn read_all(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_connection_refused_early_still_answers_its_next_request_or_says_close() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let body = r#"{"username":"alice","password":"correct horse battery"}"#;
+    for (content_type, refused) in [("text/plain", "415"), ("application/json", "404")] {
+        let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+            .await
+            .unwrap();
+        // The head alone: the server answers before the body arrives...
+        let target = if refused == "415" {
+            "/v1/auth/login"
+        } else {
+            "/v1/nowhere"
+        };
+        s.write_all(
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // ...then the body and a second request on the same connection.
+        let _ = s.write_all(body.as_bytes()).await;
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await;
+        let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+        let first = text.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(first.starts_with("HTTP/1.1 4"), "{text}");
+        let said_close = first.to_ascii_lowercase().contains("connection: close");
+        let answered_next =
+            text.matches("HTTP/1.1 ").count() == 2 && text.contains("HTTP/1.1 200 OK");
+        assert!(
+            said_close || answered_next,
+            "after a {refused} the connection dropped the next request: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_answered_with_connection_close() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = App::start().await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let _ = s.write_all(&[b' '; 70_000]).await;
+    let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn the_data_dir_and_every_file_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("var").join("session");
+    let server = session_server::testing::TestServer::start_in(&data, |_| Ok(()))
+        .await
+        .unwrap();
+    // Write something, so that the WAL is in use.
+    let r = client()
+        .post(format!("{}/admin/v1/sessions", server.admin_url()))
+        .bearer_auth(server.admin_token())
+        .json(&json!({ "user_id": "u" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    assert_eq!(mode(&tmp.path().join("var")), 0o700, "its parent, made too");
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "sessions.db",
+        "sessions.db-wal",
+        "sessions.db-shm",
+        "admin-token",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    for name in &names {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    server.stop().await;
+}
+
+/// A server whose connection timeouts are short enough to watch.
+async fn impatient(configure: &[(&str, &str)]) -> App {
+    let configure: Vec<(String, String)> = configure
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    App::start_with(move |raw| {
+        raw.set("header_read_timeout", "1")?;
+        raw.set("keepalive_timeout", "2")?;
+        raw.set("request_timeout", "1")?;
+        for (k, v) in &configure {
+            raw.set(k, v.clone())?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Whether the server has closed `s`: it reads end-of-stream or an error
+/// within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_within_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[]).await;
+    let public = addr(&app.server.public_url());
+    let started = std::time::Instant::now();
+    let attackers = (0..20).map(|i| {
+        let public = public.clone();
+        tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&public).await.unwrap();
+            if i % 4 == 0 {
+                // Connects and says nothing.
+                return closed_within(&mut s, std::time::Duration::from_secs(5)).await;
+            }
+            let _ = s
+                .write_all(b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\n")
+                .await;
+            // A header line every 200 ms, never the blank line that ends them.
+            for n in 0..25 {
+                if s.write_all(format!("X-Slow-{n}: a\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return true;
+                }
+                if closed_within(&mut s, std::time::Duration::from_millis(200)).await {
+                    return true;
+                }
+            }
+            false
+        })
+    });
+    for closed in futures::future::join_all(attackers).await {
+        assert!(
+            closed.unwrap(),
+            "a partial head held its connection for 5 s"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "closed after {:?} with a 1 s header timeout",
+        started.elapsed()
+    );
+    // The server still serves.
+    assert_eq!(
+        app.http
+            .get(app.public("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[("header_read_timeout", "10")]).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    assert!(
+        closed_within(&mut s, std::time::Duration::from_secs(6)).await,
+        "an idle connection stayed open"
+    );
+    let waited = idle.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "closed after {waited:?}, before the 2 s keep-alive timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out_the_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[("header_read_timeout", "10"), ("keepalive_timeout", "10")]).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"username\":",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let text = read_all(&mut s, std::time::Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(body.contains("\"request_timeout\""), "{body}");
+}
+
+/// Whether an answer starts arriving on `s` within `within` ms.
+async fn answer(s: &mut tokio::net::TcpStream, within: u64) -> bool {
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(within),
+            tokio::io::AsyncReadExt::read(s, &mut buf)
+        )
+        .await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = impatient(&[
+        ("max_connections", "3"),
+        ("header_read_timeout", "10"),
+        ("keepalive_timeout", "10"),
+    ])
+    .await;
+    let public = addr(&app.server.public_url());
+    let request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&public).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert!(answer(&mut s, 2000).await);
+        held.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(&public).await.unwrap();
+    fourth.write_all(request).await.unwrap();
+    assert!(
+        !answer(&mut fourth, 500).await,
+        "a fourth connection was served past a cap of three"
+    );
+    drop(held.pop());
+    assert!(
+        answer(&mut fourth, 3000).await,
+        "the waiting connection is served once one closes"
+    );
 }

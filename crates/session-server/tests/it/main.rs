@@ -15,6 +15,7 @@ mod hostile;
 mod openapi;
 mod keys;
 mod master_key;
+mod hostile_input;
 mod persistence;
 mod postgres;
 mod redis;
