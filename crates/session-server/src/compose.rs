@@ -177,8 +177,11 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             url: redact(audit_url),
         });
     }
+    // The server runs as the least-privileged `session_service` role: it
+    // checks the schema and refuses to start when it is behind; the owner
+    // applies migrations with `session-server migrate`.
     let config = OutboxConfig {
-        migrate: MigrateMode::Apply,
+        migrate: MigrateMode::Check,
         ..OutboxConfig::default()
     };
     let outbox = OutboxAuditLog::open(&settings.data_dir, audit_url, config)
