@@ -126,8 +126,9 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             (sessions, Some(store))
         }
         "redis" | "redis+cluster" => {
-            let store = RedisStore::connect(store_url, &settings.redis_prefix)
-                .await
+            // Connects on first use: the server starts while Redis is
+            // unreachable, answers 503 until it is back, then serves.
+            let store = RedisStore::open(store_url, &settings.redis_prefix)
                 .map(Arc::new)
                 .map_err(|source| StartupError::Store {
                     what: "Redis store",

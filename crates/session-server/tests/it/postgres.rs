@@ -274,3 +274,39 @@ async fn the_server_runs_as_a_login_role_of_session_service_after_the_owner_migr
     assert_eq!(n, 2);
     app.server.stop().await;
 }
+
+#[tokio::test]
+async fn started_while_postgres_is_down_the_server_keeps_every_event_in_its_outbox() {
+    let port = free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // Nothing listens there: the server starts anyway, on its outbox.
+    let app = App::start_with(move |raw| raw.set("audit", url)).await;
+    let t = app.bearer_session("queued").await;
+    assert_eq!(
+        app.admin_revoke(&t.session_id).await,
+        StatusCode::NO_CONTENT
+    );
+    let outbox = std::fs::read_to_string(
+        app.server
+            .data_dir()
+            .join(session_store_postgres::OUTBOX_FILE),
+    )
+    .unwrap();
+    let events: Vec<Value> = outbox
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["session_id"] == t.session_id.as_str())
+        .collect();
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session_created", "session_revoked"], "{outbox}");
+    let ready: Value = app
+        .http
+        .get(app.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready["audit_backlog"].as_u64().unwrap() >= 2, "{ready}");
+}
