@@ -403,3 +403,64 @@ fn a_bad_store_url_still_stops_the_server_at_start_with_one_line() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("Redis"), "{stderr}");
 }
+
+/// Sends one command to Redis over a raw connection and returns its reply.
+fn redis_command(port: u16, command: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn validation_mode(app: &App) -> String {
+    let ready: serde_json::Value = app
+        .http
+        .get(app.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["validation_mode"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn a_revocation_published_while_the_feed_reconnects_is_never_served_from_the_cache() {
+    let redis = RedisProc::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let a = on_redis(&url).await;
+    let b = sibling(&a, &url).await;
+    for _ in 0..20 {
+        let started = Instant::now();
+        while validation_mode(&a).await != "cached" {
+            assert!(started.elapsed() < Duration::from_secs(10), "feed never up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = a.admin_session("gap").await;
+        let verify = || {
+            a.http
+                .get(a.public("/v1/auth/verify"))
+                .bearer_auth(&t.access)
+                .send()
+        };
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK, "cached");
+        // Every feed drops at once (as in a Redis failover); B revokes
+        // while A's feed is resubscribing, so A may never see the publish.
+        let killed = redis_command(redis.port, "CLIENT KILL TYPE pubsub");
+        assert!(killed.starts_with(':'), "{killed}");
+        assert_eq!(b.admin_revoke(&t.session_id).await, StatusCode::NO_CONTENT);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(300) {
+            let s = verify().await.unwrap().status();
+            assert_ne!(
+                s,
+                StatusCode::OK,
+                "a revoked session was served from A's cache"
+            );
+        }
+    }
+}
