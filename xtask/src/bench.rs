@@ -321,6 +321,18 @@ impl Server {
         let (public, admin) = (free_port()?, free_port()?);
         let log = setup.dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
+        if let Some(audit) = &setup.audit {
+            // The server only checks the audit schema; apply it first, as
+            // its owner would.
+            let status = Command::new(&setup.server_bin)
+                .arg("migrate")
+                .env("SESSION_AUDIT", audit)
+                .env("SESSION_DATA_DIR", &setup.data_dir)
+                .stdin(Stdio::null())
+                .status()
+                .context("session-server migrate")?;
+            anyhow::ensure!(status.success(), "session-server migrate failed: {status}");
+        }
         let mut command = setup.pinned_command(&setup.server_bin, 0);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SESSION_") {

@@ -127,8 +127,9 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             (sessions, Some(store))
         }
         "redis" | "redis+cluster" => {
-            let store = RedisStore::connect(store_url, &settings.redis_prefix)
-                .await
+            // Connects on first use: the server starts while Redis is
+            // unreachable, answers 503 until it is back, then serves.
+            let store = RedisStore::open(store_url, &settings.redis_prefix)
                 .map(Arc::new)
                 .map_err(|source| StartupError::Store {
                     what: "Redis store",
@@ -178,8 +179,11 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             url: redact(audit_url),
         });
     }
+    // The server runs as the least-privileged `session_service` role: it
+    // checks the schema and refuses to start when it is behind; the owner
+    // applies migrations with `session-server migrate`.
     let config = OutboxConfig {
-        migrate: MigrateMode::Apply,
+        migrate: MigrateMode::Check,
         ..OutboxConfig::default()
     };
     let outbox = OutboxAuditLog::open(&settings.data_dir, audit_url, config)

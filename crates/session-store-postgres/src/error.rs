@@ -65,7 +65,7 @@ pub(crate) fn migrate(e: sqlx::migrate::MigrateError) -> StoreError {
 pub enum SchemaError {
     /// A migration of this build has not been applied.
     #[error(
-        "audit schema migration {version} ({description}) is not applied; run `session-admin migrate`"
+        "audit schema migration {version} ({description}) is not applied; run `session-server migrate` as the schema owner"
     )]
     Pending {
         /// Its version.

@@ -55,7 +55,7 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
 }
 
 /// Applies every pending migration to the database at `url` (what
-/// `session-admin migrate` runs).
+/// `session-server migrate` runs).
 pub async fn migrate(url: &str) -> Result<(), StoreError> {
     let pool = pool_options()
         .max_connections(1)

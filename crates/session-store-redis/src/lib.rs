@@ -97,11 +97,38 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// How to make the connection handle, kept so that a store opened while
+/// Redis is unreachable connects later, on first use.
+#[derive(Clone)]
+enum Connector {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// First pause after a failed connection attempt; it doubles up to
+/// [`MAX_RECONNECT_BACKOFF`]. Requests in the pause fail at once (503).
+const MIN_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The connection handle, made on first use and then kept (both kinds of
+/// handle reconnect by themselves after a drop).
+struct LazyConn {
+    connector: Connector,
+    conn: tokio::sync::OnceCell<Conn>,
+    /// When the next attempt may start, and the pause after it fails.
+    retry: std::sync::Mutex<(tokio::time::Instant, Duration)>,
+}
+
+/// Redis has not been reached yet; the next attempt waits for a backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("redis not reached yet; reconnecting with backoff")]
+pub struct NotConnected;
+
 /// Sessions, users and the revocation feed in Redis (one node or a
 /// cluster). See the crate documentation for the key layout.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: Arc<LazyConn>,
     keys: Keys,
     timeout: Duration,
     /// Where the revocation feed subscribes (every node of a cluster, tried
@@ -154,52 +181,127 @@ impl RedisStore {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        let store = Self::open_with_timeout(url, prefix, timeout)?;
+        store.connection().await?;
+        Ok(store)
+    }
+
+    /// Checks the URL and prefix and returns a store that connects on
+    /// first use, so it can be made while Redis is unreachable: until
+    /// Redis answers, every operation fails with
+    /// [`StoreError::Unavailable`] (and attempts back off from 100 ms to
+    /// 5 s), and then the store serves without being made again. A bad
+    /// URL or prefix still fails here. Must run inside a Tokio runtime.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_with_timeout(url, prefix, DEFAULT_COMMAND_TIMEOUT)
+    }
+
+    /// [`RedisStore::open`] with another command timeout.
+    pub fn open_with_timeout(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let bad_url = |e: RedisError| StoreError::backend(ConfigError::Url(Some(e)));
-        let (conn, feed_nodes, cluster) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let nodes = cluster_nodes(rest).map_err(StoreError::backend)?;
-            let clients = nodes
-                .iter()
-                .map(|n| redis::Client::open(n.as_str()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(bad_url)?;
-            let client = ClusterClientBuilder::new(nodes)
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(3)
-                .min_retry_wait(10)
-                .max_retry_wait(200)
-                .build()
-                .map_err(bad_url)?;
-            let conn = within(timeout, client.get_async_connection()).await?;
-            (Conn::Cluster(conn), clients, true)
-        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-            let client = redis::Client::open(url).map_err(bad_url)?;
-            // No reconnect retries inside one request (redis-rs waits at least
-            // 1 s before a retry): a refused connection fails the request at
-            // once (503), and the next request tries to reconnect again.
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(timeout)
-                .set_response_timeout(timeout)
-                .set_number_of_retries(0);
-            let conn = within(
-                timeout,
-                ConnectionManager::new_with_config(client.clone(), config),
-            )
-            .await?;
-            (Conn::Single(conn), vec![client], false)
-        } else {
-            return Err(StoreError::backend(ConfigError::Url(None)));
-        };
-        let store = Self {
-            conn,
+        let (connector, feed_nodes, cluster) =
+            if let Some(rest) = url.strip_prefix("redis+cluster://") {
+                let nodes = cluster_nodes(rest).map_err(StoreError::backend)?;
+                let clients = nodes
+                    .iter()
+                    .map(|n| redis::Client::open(n.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad_url)?;
+                let client = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(bad_url)?;
+                (Connector::Cluster(client), clients, true)
+            } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+                let client = redis::Client::open(url).map_err(bad_url)?;
+                // No reconnect retries inside one request (redis-rs waits at least
+                // 1 s before a retry): a refused connection fails the request at
+                // once (503), and the next request tries to reconnect again.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout)
+                    .set_number_of_retries(0);
+                (
+                    Connector::Single(client.clone(), config),
+                    vec![client],
+                    false,
+                )
+            } else {
+                return Err(StoreError::backend(ConfigError::Url(None)));
+            };
+        Ok(Self {
+            conn: Arc::new(LazyConn {
+                connector,
+                conn: tokio::sync::OnceCell::new(),
+                retry: std::sync::Mutex::new((tokio::time::Instant::now(), MIN_RECONNECT_BACKOFF)),
+            }),
             keys,
             timeout,
             feed_nodes: Arc::new(feed_nodes),
             cluster,
-        };
-        store.check_eviction_policy().await;
-        Ok(store)
+        })
+    }
+
+    /// The connection handle, connecting first if no attempt succeeded yet.
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        if let Some(conn) = self.conn.conn.get() {
+            return Ok(conn.clone());
+        }
+        let lazy = &self.conn;
+        let conn = lazy
+            .conn
+            .get_or_try_init(|| async {
+                let due = lazy
+                    .retry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+                if tokio::time::Instant::now() < due {
+                    return Err(StoreError::unavailable(NotConnected));
+                }
+                let made = match &lazy.connector {
+                    Connector::Single(client, config) => within(
+                        self.timeout,
+                        ConnectionManager::new_with_config(client.clone(), config.clone()),
+                    )
+                    .await
+                    .map(Conn::Single),
+                    Connector::Cluster(client) => {
+                        within(self.timeout, client.get_async_connection())
+                            .await
+                            .map(Conn::Cluster)
+                    }
+                };
+                if let Ok(conn) = &made {
+                    self.check_eviction_policy_on(conn).await;
+                }
+                let mut retry = lazy
+                    .retry
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &made {
+                    Ok(_) => retry.1 = MIN_RECONNECT_BACKOFF,
+                    Err(e) => {
+                        tracing::warn!(error = %e, pause = ?retry.1, "redis unreachable; will reconnect");
+                        *retry = (
+                            tokio::time::Instant::now() + retry.1,
+                            (retry.1 * 2).min(MAX_RECONNECT_BACKOFF),
+                        );
+                    }
+                }
+                made
+            })
+            .await?;
+        Ok(conn.clone())
     }
 
     /// Whether this store talks to a cluster.
@@ -234,10 +336,16 @@ impl RedisStore {
     }
 
     /// Warns when Redis may evict keys that carry security state.
-    async fn check_eviction_policy(&self) {
+    async fn check_eviction_policy_on(&self, conn: &Conn) {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
-        match self.query::<HashMap<String, String>>(&cmd).await {
+        let mut conn = conn.clone();
+        match within(
+            self.timeout,
+            cmd.query_async::<HashMap<String, String>>(&mut conn),
+        )
+        .await
+        {
             Ok(map) => {
                 if let Some(policy) = map.get("maxmemory-policy")
                     && policy != "noeviction"
@@ -256,7 +364,7 @@ impl RedisStore {
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().await?;
         within(self.timeout, cmd.query_async(&mut conn)).await
     }
 
@@ -264,7 +372,7 @@ impl RedisStore {
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().await?;
         within(self.timeout, inv.invoke_async(&mut conn)).await
     }
 

@@ -59,6 +59,7 @@ impl Drop for FreshDb {
 #[tokio::test]
 async fn revocations_land_in_the_postgres_audit_log_and_the_chain_verifies() {
     let db = FreshDb::create().await;
+    assert!(migrate_as_owner(&db.url).status.success());
     let url = db.url.clone();
     let app = App::start_with(move |raw| raw.set("audit", url)).await;
     let ready: Value = app
@@ -116,4 +117,196 @@ async fn the_sqlite_audit_log_has_no_chain_to_verify() {
         error_code(r).await,
         (StatusCode::NOT_FOUND, "not_found".into())
     );
+}
+
+/// `url` with its user replaced by `user` (trust authentication).
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// A login role that is a member of `session_service` and nothing else,
+/// as a deployment creates for the server; dropped when the test ends.
+struct LoginRole {
+    name: String,
+}
+
+impl LoginRole {
+    async fn create() -> Self {
+        let name = format!("svc_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+        // The role exists once any database was migrated; make sure.
+        sqlx::query(
+            "DO $$ BEGIN CREATE ROLE session_service NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(&format!("CREATE ROLE {name} LOGIN IN ROLE session_service"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self { name }
+    }
+}
+
+impl Drop for LoginRole {
+    fn drop(&mut self) {
+        let (admin, name) = (database_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn migrate_as_owner(url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_session-server"))
+        .arg("migrate")
+        .env("SESSION_AUDIT", url)
+        .env("SESSION_DATA_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_server_refuses_to_start_on_an_audit_schema_that_is_behind() {
+    let db = FreshDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Even as the owner, who could migrate, the server only checks.
+    let url = db.url.clone();
+    let started =
+        session_server::testing::TestServer::start_in(dir.path(), move |raw| raw.set("audit", url))
+            .await;
+    // (Not `expect_err`: it would print the server's state, admin token included.)
+    let Err(err) = started else {
+        panic!("a schema behind the build stops the server");
+    };
+    let chain = {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    };
+    assert!(
+        chain.contains("is not applied") && chain.contains("session-server migrate"),
+        "a clear message: {chain}"
+    );
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let tables: Option<String> = sqlx::query_scalar("SELECT to_regclass('audit_events')::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tables, None, "the server applied nothing");
+}
+
+#[tokio::test]
+async fn the_server_runs_as_a_login_role_of_session_service_after_the_owner_migrates() {
+    let db = FreshDb::create().await;
+    let out = migrate_as_owner(&db.url);
+    assert!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let role = LoginRole::create().await;
+    let url = as_user(&db.url, &role.name);
+    let service_url = url.clone();
+    let app = App::start_with(move |raw| raw.set("audit", service_url)).await;
+    let t = app.admin_session("least-privileged").await;
+    assert_eq!(
+        app.admin_revoke(&t.session_id).await,
+        StatusCode::NO_CONTENT
+    );
+    let events = app.audit("user_id=least-privileged").await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let report: Value = app
+        .admin_req(Method::POST, "/admin/v1/audit/verify")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+
+    // What the server's role cannot do.
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let user: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(user, role.name);
+    for sql in [
+        "UPDATE audit_events SET reason = 'logout'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+        "DELETE FROM _sqlx_migrations",
+    ] {
+        let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    app.server.stop().await;
+}
+
+#[tokio::test]
+async fn started_while_postgres_is_down_the_server_keeps_every_event_in_its_outbox() {
+    let port = free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    // Nothing listens there: the server starts anyway, on its outbox.
+    let app = App::start_with(move |raw| raw.set("audit", url)).await;
+    let t = app.bearer_session("queued").await;
+    assert_eq!(
+        app.admin_revoke(&t.session_id).await,
+        StatusCode::NO_CONTENT
+    );
+    let outbox = std::fs::read_to_string(
+        app.server
+            .data_dir()
+            .join(session_store_postgres::OUTBOX_FILE),
+    )
+    .unwrap();
+    let events: Vec<Value> = outbox
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["session_id"] == t.session_id.as_str())
+        .collect();
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["session_created", "session_revoked"], "{outbox}");
+    let ready: Value = app
+        .http
+        .get(app.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready["audit_backlog"].as_u64().unwrap() >= 2, "{ready}");
 }

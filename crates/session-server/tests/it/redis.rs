@@ -319,3 +319,153 @@ async fn the_server_runs_on_a_redis_cluster() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_started_while_redis_is_down_answers_503_then_serves_once_redis_is_up() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    // Nothing listens on the port yet: the server starts anyway.
+    let app = on_redis(&url).await;
+    let r = app.http.get(app.public("/readyz")).send().await.unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable".into())
+    );
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/sessions")
+        .json(&json!({ "user_id": "early" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable".into())
+    );
+    let r = app.login_bearer("early", PASSWORD).await;
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable".into())
+    );
+
+    let _redis = RedisProc::start(port, tempfile::tempdir().unwrap());
+    // It reconnects by itself (backoff at most 5 s): no restart.
+    let started = Instant::now();
+    loop {
+        let r = app.http.get(app.public("/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never became ready: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = app.admin_session("late").await;
+    assert_eq!(app.whoami(&t.access).await.status(), StatusCode::OK);
+    app.add_user("late-user").await;
+    assert_eq!(
+        app.login_bearer("late-user", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    // The feed subscribed too: the cache is in use again.
+    let started = Instant::now();
+    loop {
+        let ready: serde_json::Value = app
+            .http
+            .get(app.public("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["validation_mode"] == "cached" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_bad_store_url_still_stops_the_server_at_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_session-server"))
+        .env("SESSION_DATA_DIR", dir.path())
+        .env("SESSION_STORE", "redis://127.0.0.1:notaport/0")
+        .env("SESSION_PUBLIC_ADDR", "127.0.0.1:0")
+        .env("SESSION_ADMIN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("session-server: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("Redis"), "{stderr}");
+}
+
+/// Sends one command to Redis over a raw connection and returns its reply.
+fn redis_command(port: u16, command: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn validation_mode(app: &App) -> String {
+    let ready: serde_json::Value = app
+        .http
+        .get(app.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["validation_mode"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn a_revocation_published_while_the_feed_reconnects_is_never_served_from_the_cache() {
+    let redis = RedisProc::start(free_port(), tempfile::tempdir().unwrap());
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let a = on_redis(&url).await;
+    let b = sibling(&a, &url).await;
+    for _ in 0..20 {
+        let started = Instant::now();
+        while validation_mode(&a).await != "cached" {
+            assert!(started.elapsed() < Duration::from_secs(10), "feed never up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = a.admin_session("gap").await;
+        let verify = || {
+            a.http
+                .get(a.public("/v1/auth/verify"))
+                .bearer_auth(&t.access)
+                .send()
+        };
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(verify().await.unwrap().status(), StatusCode::OK, "cached");
+        // Every feed drops at once (as in a Redis failover); B revokes
+        // while A's feed is resubscribing, so A may never see the publish.
+        let killed = redis_command(redis.port, "CLIENT KILL TYPE pubsub");
+        assert!(killed.starts_with(':'), "{killed}");
+        assert_eq!(b.admin_revoke(&t.session_id).await, StatusCode::NO_CONTENT);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(300) {
+            let s = verify().await.unwrap().status();
+            assert_ne!(
+                s,
+                StatusCode::OK,
+                "a revoked session was served from A's cache"
+            );
+        }
+    }
+}
