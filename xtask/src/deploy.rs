@@ -39,18 +39,23 @@ const PUBLIC_PORT: i64 = 8080;
 const ADMIN_PORT: i64 = 8081;
 
 /// Settings that are secrets (or may carry one): by reference only.
-const SECRET_ENV: [&str; 4] = [
+const SECRET_ENV: [&str; 5] = [
     "SESSION_ADMIN_TOKEN",
     "SESSION_STORE",
     "SESSION_AUDIT",
     "SESSION_JWT_HS256_SECRET",
+    "SESSION_MASTER_KEY",
 ];
 
 /// Data-directory files that must be identical on every replica.
 const SHARED_DATA_FILES: [&str; 2] = ["keys.json", "token-secret"];
 
 /// Settings that are secrets in any form.
-const PURE_SECRET_ENV: [&str; 2] = ["SESSION_ADMIN_TOKEN", "SESSION_JWT_HS256_SECRET"];
+const PURE_SECRET_ENV: [&str; 3] = [
+    "SESSION_ADMIN_TOKEN",
+    "SESSION_JWT_HS256_SECRET",
+    "SESSION_MASTER_KEY",
+];
 
 /// The nginx template's placeholders and the values a check fills in.
 const NGINX_PLACEHOLDERS: [(&str, &str); 3] = [
