@@ -48,6 +48,7 @@ fn access(c: &mut Criterion) {
         exp: (NOW + Duration::minutes(15)).unix_timestamp(),
         nbf: None,
         jti: "0190f1b2-7c3e-7a51-9d2e-2f6b8c1d4e60".into(),
+        cnf: None,
     };
     let mut g = c.benchmark_group("access_token");
     g.throughput(Throughput::Elements(1));

@@ -84,6 +84,16 @@ pub struct AccessClaims {
     pub nbf: Option<i64>,
     /// Unique token id.
     pub jti: String,
+    /// (v1.1) Confirmation of a DPoP-bound token: `{"jkt": <thumbprint>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound access token (RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// Thumbprint of the key the token is bound to.
+    pub jkt: crate::dpop::Jkt,
 }
 
 /// What a verifier accepts.
@@ -845,6 +855,7 @@ impl KeyRing {
             exp,
             nbf: claims.nbf,
             jti,
+            cnf: claims.cnf,
         })
     }
 
@@ -1089,6 +1100,8 @@ struct RawClaims<'a> {
     exp: Option<i64>,
     #[serde(default)]
     nbf: Option<i64>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
 }
 
 #[cfg(test)]
@@ -1676,6 +1689,7 @@ mod tests {
                 exp: NOW.unix_timestamp() + 60,
                 nbf: None,
                 jti: "j".into(),
+                cnf: None,
             })
             .unwrap();
         let head = token.split('.').next().unwrap();
@@ -1685,6 +1699,38 @@ mod tests {
             header,
             json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.active_kid()})
         );
+    }
+
+    #[test]
+    fn a_bound_token_carries_cnf_jkt_and_it_verifies_back() {
+        let ring = ring();
+        let jkt = crate::dpop::Jkt::from_digest([9; 32]);
+        let claims = AccessClaims {
+            iss: "session-server".into(),
+            aud: "session-server".into(),
+            sub: "u".into(),
+            sid: "s".into(),
+            iat: NOW.unix_timestamp(),
+            exp: NOW.unix_timestamp() + 60,
+            nbf: None,
+            jti: "j".into(),
+            cnf: Some(Confirmation { jkt: jkt.clone() }),
+        };
+        let token = ring.sign(&claims).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(json["cnf"], json!({"jkt": jkt.as_str()}));
+        assert_eq!(
+            ring.verify(&token, NOW).unwrap().cnf,
+            Some(Confirmation { jkt })
+        );
+        let bad = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("cnf", json!({"jkt": "short"})),
+        );
+        assert_eq!(refused(&ring, &bad), TokenError::InvalidClaims);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub enum ServiceError {
     /// The session was revoked.
     #[error("session revoked")]
     SessionRevoked,
+    /// The session is bound to a DPoP key and the request proved another,
+    /// or none.
+    #[error("DPoP proof by the session's key required")]
+    DpopKeyMismatch,
     /// The record already exists.
     #[error("already exists")]
     Conflict,
@@ -255,6 +259,10 @@ impl SessionService {
             exp: exp.unix_timestamp(),
             nbf: None,
             jti: URL_SAFE_NO_PAD.encode(jti),
+            cnf: session
+                .dpop_jkt
+                .clone()
+                .map(|jkt| crate::keys::Confirmation { jkt }),
         };
         let access = self.keys.sign(&claims)?;
         let csrf_token = self.secrets.issue_csrf(&session.id);
@@ -288,6 +296,7 @@ impl SessionService {
         );
         session.ip.clone_from(&client.ip);
         session.user_agent.clone_from(&client.user_agent);
+        session.dpop_jkt.clone_from(&client.dpop_jkt);
         if let Some(m) = metadata {
             session.metadata = m;
         }
@@ -438,6 +447,7 @@ impl SessionService {
                 Err(ServiceError::SessionRevoked)
             }
             (RefreshOutcome::Revoked, _) => Err(ServiceError::SessionRevoked),
+            (RefreshOutcome::DpopKeyMismatch, _) => Err(ServiceError::DpopKeyMismatch),
             _ => Err(ServiceError::InvalidRefreshToken),
         }
     }

@@ -160,6 +160,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         "OpenTelemetry OTLP/HTTP endpoint; off when unset",
     ),
     s("log_format", Some("text"), "text or json"),
+    s(
+        "public_url",
+        None,
+        "the public listener's URL as browsers see it (own origin, cookie path prefix, DPoP htu)",
+    ),
+    s(
+        "dpop_nonce",
+        Some("off"),
+        "on: DPoP proofs must carry a server nonce (RFC 9449 section 8; DPoP-Nonce header)",
+    ),
 ];
 
 /// A secret string: `Debug` never shows it.
@@ -265,6 +275,8 @@ pub struct Settings {
     pub body_limit: usize,
     pub otlp_endpoint: Option<String>,
     pub log_format: LogFormat,
+    pub public_url: Option<String>,
+    pub dpop_nonce: bool,
 }
 
 /// A setting that could not be read. Never carries a secret's value.
@@ -455,6 +467,26 @@ impl RawSettings {
                     return Err(ConfigError::Invalid {
                         name: "log_format",
                         message: "expected text or json".into(),
+                    });
+                }
+            },
+            public_url: get("public_url")
+                .map(|u| {
+                    session_core::dpop::normalise_url(u)
+                        .map(|n| n.trim_end_matches('/').to_owned())
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name: "public_url",
+                            message: "expected an http:// or https:// URL".into(),
+                        })
+                })
+                .transpose()?,
+            dpop_nonce: match req("dpop_nonce")? {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "dpop_nonce",
+                        message: "expected on or off".into(),
                     });
                 }
             },

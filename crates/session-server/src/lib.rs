@@ -4,6 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod compose;
 pub mod config;
+pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod metrics;

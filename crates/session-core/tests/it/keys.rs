@@ -35,6 +35,7 @@ fn claims(at: OffsetDateTime) -> AccessClaims {
         exp: (at + Duration::minutes(15)).unix_timestamp(),
         nbf: None,
         jti: "jti-1".into(),
+        cnf: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod dpop;
 mod forward_auth;
 mod hostile;
 mod persistence;
