@@ -65,10 +65,11 @@ fn python() -> &'static Path {
 }
 
 /// A client's DPoP key, held by the Python signer.
-struct Key {
+pub struct Key {
     alg: &'static str,
     pem: String,
-    jkt: String,
+    /// Its RFC 7638 thumbprint, as the signer computed it.
+    pub jkt: String,
 }
 
 /// What one proof should say; `None` fields take the signer's defaults.
@@ -104,7 +105,7 @@ fn sign(alg: &str, pem: Option<&str>, proofs: Vec<Value>) -> Value {
 }
 
 impl Key {
-    fn new(alg: &'static str) -> Self {
+    pub fn new(alg: &'static str) -> Self {
         let out = sign(alg, None, Vec::new());
         Self {
             alg,
@@ -131,7 +132,7 @@ impl Key {
         out["proofs"][0].as_str().unwrap().to_owned()
     }
 
-    fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
+    pub fn proof(&self, htm: &str, htu: &str, token: Option<&str>) -> String {
         self.proof_with(
             htm,
             htu,
