@@ -1512,7 +1512,10 @@ fn check_verify_location(verify: &Directive, problems: &mut Vec<String>) {
             "proxy_set_header",
             &["X-Original-URL", "$scheme://$http_host$request_uri"][..],
         ),
-        ("proxy_set_header", &["X-Original-Method", "$request_method"][..]),
+        (
+            "proxy_set_header",
+            &["X-Original-Method", "$request_method"][..],
+        ),
         ("proxy_set_header", &["DPoP", "$http_dpop"][..]),
         ("proxy_set_header", &["Cookie", "$http_cookie"][..]),
         (
