@@ -1513,6 +1513,15 @@ fn check_verify_location(verify: &Directive, problems: &mut Vec<String>) {
         ("proxy_pass_request_body", &["off"][..]),
         ("proxy_set_header", &["Content-Length", ""][..]),
         ("proxy_set_header", &["X-Original-URI", "$request_uri"][..]),
+        (
+            "proxy_set_header",
+            &["X-Original-URL", "$scheme://$http_host$request_uri"][..],
+        ),
+        (
+            "proxy_set_header",
+            &["X-Original-Method", "$request_method"][..],
+        ),
+        ("proxy_set_header", &["DPoP", "$http_dpop"][..]),
         ("proxy_set_header", &["Cookie", "$http_cookie"][..]),
         (
             "proxy_set_header",

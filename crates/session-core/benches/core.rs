@@ -50,6 +50,7 @@ fn access(c: &mut Criterion) {
         jti: "0190f1b2-7c3e-7a51-9d2e-2f6b8c1d4e60".into(),
         client_id: None,
         auth_time: None,
+        cnf: None,
     };
     let mut g = c.benchmark_group("access_token");
     g.throughput(Throughput::Elements(1));
@@ -172,5 +173,64 @@ fn rotation(c: &mut Criterion) {
 
 // -----------------------------------------------------------------------------
 
-criterion_group!(benches, refresh, access, rotation);
+/// One DPoP proof check (RFC 9449) as `GET /v1/session` does it: parse,
+/// the signature under the proof's own key, claims, `ath`, thumbprint.
+fn dpop(c: &mut Criterion) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use session_core::dpop::{RequestFacts, access_token_hash, verify_proof};
+
+    const URL: &str = "https://auth.example/v1/session";
+    let token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln";
+    let claims = serde_json::json!({
+        "jti": "0190f1b2-7c3e-7a51-9d2e-2f6b8c1d4e61", "htm": "GET", "htu": URL,
+        "iat": NOW.unix_timestamp(), "ath": access_token_hash(token),
+    });
+    let ec = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let ed = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let point = ec.verifying_key().to_encoded_point(false);
+    let ec_jwk = serde_json::json!({"kty": "EC", "crv": "P-256",
+        "x": B64.encode(point.x().unwrap()), "y": B64.encode(point.y().unwrap())});
+    let ed_jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519",
+        "x": B64.encode(ed.verifying_key().as_bytes())});
+    let signing_input = |alg: &str, jwk: &serde_json::Value| {
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk});
+        format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        )
+    };
+    let es256 = {
+        use p256::ecdsa::signature::Signer as _;
+        let input = signing_input("ES256", &ec_jwk);
+        let sig: p256::ecdsa::Signature = ec.sign(input.as_bytes());
+        format!("{input}.{}", B64.encode(sig.to_bytes()))
+    };
+    let eddsa = {
+        use ed25519_dalek::Signer as _;
+        let input = signing_input("EdDSA", &ed_jwk);
+        format!(
+            "{input}.{}",
+            B64.encode(ed.sign(input.as_bytes()).to_bytes())
+        )
+    };
+    let facts = RequestFacts {
+        method: "GET",
+        urls: &[URL],
+        access_token: Some(token),
+        now: NOW,
+    };
+    let mut g = c.benchmark_group("dpop_proof");
+    g.throughput(Throughput::Elements(1));
+    for (alg, proof) in [("ES256", &es256), ("EdDSA", &eddsa)] {
+        assert!(verify_proof(proof, &facts).is_ok());
+        g.bench_function(BenchmarkId::new("verify", alg), |b| {
+            b.iter(|| verify_proof(black_box(proof), black_box(&facts)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, refresh, access, rotation, dpop);
 criterion_main!(benches);

@@ -94,6 +94,16 @@ pub struct AccessClaims {
     /// RFC 9068 `auth_time`); optional to a verifier like `client_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// (v1.1) Confirmation of a DPoP-bound token: `{"jkt": <thumbprint>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound access token (RFC 9449 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// Thumbprint of the key the token is bound to.
+    pub jkt: crate::dpop::Jkt,
 }
 
 /// What a verifier accepts.
@@ -1066,6 +1076,7 @@ impl KeyRing {
             jti,
             client_id: claims.client_id,
             auth_time: claims.auth_time,
+            cnf: claims.cnf,
         })
     }
 
@@ -1497,6 +1508,7 @@ struct RawClaims<'a> {
     client_id: Option<String>,
     #[serde(default)]
     auth_time: Option<i64>,
+    cnf: Option<Confirmation>,
 }
 
 #[cfg(test)]
@@ -2086,6 +2098,7 @@ mod tests {
                 jti: "j".into(),
                 client_id: None,
                 auth_time: None,
+                cnf: None,
             })
             .unwrap();
         let head = token.split('.').next().unwrap();
@@ -2095,6 +2108,40 @@ mod tests {
             header,
             json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ring.active_kid()})
         );
+    }
+
+    #[test]
+    fn a_bound_token_carries_cnf_jkt_and_it_verifies_back() {
+        let ring = ring();
+        let jkt = crate::dpop::Jkt::from_digest([9; 32]);
+        let claims = AccessClaims {
+            iss: "session-server".into(),
+            aud: "session-server".into(),
+            sub: "u".into(),
+            sid: "s".into(),
+            iat: NOW.unix_timestamp(),
+            exp: NOW.unix_timestamp() + 60,
+            nbf: None,
+            jti: "j".into(),
+            client_id: None,
+            auth_time: None,
+            cnf: Some(Confirmation { jkt: jkt.clone() }),
+        };
+        let token = ring.sign(&claims).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(json["cnf"], json!({"jkt": jkt.as_str()}));
+        assert_eq!(
+            ring.verify(&token, NOW).unwrap().cnf,
+            Some(Confirmation { jkt })
+        );
+        let bad = signed(
+            &ring,
+            &header_json(&ring),
+            &with_claim("cnf", json!({"jkt": "short"})),
+        );
+        assert_eq!(refused(&ring, &bad), TokenError::InvalidClaims);
     }
 
     #[test]

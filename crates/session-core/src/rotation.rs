@@ -378,11 +378,7 @@ mod tests {
             at(200),
         );
         assert_eq!(p.outcome, RefreshOutcome::Rotated);
-        assert_eq!(
-            p.write.unwrap().dpop_jkt,
-            Some(jkt(1)),
-            "the binding stays"
-        );
+        assert_eq!(p.write.unwrap().dpop_jkt, Some(jkt(1)), "the binding stays");
     }
 
     #[test]

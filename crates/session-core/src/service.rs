@@ -67,6 +67,10 @@ pub enum ServiceError {
     /// The session was revoked.
     #[error("session revoked")]
     SessionRevoked,
+    /// The session is bound to a DPoP key and the request proved another,
+    /// or none.
+    #[error("DPoP proof by the session's key required")]
+    DpopKeyMismatch,
     /// The record already exists.
     #[error("already exists")]
     Conflict,
@@ -298,6 +302,10 @@ impl SessionService {
             jti: URL_SAFE_NO_PAD.encode(jti),
             client_id: Some(self.config.client_id.clone()),
             auth_time: Some(session.created_at.unix_timestamp()),
+            cnf: session
+                .dpop_jkt
+                .clone()
+                .map(|jkt| crate::keys::Confirmation { jkt }),
         };
         let access = self.keys.sign(&claims)?;
         let csrf_token = self.csrf_token(&session);
@@ -331,6 +339,7 @@ impl SessionService {
         );
         session.ip.clone_from(&client.ip);
         session.user_agent.clone_from(&client.user_agent);
+        session.dpop_jkt.clone_from(&client.dpop_jkt);
         if let Some(m) = metadata {
             session.metadata = m;
         }
@@ -518,6 +527,10 @@ impl SessionService {
             (RefreshOutcome::Revoked, _) => {
                 audit.finish()?;
                 Err(ServiceError::SessionRevoked)
+            }
+            (RefreshOutcome::DpopKeyMismatch, _) => {
+                audit.finish()?;
+                Err(ServiceError::DpopKeyMismatch)
             }
             _ => {
                 audit.finish()?;

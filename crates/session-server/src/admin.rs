@@ -88,6 +88,9 @@ pub struct CreateSessionRequest {
     pub ip: Option<String>,
     /// The end user's user agent.
     pub user_agent: Option<String>,
+    /// (v1.1) The RFC 7638 thumbprint of the DPoP key the backend checked:
+    /// binds the session to it (43 characters of base64url).
+    pub dpop_jkt: Option<String>,
 }
 
 fn valid_user_id(id: &str) -> Result<(), ApiError> {
@@ -125,10 +128,21 @@ pub(crate) async fn create_session(
     if req.user_agent.as_ref().is_some_and(|ua| ua.len() > 512) {
         return Err(ApiError::unprocessable("user_agent over 512 bytes"));
     }
+    let dpop_jkt = req
+        .dpop_jkt
+        .as_deref()
+        .map(|j| {
+            session_core::dpop::Jkt::parse(j).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "dpop_jkt must be an RFC 7638 SHA-256 thumbprint: 43 characters of base64url",
+                )
+            })
+        })
+        .transpose()?;
     let client = ClientInfo {
         ip: req.ip,
         user_agent: req.user_agent,
-        dpop_jkt: None,
+        dpop_jkt,
     };
     let issued = state
         .service
@@ -191,7 +205,7 @@ pub(crate) async fn introspect(
     if !active {
         return Ok(inactive());
     }
-    let mut res = Json(serde_json::json!({
+    let mut body = serde_json::json!({
         "active": true,
         "token_type": "access_token",
         "iss": claims.iss,
@@ -201,8 +215,12 @@ pub(crate) async fn introspect(
         "iat": claims.iat,
         "exp": claims.exp,
         "jti": claims.jti,
-    }))
-    .into_response();
+    });
+    if let Some(cnf) = &claims.cnf {
+        // RFC 9449 §6.2: introspection of a bound token reports its key.
+        body["cnf"] = serde_json::json!({ "jkt": cnf.jkt.as_str() });
+    }
+    let mut res = Json(body).into_response();
     no_store(&mut res);
     Ok(res)
 }

@@ -162,7 +162,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     s(
         "public_url",
         None,
-        "the public listener's URL as browsers see it (e.g. https://example.com/auth): the own origin, and the refresh cookie's path prefix",
+        "the public listener's URL as browsers see it (e.g. https://example.com/auth): the own origin, the refresh cookie's path prefix and the DPoP htu",
     ),
     s(
         "ui",
@@ -216,6 +216,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "OpenTelemetry OTLP/HTTP endpoint; off when unset",
     ),
     s("log_format", Some("text"), "text or json"),
+    s(
+        "dpop_nonce",
+        Some("off"),
+        "on: DPoP proofs must carry a server nonce (RFC 9449 section 8; DPoP-Nonce header)",
+    ),
 ];
 
 /// A secret string: `Debug` never shows it.
@@ -332,6 +337,7 @@ pub struct Settings {
     pub max_connections: u32,
     pub otlp_endpoint: Option<String>,
     pub log_format: LogFormat,
+    pub dpop_nonce: bool,
 }
 
 /// A setting that could not be read. Never carries a secret's value.
@@ -533,6 +539,16 @@ impl RawSettings {
                     return Err(ConfigError::Invalid {
                         name: "log_format",
                         message: "expected text or json".into(),
+                    });
+                }
+            },
+            dpop_nonce: match req("dpop_nonce")? {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "dpop_nonce",
+                        message: "expected on or off".into(),
                     });
                 }
             },

@@ -18,6 +18,10 @@ pub struct ApiError {
     message: String,
     retry_after: Option<StdDuration>,
     www_authenticate: bool,
+    /// (DPoP) The error of a `WWW-Authenticate: DPoP` challenge.
+    dpop_challenge: Option<&'static str>,
+    /// (DPoP) A fresh server nonce for `DPoP-Nonce`.
+    dpop_nonce: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +39,38 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             www_authenticate: false,
+            dpop_challenge: None,
+            dpop_nonce: None,
+        }
+    }
+
+    /// 401 `invalid_dpop_proof` with `WWW-Authenticate: DPoP
+    /// error="invalid_dpop_proof", algs="ES256 EdDSA"`: a DPoP proof is
+    /// missing, malformed, replayed or does not match.
+    pub fn invalid_dpop_proof(message: impl Into<String>) -> Self {
+        Self {
+            dpop_challenge: Some("invalid_dpop_proof"),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_dpop_proof", message)
+        }
+    }
+
+    /// `use_dpop_nonce` with the nonce to use in `DPoP-Nonce` (RFC 9449
+    /// §8, §9): 400 at login and refresh, 401 with a `DPoP` challenge
+    /// elsewhere.
+    pub fn use_dpop_nonce(nonce: String, token_endpoint: bool) -> Self {
+        let status = if token_endpoint {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        Self {
+            dpop_challenge: (!token_endpoint).then_some("use_dpop_nonce"),
+            dpop_nonce: Some(nonce),
+            ..Self::new(
+                status,
+                "use_dpop_nonce",
+                "this server requires a DPoP nonce: retry with the one in DPoP-Nonce",
+            )
         }
     }
 
@@ -186,6 +222,9 @@ impl From<ServiceError> for ApiError {
                 "session_revoked",
                 "the session has been revoked",
             ),
+            ServiceError::DpopKeyMismatch => Self::invalid_dpop_proof(
+                "this session is bound to a DPoP key: a proof by that key is required",
+            ),
             ServiceError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
             ServiceError::Store(e) => e.into(),
             ServiceError::Key(e) => {
@@ -222,6 +261,20 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
+        }
+        if let Some(code) = self.dpop_challenge {
+            let v = format!(
+                "DPoP error=\"{code}\", algs=\"{}\"",
+                session_core::dpop::ALGORITHMS
+            );
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let Some(nonce) = &self.dpop_nonce
+            && let Ok(v) = HeaderValue::from_str(nonce)
+        {
+            headers.insert("dpop-nonce", v);
         }
         res
     }

@@ -243,6 +243,7 @@ impl FromRequestParts<AppState> for Client {
         Ok(Self(ClientInfo {
             ip: ip.map(|ip| ip.to_string()),
             user_agent,
+            // Set by the handlers that check a DPoP proof.
             dpop_jkt: None,
         }))
     }

@@ -170,7 +170,15 @@ pub async fn run_schedule(keys: Arc<KeyManager>, service: Arc<SessionService>) {
         match keys.tick().await {
             Ok(Some(info)) => {
                 tracing::info!(kid = %info.kid, activates_at = %info.activated_at, "scheduled the next signing key");
-                service.key_rotated(&info, Actor::System, false).await;
+                // The key is saved and in force either way; a failed event
+                // is logged (and counted) by the service.
+                if service
+                    .key_rotated(&info, Actor::System, false)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(kid = %info.kid, "the key_rotated event could not be recorded");
+                }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "key schedule step failed; will retry"),

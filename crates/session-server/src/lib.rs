@@ -6,6 +6,7 @@ pub mod browser;
 pub mod compose;
 pub mod config;
 pub mod conn;
+pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod keyring;

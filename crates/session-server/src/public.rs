@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use crate::browser::{
     check_origin, clear_cookies, log_csrf_refusal, refresh_cookie_path, set_cookie,
 };
+use crate::dpop::{DpopRequest, Scheme, Target};
 use crate::error::ApiError;
 use crate::extract::{
     ACCESS_COOKIE, CSRF_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json,
@@ -81,7 +82,7 @@ pub struct TokenResponse {
     /// Bearer transport: the refresh token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// Bearer transport: `Bearer`.
+    /// Bearer transport: `Bearer`, or `DPoP` for a session bound to a DPoP key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
     /// Bearer transport: access-token lifetime in seconds.
@@ -184,7 +185,11 @@ pub(crate) fn issued_response(
         expires_at: issued.session.expires_at(),
         access_token: bearer.then(|| issued.access_token.expose().to_owned()),
         refresh_token: bearer.then(|| issued.refresh_token.expose().to_owned()),
-        token_type: bearer.then_some("Bearer"),
+        token_type: bearer.then_some(if issued.session.dpop_jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }),
         expires_in: bearer.then_some(expires_in),
     };
     let mut res = (status, Json(body)).into_response();
@@ -273,29 +278,52 @@ pub(crate) enum Source {
     Cookie,
 }
 
-/// Authenticates a request by its access token.
+/// Authenticates a request by its access token. A DPoP-bound token
+/// (`cnf.jkt`) counts only as `Authorization: DPoP` with a proof by its
+/// key for `target` carrying its `ath`; as `Bearer` (or a cookie) it is
+/// `invalid_token`, and so is an unbound token sent as `DPoP`.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     need_session: bool,
+    dpop: &DpopRequest,
+    target: Target,
 ) -> Result<(Authenticated, Source), ApiError> {
-    let (token, source) = match bearer(headers) {
-        Some(t) => (t, Source::Header),
+    let (token, source, scheme) = match crate::dpop::authorization(headers) {
+        Some((scheme, t)) => (t, Source::Header, Some(scheme)),
         None if !wants_bearer(headers) => (
             cookie(headers, ACCESS_COOKIE).ok_or_else(ApiError::invalid_token)?,
             Source::Cookie,
+            None,
         ),
         None => return Err(ApiError::invalid_token()),
     };
     let started = Instant::now();
     let result = state.validator.authenticate(token, need_session).await;
+    let auth = match result {
+        Ok(a) => a,
+        Err(AuthError::Invalid) => return Err(ApiError::invalid_token()),
+        Err(AuthError::Store(e)) => return Err(e.into()),
+    };
+    match (&auth.claims.cnf, scheme) {
+        (None, Some(Scheme::Dpop)) | (Some(_), None | Some(Scheme::Bearer)) => {
+            return Err(ApiError::invalid_token());
+        }
+        (Some(cnf), Some(Scheme::Dpop)) => {
+            let proven = crate::dpop::check(state, dpop, target, Some(token), false)
+                .await?
+                .ok_or_else(|| ApiError::invalid_dpop_proof("a DPoP proof is required"))?;
+            if proven != cnf.jkt {
+                return Err(ApiError::invalid_dpop_proof(
+                    "the DPoP proof is not by the token's key",
+                ));
+            }
+        }
+        (None, _) => {}
+    }
     metrics::histogram!("session_validation_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(a) => Ok((a, source)),
-        Err(AuthError::Invalid) => Err(ApiError::invalid_token()),
-        Err(AuthError::Store(e)) => Err(e.into()),
-    }
+    Ok((auth, source))
 }
 
 fn validate_login(req: &LoginRequest) -> Result<(), ApiError> {
@@ -316,7 +344,8 @@ fn validate_login(req: &LoginRequest) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/v1/auth/login", tag = "public", request_body = LoginRequest, params(("X-Session-Transport" = Option<String>, Header, description = "`bearer` for tokens in the body")), responses((status = 200, description = "Signed in; cookies set in cookie transport", body = TokenResponse), (status = 401, description = "invalid_credentials"), (status = 403, description = "csrf_failed (cross-site or foreign Origin)"), (status = 429, description = "rate_limited")))]
 pub(crate) async fn login(
     State(state): State<AppState>,
-    Client(client): Client,
+    Client(mut client): Client,
+    dpop: DpopRequest,
     headers: HeaderMap,
     StrictJson(req): StrictJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
@@ -330,6 +359,9 @@ pub(crate) async fn login(
         .limits
         .login_user
         .check(&req.username, client.ip.as_deref())?;
+    if bearer {
+        client.dpop_jkt = crate::dpop::check(&state, &dpop, Target::This, None, true).await?;
+    }
     let _hashing = state.limits.password_work.acquire().await?;
     let issued = match state
         .service
@@ -354,7 +386,8 @@ pub(crate) async fn login(
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "public", request_body(content = Option<RefreshRequest>, description = "bearer transport only"), responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_refresh_token, refresh_token_reused or session_revoked"), (status = 403, description = "csrf_failed"), (status = 429, description = "rate_limited")))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
-    Client(client): Client,
+    Client(mut client): Client,
+    dpop: DpopRequest,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -381,6 +414,9 @@ pub(crate) async fn refresh(
         )?;
         token
     };
+    if bearer {
+        client.dpop_jkt = crate::dpop::check(&state, &dpop, Target::This, None, true).await?;
+    }
     match state.service.refresh(&token, &client).await {
         Ok(issued) => {
             metrics::counter!("session_refreshes_total", "outcome" => "rotated").increment(1);
@@ -394,12 +430,13 @@ pub(crate) async fn refresh(
                 ServiceError::InvalidRefreshToken => "invalid",
                 ServiceError::RefreshTokenReused => "reused",
                 ServiceError::SessionRevoked => "revoked",
+                ServiceError::DpopKeyMismatch => "dpop",
                 _ => "error",
             };
             metrics::counter!("session_refreshes_total", "outcome" => outcome).increment(1);
             let err = ApiError::from(e);
             let mut res = err.into_response();
-            if !bearer && outcome != "error" {
+            if !bearer && outcome != "error" && outcome != "dpop" {
                 clear_cookies(&state.settings, &mut res);
             }
             no_store(&mut res);
@@ -413,8 +450,12 @@ pub(crate) async fn refresh(
 /// The session a logout or own-revocation acts on, with CSRF enforced for
 /// cookie transport. Falls back to the refresh token when the access
 /// token has expired, so a user can always sign out.
-async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<SessionId, ApiError> {
-    match authenticate(state, headers, false).await {
+async fn caller_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    dpop: &DpopRequest,
+) -> Result<SessionId, ApiError> {
+    match authenticate(state, headers, false, dpop, Target::This).await {
         Ok((auth, Source::Header)) => Ok(auth.session_id),
         Ok((auth, Source::Cookie)) => {
             check_csrf_live(state, headers, &auth.session_id).await?;
@@ -449,9 +490,10 @@ async fn caller_session(state: &AppState, headers: &HeaderMap) -> Result<Session
 pub(crate) async fn logout(
     State(state): State<AppState>,
     Client(client): Client,
+    dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sid = caller_session(&state, &headers).await?;
+    let sid = caller_session(&state, &headers, &dpop).await?;
     // Already revoked (a racing logout) is fine: the caller is signed out.
     state
         .service
@@ -469,9 +511,10 @@ pub(crate) async fn logout(
 #[utoipa::path(get, path = "/v1/session", tag = "public", responses((status = 200, body = SessionView), (status = 401, description = "invalid_token")))]
 pub(crate) async fn whoami(
     State(state): State<AppState>,
+    dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, source) = authenticate(&state, &headers, true).await?;
+    let (auth, source) = authenticate(&state, &headers, true, &dpop, Target::This).await?;
     let session = auth.session.ok_or_else(ApiError::invalid_token)?;
     let mut view = SessionView::from(session.as_ref());
     if source == Source::Cookie {
@@ -486,9 +529,10 @@ pub(crate) async fn whoami(
 #[utoipa::path(get, path = "/v1/sessions", tag = "public", responses((status = 200, body = DeviceList), (status = 401, description = "invalid_token")))]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
+    dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, _) = authenticate(&state, &headers, false).await?;
+    let (auth, _) = authenticate(&state, &headers, false, &dpop, Target::This).await?;
     let sessions = state.service.list(&auth.claims.sub).await?;
     let body = DeviceList {
         sessions: sessions
@@ -512,10 +556,11 @@ pub(crate) async fn list_sessions(
 pub(crate) async fn revoke_own(
     State(state): State<AppState>,
     Client(client): Client,
+    dpop: DpopRequest,
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (auth, source) = authenticate(&state, &headers, false).await?;
+    let (auth, source) = authenticate(&state, &headers, false, &dpop, Target::This).await?;
     if source == Source::Cookie {
         check_csrf_live(&state, &headers, &auth.session_id).await?;
     }
@@ -542,9 +587,10 @@ pub(crate) async fn revoke_own(
 #[utoipa::path(get, path = "/v1/auth/verify", tag = "public", responses((status = 200, description = "Headers X-Session-User and X-Session-Id"), (status = 401, description = "invalid_token")))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
+    dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, _) = authenticate(&state, &headers, false).await?;
+    let (auth, _) = authenticate(&state, &headers, false, &dpop, Target::Original).await?;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&auth.claims.sub) {

@@ -37,6 +37,7 @@ fn claims(at: OffsetDateTime) -> AccessClaims {
         jti: "jti-1".into(),
         client_id: None,
         auth_time: None,
+        cnf: None,
     }
 }
 

@@ -527,3 +527,63 @@ async fn nginx_with_the_shipped_config_forwards_only_verified_sessions() {
     stack.nginx.stop();
     assert!(stack.nginx.exited().is_some(), "nginx stopped");
 }
+
+#[tokio::test]
+async fn nginx_forwards_a_dpop_bound_session_only_with_a_proof_for_the_original_request() {
+    let stack = Stack::start().await;
+    let key = crate::dpop::Key::new("EdDSA");
+    let r = stack
+        .http
+        .post(format!("{}/admin/v1/sessions", stack.admin))
+        .bearer_auth(&stack.admin_token)
+        .json(&json!({ "user_id": "dpop-alice", "dpop_jkt": key.jkt }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let url = format!("{}/app/orders", stack.base);
+    let call = |proof: Option<String>, scheme: &str| {
+        let mut r = stack
+            .get("/app/orders?page=2")
+            .header("X-Session-Transport", "bearer")
+            .header("Authorization", format!("{scheme} {access}"));
+        if let Some(p) = proof {
+            r = r.header("DPoP", p);
+        }
+        r.send()
+    };
+
+    let seen = through(
+        call(Some(key.proof("GET", &url, Some(&access))), "DPoP")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen["x_session_user"], json!(["dpop-alice"]));
+    let before = stack.app_requests();
+    for (case, proof, scheme) in [
+        ("no proof", None, "DPoP"),
+        (
+            "a proof for another URL",
+            Some(key.proof("GET", &format!("{}/app/admin", stack.base), Some(&access))),
+            "DPoP",
+        ),
+        (
+            "a proof for another method",
+            Some(key.proof("POST", &url, Some(&access))),
+            "DPoP",
+        ),
+        (
+            "the bound token as Bearer",
+            Some(key.proof("GET", &url, Some(&access))),
+            "Bearer",
+        ),
+    ] {
+        let r = call(proof, scheme).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{case}");
+    }
+    assert_eq!(stack.app_requests(), before, "the app saw none of them");
+}

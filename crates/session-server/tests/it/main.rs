@@ -10,6 +10,7 @@ mod auth;
 mod edge;
 mod browser;
 mod chromium;
+mod dpop;
 mod forward_auth;
 mod hostile;
 mod openapi;

@@ -149,3 +149,41 @@ async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_not_lost() {
     store.create(&session).await.unwrap();
     assert_eq!(store.get(&session.id).await.unwrap(), Some(session));
 }
+
+#[tokio::test]
+async fn remembered_dpop_proofs_are_forgotten_after_their_window_and_purged() {
+    let store = temp_store().await;
+    let now = base_time();
+    let until = now + time::Duration::seconds(61);
+    let key = [7u8; 32];
+    assert!(store.remember_dpop_proof(&key, until, now).await.unwrap());
+    assert!(
+        !store
+            .remember_dpop_proof(&key, until, until - time::Duration::seconds(1))
+            .await
+            .unwrap(),
+        "a replay inside the window"
+    );
+    let later = until + time::Duration::seconds(61);
+    assert!(
+        store.remember_dpop_proof(&key, later, until).await.unwrap(),
+        "a row past its window no longer counts"
+    );
+    assert!(
+        store
+            .remember_dpop_proof(&[8u8; 32], until, now)
+            .await
+            .unwrap()
+    );
+    store.purge_expired(until).await.unwrap();
+    let mut raw = raw_connection(&db_path(store.guard.path())).await;
+    let left: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key FROM dpop_proofs")
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![key.to_vec()],
+        "the purge drops only expired rows"
+    );
+}
