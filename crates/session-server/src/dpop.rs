@@ -49,6 +49,24 @@ impl FromRequestParts<AppState> for DpopRequest {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all("dpop").iter();
+        let proof = match (values.next(), values.next()) {
+            (None, _) => Proof::None,
+            (Some(v), None) => match v.to_str() {
+                Ok(s) if s.len() <= MAX_PROOF_LEN => Proof::One(s.trim().to_owned()),
+                _ => Proof::Bad,
+            },
+            _ => Proof::Bad,
+        };
+        if matches!(proof, Proof::None) {
+            // The common case pays for nothing more.
+            return Ok(Self {
+                method: String::new(),
+                urls: Vec::new(),
+                proof,
+                original: None,
+            });
+        }
         let path = parts.uri.path();
         let urls = match &state.settings.public_url {
             Some(base) => vec![format!("{}{}{path}", base.origin, base.prefix)],
@@ -62,15 +80,6 @@ impl FromRequestParts<AppState> for DpopRequest {
                 host.map(|h| vec![format!("http://{h}{path}"), format!("https://{h}{path}")])
                     .unwrap_or_default()
             }
-        };
-        let mut values = parts.headers.get_all("dpop").iter();
-        let proof = match (values.next(), values.next()) {
-            (None, _) => Proof::None,
-            (Some(v), None) => match v.to_str() {
-                Ok(s) if s.len() <= MAX_PROOF_LEN => Proof::One(s.trim().to_owned()),
-                _ => Proof::Bad,
-            },
-            _ => Proof::Bad,
         };
         let original = match (
             header_text(&parts.headers, "x-original-method"),

@@ -300,6 +300,8 @@ pub(crate) async fn authenticate(
     };
     let started = Instant::now();
     let result = state.validator.authenticate(token, need_session).await;
+    metrics::histogram!("session_validation_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     let auth = match result {
         Ok(a) => a,
         Err(AuthError::Invalid) => return Err(ApiError::invalid_token()),
@@ -321,8 +323,6 @@ pub(crate) async fn authenticate(
         }
         (None, _) => {}
     }
-    metrics::histogram!("session_validation_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
     Ok((auth, source))
 }
 
