@@ -233,6 +233,41 @@ impl RedisStore {
         self.keys.index(user_id)
     }
 
+    /// The key of `user_id`'s session epoch (for tests and operators).
+    pub fn user_epoch_key(&self, user_id: &str) -> String {
+        self.keys.epoch(user_id)
+    }
+
+    /// Reads the user's session epoch (0 when never moved).
+    async fn read_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.epoch(user_id));
+        let epoch: Option<String> = self.query(&cmd).await?;
+        epoch.map_or(Ok(0), |e| {
+            e.parse()
+                .map_err(|_| StoreError::corrupt(Unexpected("a user epoch that is not a number")))
+        })
+    }
+
+    /// Undoes a create refused after the fact: nobody was given this
+    /// session's tokens, so it is removed as if never created. A failure
+    /// leaves a session whose tokens nobody holds (and whose stale epoch no
+    /// refresh accepts).
+    async fn undo_create(&self, session: &Session) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.session(&session.id))
+            .arg(self.keys.grace(&session.id));
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.keys.index(&session.user_id))
+            .arg(session.id.to_string());
+        if let Err(e) = self.query::<i64>(&del).await {
+            tracing::warn!(error = %e, "could not remove a session refused after its creation");
+        }
+        if let Err(e) = self.query::<i64>(&zrem).await {
+            tracing::debug!(error = %e, "could not unindex a session refused after its creation");
+        }
+    }
+
     /// Warns when Redis may evict keys that carry security state.
     async fn check_eviction_policy(&self) {
         let mut cmd = redis::cmd("CONFIG");
@@ -513,17 +548,24 @@ impl SessionStore for RedisStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
         // The index entry first: a session that exists is always in its
         // user's index (revoke_user must find it); an entry whose create
-        // then fails is dropped later.
-        self.invoke::<i64>(
-            scripts::INDEX_ADD
-                .key(self.keys.index(&session.user_id))
-                .arg(codec::index_score(session.created_at))
-                .arg(session.id.to_string())
-                .arg(codec::deadline_ms(
-                    session.absolute_expires_at.max(session.expires_at()),
-                )),
-        )
-        .await?;
+        // then fails is dropped later. The index script refuses a session
+        // whose user's epoch has already moved on.
+        let indexed: i64 = self
+            .invoke(
+                scripts::INDEX_ADD
+                    .key(self.keys.index(&session.user_id))
+                    .key(self.keys.epoch(&session.user_id))
+                    .arg(codec::index_score(session.created_at))
+                    .arg(session.id.to_string())
+                    .arg(codec::deadline_ms(
+                        session.absolute_expires_at.max(session.expires_at()),
+                    ))
+                    .arg(session.epoch),
+            )
+            .await?;
+        if indexed != 1 {
+            return Err(StoreError::Superseded);
+        }
         let (g, g_deadline) = grace_field(session, None);
         let created: i64 = self
             .invoke(
@@ -536,11 +578,26 @@ impl SessionStore for RedisStore {
                     .arg(g_deadline),
             )
             .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
+        if created != 1 {
+            return Err(StoreError::Conflict);
         }
+        // The session lives in another slot than the epoch, so a revoke-all
+        // may have moved the epoch between the index script and the
+        // create, and read the index before this session existed. Looking
+        // again closes that gap: if the epoch is still the session's here,
+        // any later revoke-all finds the session; if not, it is undone.
+        let epoch = match self.read_epoch(&session.user_id).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.undo_create(session).await;
+                return Err(e);
+            }
+        };
+        if epoch > session.epoch {
+            self.undo_create(session).await;
+            return Err(StoreError::Superseded);
+        }
+        Ok(())
     }
 
     async fn create_limited(
@@ -576,12 +633,23 @@ impl SessionStore for RedisStore {
         self.revoke_one(id, reason, now, None, None).await
     }
 
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.read_epoch(user_id).await
+    }
+
+    /// Moves the user's epoch on (`INCR`) before reading the index: a
+    /// create begun before is then refused by the index script, or undone
+    /// by its own look at the epoch after creating, or already in the
+    /// index and revoked here.
     async fn revoke_user(
         &self,
         user_id: &str,
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.keys.epoch(user_id));
+        self.query::<i64>(&incr).await?;
         let active: Vec<Session> = self
             .user_sessions(user_id, now)
             .await?
@@ -674,6 +742,7 @@ impl UserStore for RedisStore {
             .invoke(
                 scripts::SET_PASSWORD
                     .key(self.keys.user(username))
+                    .key(self.keys.epoch(username))
                     .arg(password_hash),
             )
             .await?;

@@ -9,7 +9,7 @@ use sqlx::{Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::codec::{counter, instant, instants_json, json_text, session_from_row};
+use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
@@ -34,6 +34,7 @@ struct Encoded {
     revoked_at: Option<i64>,
     revoked_reason: Option<&'static str>,
     version: i64,
+    epoch: i64,
 }
 
 impl Encoded {
@@ -57,10 +58,11 @@ impl Encoded {
             revoked_at: s.revoked.map(|r| instant(r.at)).transpose()?,
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             version: counter(s.version, "version")?,
+            epoch: counter(s.epoch, "epoch")?,
         })
     }
 
-    /// Binds `?1`..`?18`.
+    /// Binds `?1`..`?19`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -80,13 +82,15 @@ impl Encoded {
             .bind(self.revoked_at)
             .bind(self.revoked_reason)
             .bind(self.version)
+            .bind(self.epoch)
     }
 }
 
 const INSERT: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -95,8 +99,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18 \
-     WHERE id = ?1 AND version = ?19 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, epoch = ?19 \
+     WHERE id = ?1 AND version = ?20 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -133,6 +137,12 @@ const REVOKE_USER: &str = concat!(
     session_columns!()
 );
 
+const USER_EPOCH: &str = "SELECT epoch FROM user_epochs WHERE user_id = ?1";
+
+/// Moves a user's epoch on (from 0, the epoch of a user never revoked).
+pub(crate) const BUMP_EPOCH: &str = "INSERT INTO user_epochs (user_id, epoch) VALUES (?1, 1) \
+     ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1";
+
 const PURGE: &str = "DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?1";
 
 fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<Session>, StoreError> {
@@ -165,23 +175,30 @@ async fn revoke_one(
     row.as_ref().map(session_from_row).transpose()
 }
 
+/// The user's epoch as the connection sees it (0 for a user never revoked).
+async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, StoreError> {
+    let epoch: Option<i64> = sqlx::query_scalar(USER_EPOCH)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)?;
+    epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        let done = Encoded::new(session)?
-            .bind(sqlx::query(INSERT))
-            .execute(&self.pool)
+        self.create_limited(session, 0, session.created_at)
             .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict);
-        }
-        Ok(())
+            .map(drop)
     }
 
     /// One `BEGIN IMMEDIATE` transaction: it takes the write lock before
-    /// counting, so concurrent logins of one user are serialised and can
-    /// never leave more than `max` active sessions.
+    /// checking the user's epoch and counting, so a revoke-all or password
+    /// change (their own transactions) lands wholly before (this create is
+    /// refused) or after (it revokes this session), and concurrent logins
+    /// of one user are serialised and can never leave more than `max`
+    /// active sessions.
     async fn create_limited(
         &self,
         session: &Session,
@@ -194,6 +211,9 @@ impl SessionStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
+        if user_epoch(&mut tx, &session.user_id).await? > session.epoch {
+            return Err(StoreError::Superseded);
+        }
         let mut evicted = Vec::new();
         if max > 0 {
             let rows = sqlx::query(LIST_USER)
@@ -256,20 +276,38 @@ impl SessionStore for SqliteStore {
         revoke_one(&mut conn, id, reason, now).await
     }
 
-    /// One `UPDATE … RETURNING` statement: atomic on its own.
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        user_epoch(&mut conn, user_id).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: move the user's epoch on, then
+    /// one `UPDATE … RETURNING` revokes every active session.
     async fn revoke_user(
         &self,
         user_id: &str,
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(REVOKE_USER)
-            .bind(instant(now)?)
-            .bind(reason.as_str())
-            .bind(user_id)
-            .fetch_all(&self.pool)
+        let at = instant(now)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
+        sqlx::query(BUMP_EPOCH)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let rows = sqlx::query(REVOKE_USER)
+            .bind(at)
+            .bind(reason.as_str())
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
         Ok(oldest_first(sessions_from_rows(&rows)?))
     }
 

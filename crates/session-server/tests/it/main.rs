@@ -10,6 +10,7 @@ mod forward_auth;
 mod hostile;
 mod persistence;
 mod postgres;
+mod races;
 mod redis;
 mod secrets;
 mod telemetry;
