@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use session_store_postgres::{MigrateMode, OutboxAuditLog, OutboxConfig};
-use session_store_redis::RedisStore;
+use session_store_redis::{RedisOptions, RedisStore};
 use session_store_sqlite::SqliteStore;
 
 use session_core::StoreError;
@@ -60,7 +60,11 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             }
         }
         "redis" | "redis+cluster" => {
-            let store = RedisStore::connect(store_url, &settings.redis_prefix)
+            let options = RedisOptions {
+                allow_eviction: settings.redis_allow_eviction,
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::connect_with(store_url, &settings.redis_prefix, &options)
                 .await
                 .map(Arc::new)
                 .map_err(|source| StartupError::Store {

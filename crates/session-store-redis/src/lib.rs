@@ -54,6 +54,48 @@ pub enum ConfigError {
     /// the key layout's hash tags.
     #[error("key prefix must be non-empty and free of '{{', '}}' and whitespace")]
     Prefix,
+    /// Redis may evict keys under memory pressure: an evicted user index or
+    /// epoch would let a revoke-all or password change miss sessions.
+    #[error(
+        "Redis maxmemory-policy is {policy:?} on {node}: Redis may evict session state \
+         (a user's index or epoch) and a revoke-all would then miss sessions; set \
+         maxmemory-policy to noeviction, or accept the risk with the allow_eviction option \
+         (session-server: SESSION_REDIS_ALLOW_EVICTION=true)"
+    )]
+    EvictingPolicy {
+        /// The node.
+        node: String,
+        /// Its policy.
+        policy: String,
+    },
+    /// The policy could not be read (CONFIG disabled or renamed).
+    #[error(
+        "cannot read Redis maxmemory-policy (is CONFIG disabled?); make sure it is \
+         noeviction, then start with the allow_eviction option \
+         (session-server: SESSION_REDIS_ALLOW_EVICTION=true)"
+    )]
+    PolicyUnreadable(#[source] Option<Box<dyn std::error::Error + Send + Sync + 'static>>),
+}
+
+/// How [`RedisStore::connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long one store operation may take (default
+    /// [`DEFAULT_COMMAND_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Start even when Redis may evict keys (a `maxmemory-policy` other than
+    /// `noeviction`) or when the policy cannot be read. Off by default: an
+    /// evicted user index or epoch makes revocation fail open.
+    pub allow_eviction: bool,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            allow_eviction: false,
+        }
+    }
 }
 
 /// A command that did not answer in time.
@@ -154,6 +196,28 @@ impl RedisStore {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::connect_with(
+            url,
+            prefix,
+            &RedisOptions {
+                timeout,
+                ..RedisOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`RedisStore::connect`] with options. Refuses (with
+    /// [`ConfigError::EvictingPolicy`] or [`ConfigError::PolicyUnreadable`]
+    /// as the source of a [`StoreError::Backend`]) a Redis whose
+    /// `maxmemory-policy` is not `noeviction` on every master, unless
+    /// `allow_eviction` is set.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let timeout = options.timeout;
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let bad_url = |e: RedisError| StoreError::backend(ConfigError::Url(Some(e)));
         let (conn, feed_nodes, cluster) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -198,7 +262,7 @@ impl RedisStore {
             feed_nodes: Arc::new(feed_nodes),
             cluster,
         };
-        store.check_eviction_policy().await;
+        store.check_eviction_policy(options.allow_eviction).await?;
         Ok(store)
     }
 
@@ -268,26 +332,82 @@ impl RedisStore {
         }
     }
 
-    /// Warns when Redis may evict keys that carry security state.
-    async fn check_eviction_policy(&self) {
+    /// Every master's `maxmemory-policy`, by node.
+    async fn eviction_policies(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
-        match self.query::<HashMap<String, String>>(&cmd).await {
-            Ok(map) => {
-                if let Some(policy) = map.get("maxmemory-policy")
-                    && policy != "noeviction"
-                    && !policy.starts_with("volatile-")
-                {
-                    tracing::warn!(
-                        policy,
-                        "Redis maxmemory-policy may evict session state; set it to noeviction"
-                    );
-                }
+        let unreadable = |e: Option<RedisError>| {
+            StoreError::backend(ConfigError::PolicyUnreadable(
+                e.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            ))
+        };
+        let policy_of = |v: Value| -> Result<String, StoreError> {
+            let map: HashMap<String, String> =
+                redis::from_redis_value(&v).map_err(|e| unreadable(Some(e)))?;
+            map.get("maxmemory-policy")
+                .cloned()
+                .ok_or_else(|| unreadable(None))
+        };
+        let reply = match &self.conn {
+            Conn::Single(c) => {
+                let mut c = c.clone();
+                let v: Value = within(self.timeout, cmd.query_async(&mut c)).await?;
+                vec![("redis".to_owned(), v)]
             }
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                let routing = redis::cluster_routing::RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    None,
+                ));
+                let v = within(self.timeout, c.route_command(&cmd, routing)).await?;
+                let Value::Map(by_node) = v else {
+                    return Err(unreadable(None));
+                };
+                by_node
+                    .into_iter()
+                    .map(|(node, v)| {
+                        let node: String =
+                            redis::from_redis_value(&node).map_err(|e| unreadable(Some(e)))?;
+                        Ok((node, v))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            }
+        };
+        reply
+            .into_iter()
+            .map(|(node, v)| Ok((node, policy_of(v)?)))
+            .collect()
+    }
+
+    /// Refuses a Redis that may evict keys carrying security state (the
+    /// user index and epoch, without which a revoke-all misses sessions),
+    /// unless `allow` says the deployment accepts it.
+    async fn check_eviction_policy(&self, allow: bool) -> Result<(), StoreError> {
+        let policies = match self.eviction_policies().await {
+            Ok(p) => p,
+            Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
+            Err(e) if allow => {
+                tracing::warn!(error = %e, "cannot read maxmemory-policy; starting anyway (allow_eviction)");
+                return Ok(());
+            }
+            Err(e @ StoreError::Backend(_)) if is_unreadable(&e) => return Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "cannot read maxmemory-policy (CONFIG disabled?)")
+                return Err(StoreError::backend(ConfigError::PolicyUnreadable(Some(
+                    Box::new(e),
+                ))));
+            }
+        };
+        for (node, policy) in policies {
+            if policy != "noeviction" {
+                let refusal = ConfigError::EvictingPolicy { node, policy };
+                if !allow {
+                    return Err(StoreError::backend(refusal));
+                }
+                tracing::warn!(error = %refusal, "starting anyway (allow_eviction)");
             }
         }
+        Ok(())
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
@@ -499,6 +619,13 @@ fn grace_field(session: &Session, grace: Option<time::Duration>) -> (Vec<u8>, i6
         _ => deadline,
     };
     (sealed, codec::deadline_ms(until))
+}
+
+/// Whether `e` already says the policy could not be read.
+fn is_unreadable(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<ConfigError>())
+        .is_some_and(|c| matches!(c, ConfigError::PolicyUnreadable(_)))
 }
 
 #[derive(Debug, thiserror::Error)]
