@@ -2,11 +2,13 @@
 //! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction.
 
 use async_trait::async_trait;
+use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::session::{RevokeReason, Session};
-use session_core::{SessionId, SessionStore, StoreError};
+use session_core::store::{RefreshResult, refresh_with_cas};
+use session_core::{PresentedRefresh, SessionId, SessionStore, StoreError};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteConnection};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::SqliteStore;
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
@@ -35,10 +37,25 @@ struct Encoded {
     revoked_reason: Option<&'static str>,
     version: i64,
     epoch: i64,
+    grace_until: Option<i64>,
+}
+
+/// Until when a session's sealed successor may be kept: the end of the
+/// grace window after its rotation where the window is known, else the
+/// session's deadline; none without a successor.
+fn grace_until(s: &Session, grace: Option<Duration>) -> Result<Option<i64>, StoreError> {
+    if s.refresh.grace_successor.is_none() {
+        return Ok(None);
+    }
+    let until = match (grace, s.refresh.rotated_at) {
+        (Some(grace), Some(at)) => (at + grace).min(s.expires_at()),
+        _ => s.expires_at(),
+    };
+    instant(until).map(Some)
 }
 
 impl Encoded {
-    fn new(s: &Session) -> Result<Self, StoreError> {
+    fn new(s: &Session, grace: Option<Duration>) -> Result<Self, StoreError> {
         Ok(Self {
             id: s.id.to_string(),
             user_id: s.user_id.clone(),
@@ -59,10 +76,11 @@ impl Encoded {
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             version: counter(s.version, "version")?,
             epoch: counter(s.epoch, "epoch")?,
+            grace_until: grace_until(s, grace)?,
         })
     }
 
-    /// Binds `?1`..`?19`.
+    /// Binds `?1`..`?20`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -83,14 +101,16 @@ impl Encoded {
             .bind(self.revoked_reason)
             .bind(self.version)
             .bind(self.epoch)
+            .bind(self.grace_until)
     }
 }
 
 const INSERT: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19) \
+    ", grace_until) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -99,8 +119,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18, epoch = ?19 \
-     WHERE id = ?1 AND version = ?20 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, epoch = ?19, grace_until = ?20 \
+     WHERE id = ?1 AND version = ?21 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -142,6 +162,14 @@ const USER_EPOCH: &str = "SELECT epoch FROM user_epochs WHERE user_id = ?1";
 /// Moves a user's epoch on (from 0, the epoch of a user never revoked).
 pub(crate) const BUMP_EPOCH: &str = "INSERT INTO user_epochs (user_id, epoch) VALUES (?1, 1) \
      ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1";
+
+/// Clears every sealed successor whose grace window has passed.
+const CLEAR_GRACE: &str = "UPDATE sessions SET grace_successor = NULL, grace_until = NULL \
+     WHERE grace_until <= ?1";
+
+/// Clears one session's sealed successor if its grace window has passed.
+const CLEAR_GRACE_ONE: &str = "UPDATE sessions SET grace_successor = NULL, grace_until = NULL \
+     WHERE id = ?2 AND grace_until <= ?1";
 
 const PURGE: &str = "DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?1";
 
@@ -185,6 +213,25 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
     epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
 }
 
+impl SqliteStore {
+    /// The compare-and-swap behind `replace` and `replace_refreshed`.
+    async fn write(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        grace: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let expected = counter(expected_version, "version")?;
+        let done = Encoded::new(session, grace)?
+            .bind(sqlx::query(REPLACE))
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
@@ -205,7 +252,7 @@ impl SessionStore for SqliteStore {
         max: u32,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let encoded = Encoded::new(session)?;
+        let encoded = Encoded::new(session, None)?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -256,14 +303,36 @@ impl SessionStore for SqliteStore {
     }
 
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        let expected = counter(expected_version, "version")?;
-        let done = Encoded::new(session)?
-            .bind(sqlx::query(REPLACE))
-            .bind(expected)
+        self.write(session, expected_version, None).await
+    }
+
+    /// Keeps the sealed successor for the grace window only.
+    async fn replace_refreshed(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        params: &RefreshParams,
+    ) -> Result<bool, StoreError> {
+        self.write(session, expected_version, Some(params.grace))
+            .await
+    }
+
+    /// Clears the session's sealed successor first when its grace window
+    /// has passed, then core's read-decide-compare-and-swap.
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError> {
+        sqlx::query(CLEAR_GRACE_ONE)
+            .bind(instant(now)?)
+            .bind(presented.session_id.to_string())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        refresh_with_cas(self, presented, next, params, now).await
     }
 
     async fn revoke(
@@ -331,9 +400,16 @@ impl SessionStore for SqliteStore {
 
     /// Deletes every session, revoked or not, whose record has outlived the
     /// earlier of its deadlines.
+    /// Also clears every sealed successor whose grace window has passed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let at = instant(now)?;
+        sqlx::query(CLEAR_GRACE)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         let done = sqlx::query(PURGE)
-            .bind(instant(now)?)
+            .bind(at)
             .execute(&self.pool)
             .await
             .map_err(classify)?;
