@@ -83,6 +83,10 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         self.store.revoke_user(user_id, reason, now).await
     }
 
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.store.user_epoch(user_id).await
+    }
+
     async fn list_user(
         &self,
         user_id: &str,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use session_core::store::{AuditLog, SessionStore, UserStore};
 
+pub mod accounts;
 pub mod audit;
 pub mod dpop;
 pub mod fixtures;
@@ -45,6 +46,9 @@ macro_rules! __session_store_checks {
             refresh_of_an_unknown_session_is_expired,
             revoke_twice_returns_none_the_second_time,
             revoke_user_touches_only_that_user,
+            revoke_user_refuses_creates_begun_before_it,
+            refresh_refuses_a_session_of_an_older_epoch,
+            creates_racing_revoke_user_leave_no_survivor,
             the_per_user_limit_revokes_the_oldest,
             list_user_is_oldest_first_and_omits_revoked,
             purge_expired_keeps_live_sessions,
@@ -81,6 +85,19 @@ macro_rules! __user_store_checks {
             get_user_returns_what_was_created,
             set_password_replaces_only_that_users_hash,
             delete_user_removes_only_that_user,
+        }
+    };
+}
+
+/// Calls back `__expand_checks!` with the list of checks of a store that
+/// keeps both sessions and built-in users.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __accounts_checks {
+    ($($mode:tt)*) => {
+        $crate::__expand_checks! { $($mode)* ; accounts ;
+            set_password_moves_the_session_epoch,
+            password_change_beats_logins_in_flight,
         }
     };
 }
@@ -143,6 +160,30 @@ macro_rules! user_store_tests {
     ($factory:expr $(,)?) => {
         $crate::__user_store_checks! { tests dyn $crate::__private::UserStore, $factory }
     };
+}
+
+/// Expands to one `#[tokio::test]` per check of a store that keeps both
+/// sessions and built-in users (the password change against logins in
+/// flight), each on a fresh store from `$factory` (a future whose output
+/// is an `Arc` of a [`SessionAndUserStore`]).
+#[macro_export]
+macro_rules! session_and_user_store_tests {
+    ($factory:expr $(,)?) => {
+        $crate::__accounts_checks! { tests dyn $crate::SessionAndUserStore, $factory }
+    };
+}
+
+/// A store that keeps both sessions and built-in users (as every bundled
+/// backend does): what a password change needs to beat logins in flight.
+pub trait SessionAndUserStore: SessionStore + UserStore {}
+
+impl<T: SessionStore + UserStore + ?Sized> SessionAndUserStore for T {}
+
+/// Runs every check of a store that keeps sessions and users, one after
+/// another, on one store.
+pub async fn session_and_user_store_suite<S: SessionAndUserStore + 'static>(store: Arc<S>) {
+    let store: Arc<dyn SessionAndUserStore> = store;
+    __accounts_checks! { run store }
 }
 
 /// Runs every session-store check, one after another, on one store.

@@ -804,6 +804,210 @@ pub async fn revoke_user_touches_only_that_user(store: Arc<dyn SessionStore>) {
     assert!(again.is_empty(), "nothing is left to revoke");
 }
 
+/// `revoke_user` moves the user's epoch on: a create of that user begun
+/// before it (its session carries the older epoch) is refused with
+/// `Superseded` and writes nothing, through `create` and `create_limited`;
+/// a session opened under the new epoch is created; other users are
+/// untouched.
+pub async fn revoke_user_refuses_creates_begun_before_it(store: Arc<dyn SessionStore>) {
+    let secrets = secrets();
+    let now = base_time();
+    let (user, other) = (unique_user("epoch"), unique_user("epoch-other"));
+    let before = store.user_epoch(&user).await.expect("user_epoch");
+    assert_eq!(before, 0, "a user never revoked is at epoch 0");
+    let (first, _, _) = opened(&*store, &secrets, &user, now).await;
+
+    let revoked = store
+        .revoke_user(&user, RevokeReason::RevokeAll, secs(now, 1))
+        .await
+        .expect("revoke_user");
+    assert_eq!(ids(&revoked), vec![first.id]);
+    let after = store.user_epoch(&user).await.expect("user_epoch");
+    assert!(after > before, "revoke_user moves the epoch on");
+
+    let late = |at: i64| {
+        let (mut s, _, _) = open_session(&secrets, &user, &Lifetimes::default(), secs(now, at));
+        s.epoch = before;
+        s
+    };
+    let (s2, s3) = (late(2), late(3));
+    let err = store.create(&s2).await.expect_err("an old-epoch create");
+    assert!(
+        matches!(err, StoreError::Superseded),
+        "expected Superseded, got {err:?}"
+    );
+    let err = store
+        .create_limited(&s3, 2, secs(now, 3))
+        .await
+        .expect_err("an old-epoch create_limited");
+    assert!(
+        matches!(err, StoreError::Superseded),
+        "expected Superseded, got {err:?}"
+    );
+    for s in [&s2, &s3] {
+        assert_eq!(
+            store.get(&s.id).await.expect("get"),
+            None,
+            "nothing written"
+        );
+    }
+    assert!(
+        store
+            .list_user(&user, secs(now, 4))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let (mut current, _, _) = open_session(&secrets, &user, &Lifetimes::default(), secs(now, 5));
+    current.epoch = after;
+    store
+        .create(&current)
+        .await
+        .expect("a current-epoch create");
+    assert_eq!(
+        ids(&store.list_user(&user, secs(now, 6)).await.expect("list")),
+        vec![current.id]
+    );
+
+    assert_eq!(store.user_epoch(&other).await.expect("user_epoch"), 0);
+    opened(&*store, &secrets, &other, now).await;
+}
+
+/// Defence in depth: a refresh never gives tokens to an active session
+/// whose epoch is behind its user's (one a revoke-all should have ended):
+/// the outcome is `Revoked` and nothing is written.
+pub async fn refresh_refuses_a_session_of_an_older_epoch(store: Arc<dyn SessionStore>) {
+    let secrets = secrets();
+    let now = base_time();
+    let user = unique_user("epoch-refresh");
+    store
+        .revoke_user(&user, RevokeReason::RevokeAll, now)
+        .await
+        .expect("revoke_user");
+    let epoch = store.user_epoch(&user).await.expect("user_epoch");
+    assert!(epoch > 0);
+    let (mut session, _, p0) = open_session(&secrets, &user, &Lifetimes::default(), now);
+    session.epoch = epoch;
+    store.create(&session).await.expect("create");
+    // As if it had slipped past the revoke-all: its epoch is the old one.
+    let mut stale = session.clone();
+    stale.epoch = epoch - 1;
+    stale.version += 1;
+    assert!(
+        store
+            .replace(&stale, session.version)
+            .await
+            .expect("replace")
+    );
+
+    let (_, _, next) = mint(&secrets, &session.id, 1);
+    let result = store
+        .refresh(&p0, &next, &params(default_grace()), secs(now, 1))
+        .await
+        .expect("refresh");
+    assert_eq!(result.outcome, RefreshOutcome::Revoked);
+    assert_eq!(stored(&*store, &session.id).await, stale, "nothing written");
+}
+
+/// Hundreds of creates racing one `revoke_user` (each reads the user's
+/// epoch, then creates under it, as a login does around its password
+/// check): every session created under the epoch from before the
+/// revoke-all is revoked afterwards and no refresh rotates it; zero
+/// survivors.
+pub async fn creates_racing_revoke_user_leave_no_survivor(store: Arc<dyn SessionStore>) {
+    const CREATES: usize = 200;
+    let secrets = Arc::new(secrets());
+    let now = base_time();
+    let user = Arc::new(unique_user("epoch-race"));
+    let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let creates: Vec<_> = (0..CREATES)
+        .map(|_| {
+            let (store, secrets, user, begun) = (
+                Arc::clone(&store),
+                Arc::clone(&secrets),
+                Arc::clone(&user),
+                Arc::clone(&begun),
+            );
+            tokio::spawn(async move {
+                let epoch = store.user_epoch(&user).await.expect("user_epoch");
+                begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                let (mut session, _, presented) =
+                    open_session(&secrets, &user, &Lifetimes::default(), now);
+                session.epoch = epoch;
+                match store.create_limited(&session, 0, now).await {
+                    Ok(_) => (epoch, Some(presented)),
+                    Err(StoreError::Superseded) => (epoch, None),
+                    Err(e) => panic!("a racing create failed: {e:?}"),
+                }
+            })
+        })
+        .collect();
+    let revoker = {
+        let (store, user, begun) = (Arc::clone(&store), Arc::clone(&user), Arc::clone(&begun));
+        tokio::spawn(async move {
+            while begun.load(std::sync::atomic::Ordering::SeqCst) < CREATES / 2 {
+                tokio::task::yield_now().await;
+            }
+            store
+                .revoke_user(&user, RevokeReason::RevokeAll, now)
+                .await
+                .expect("revoke_user");
+        })
+    };
+    let results: Vec<_> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.expect("a create task panicked"))
+        .collect();
+    revoker.await.expect("the revoker panicked");
+    let current = store.user_epoch(&user).await.expect("user_epoch");
+    assert_no_survivors(&*store, &secrets, &results, current, now).await;
+}
+
+/// Every session created under an epoch older than `current` is revoked
+/// and refuses to rotate; and at least half the attempts began before the
+/// change (so the race was real).
+pub(crate) async fn assert_no_survivors(
+    store: &dyn SessionStore,
+    secrets: &TokenSecrets,
+    results: &[(u64, Option<PresentedRefresh>)],
+    current: u64,
+    now: OffsetDateTime,
+) {
+    let old: Vec<_> = results.iter().filter(|(e, _)| *e < current).collect();
+    assert!(
+        old.len() >= results.len() / 2,
+        "at least half the attempts began before the change ({} of {})",
+        old.len(),
+        results.len()
+    );
+    let mut survivors = 0;
+    for (_, created) in &old {
+        let Some(presented) = created else { continue };
+        let (_, _, next) = mint(secrets, &presented.session_id, 1);
+        let result = store
+            .refresh(presented, &next, &params(default_grace()), secs(now, 1))
+            .await
+            .expect("refresh");
+        let session = store.get(&presented.session_id).await.expect("get");
+        if result.outcome == RefreshOutcome::Rotated
+            || session.is_some_and(|s| s.is_active(secs(now, 1)))
+        {
+            survivors += 1;
+        }
+    }
+    let created = old.iter().filter(|(_, c)| c.is_some()).count();
+    assert_eq!(
+        survivors,
+        0,
+        "{survivors} of {created} sessions opened before the change survived it \
+         ({} refused)",
+        old.len() - created
+    );
+}
+
 /// With a limit of 2 on a user who has 2 sessions, `create_limited`
 /// revokes the oldest (reason `session_limit`), returns it, and keeps the
 /// other; a limit of 0 evicts nothing.

@@ -12,9 +12,9 @@ use crate::fixtures::{base_time, unique_user};
 
 /// A well-formed argon2id PHC string; the stores keep it as opaque text, so
 /// no check pays for real hashing.
-const HASH_A: &str =
+pub(crate) const HASH_A: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE";
-const HASH_B: &str =
+pub(crate) const HASH_B: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$cGVwcGVycGVwcGVy$YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmI";
 
 fn user(label: &str, hash: &str) -> User {

@@ -30,6 +30,10 @@ use crate::user::User;
 pub struct MemoryStore {
     sessions: Mutex<HashMap<SessionId, Session>>,
     dpop_proofs: Mutex<HashMap<[u8; 32], OffsetDateTime>>,
+    /// Per-user session epochs. Taken after `users` or `sessions` when
+    /// both are held (never the other way round), so a create checks, and
+    /// a revoke-all or password change moves, the epoch atomically.
+    epochs: Mutex<HashMap<String, u64>>,
     users: Mutex<HashMap<String, User>>,
     audit: Mutex<AuditEntries>,
 }
@@ -75,6 +79,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Refuses a session opened under an epoch its user has moved past.
+fn check_epoch(epochs: &HashMap<String, u64>, session: &Session) -> Result<(), StoreError> {
+    if epochs.get(&session.user_id).copied().unwrap_or(0) > session.epoch {
+        return Err(StoreError::Superseded);
+    }
+    Ok(())
+}
+
+/// Moves the user's epoch on.
+fn bump_epoch(epochs: &mut HashMap<String, u64>, user_id: &str) {
+    let e = epochs.entry(user_id.to_owned()).or_insert(0);
+    *e = e.saturating_add(1);
+}
+
 /// The user's active sessions at `now`, oldest first (by creation time,
 /// then id, so the order is total).
 fn active_of_user(
@@ -97,6 +115,7 @@ impl SessionStore for MemoryStore {
         if sessions.contains_key(&session.id) {
             return Err(StoreError::Conflict);
         }
+        check_epoch(&lock(&self.epochs), session)?;
         sessions.insert(session.id, session.clone());
         Ok(())
     }
@@ -112,6 +131,7 @@ impl SessionStore for MemoryStore {
         if sessions.contains_key(&session.id) {
             return Err(StoreError::Conflict);
         }
+        check_epoch(&lock(&self.epochs), session)?;
         let mut evicted = Vec::new();
         if max > 0 {
             let active = active_of_user(&sessions, &session.user_id, now);
@@ -170,6 +190,7 @@ impl SessionStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let mut sessions = lock(&self.sessions);
+        bump_epoch(&mut lock(&self.epochs), user_id);
         let ids = active_of_user(&sessions, user_id, now);
         let mut revoked = Vec::with_capacity(ids.len());
         for id in ids {
@@ -179,6 +200,10 @@ impl SessionStore for MemoryStore {
             }
         }
         Ok(revoked)
+    }
+
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        Ok(lock(&self.epochs).get(user_id).copied().unwrap_or(0))
     }
 
     async fn list_user(
@@ -239,10 +264,13 @@ impl UserStore for MemoryStore {
     }
 
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.users).get_mut(username).is_some_and(|u| {
-            password_hash.clone_into(&mut u.password_hash);
-            true
-        }))
+        let mut users = lock(&self.users);
+        let Some(user) = users.get_mut(username) else {
+            return Ok(false);
+        };
+        password_hash.clone_into(&mut user.password_hash);
+        bump_epoch(&mut lock(&self.epochs), username);
+        Ok(true)
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {

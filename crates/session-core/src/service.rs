@@ -74,6 +74,10 @@ pub enum ServiceError {
     /// The record already exists.
     #[error("already exists")]
     Conflict,
+    /// The user's sessions were revoked (a password change or revoke-all)
+    /// while this session was being opened; nothing was created.
+    #[error("the user's sessions were revoked while this one was being opened")]
+    Superseded,
     /// A store could not answer.
     #[error(transparent)]
     Store(StoreError),
@@ -89,6 +93,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Self::Conflict,
+            StoreError::Superseded => Self::Superseded,
             other => Self::Store(other),
         }
     }
@@ -319,10 +324,29 @@ impl SessionService {
     }
 
     /// Opens a session for `user_id` (after the caller authenticated the
-    /// user). Always a new session id: no fixation.
+    /// user). Always a new session id: no fixation. A revoke-all or
+    /// password change of the user that lands while this call runs makes
+    /// it fail with [`ServiceError::Superseded`] (or revokes the session
+    /// before this returns): the session is opened under the user's epoch
+    /// read first.
     pub async fn open_session(
         &self,
         user_id: &str,
+        metadata: Option<serde_json::Value>,
+        client: &ClientInfo,
+        actor: Actor,
+    ) -> Result<Issued, ServiceError> {
+        let epoch = self.sessions.user_epoch(user_id).await?;
+        self.open_session_under(user_id, epoch, metadata, client, actor)
+            .await
+    }
+
+    /// [`SessionService::open_session`] under an epoch the caller read
+    /// before it authenticated the user.
+    async fn open_session_under(
+        &self,
+        user_id: &str,
+        epoch: u64,
         metadata: Option<serde_json::Value>,
         client: &ClientInfo,
         actor: Actor,
@@ -337,6 +361,7 @@ impl SessionService {
             &self.config.lifetimes,
             now,
         );
+        session.epoch = epoch;
         session.ip.clone_from(&client.ip);
         session.user_agent.clone_from(&client.user_agent);
         session.dpop_jkt.clone_from(&client.dpop_jkt);
@@ -376,12 +401,20 @@ impl SessionService {
 
     /// Password login for a built-in user. Unknown user and wrong password
     /// give the same error after the same amount of work.
+    ///
+    /// The user's session epoch is read before the password hash, so a
+    /// password change (or revoke-all) that lands while the hash is being
+    /// checked refuses this session, or revokes it if it was created first:
+    /// a login with the old password never outlives the change. A refused
+    /// login is [`ServiceError::InvalidCredentials`] (the password it
+    /// checked is no longer the user's).
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         client: &ClientInfo,
     ) -> Result<Issued, ServiceError> {
+        let epoch = self.sessions.user_epoch(username).await?;
         let user = self.users.get_user(username).await?;
         let known = user.is_some();
         let hash = user.map_or_else(|| user::dummy_hash().to_owned(), |u| u.password_hash);
@@ -399,7 +432,22 @@ impl SessionService {
                 .await?;
             return Err(ServiceError::InvalidCredentials);
         }
-        self.open_session(username, None, client, Actor::User).await
+        match self
+            .open_session_under(username, epoch, None, client, Actor::User)
+            .await
+        {
+            Err(ServiceError::Superseded) => {
+                self.record(
+                    AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now())
+                        .client(client)
+                        .user(username)
+                        .details(serde_json::json!({ "known_user": true, "superseded": true })),
+                )
+                .await?;
+                Err(ServiceError::InvalidCredentials)
+            }
+            other => other,
+        }
     }
 
     /// Rotates a refresh token (see [`crate::rotation`]).
@@ -637,10 +685,19 @@ impl SessionService {
         client: &ClientInfo,
         note: Option<&str>,
     ) -> Result<usize, ServiceError> {
-        let revoked = self
+        let mut revoked = self
             .sessions
             .revoke_user(user_id, reason, self.now())
             .await?;
+        // A login that read the epoch the first pass moved on may have
+        // opened its session while that pass ran. A second pass, right
+        // before answering, ends it too: every login answered before this
+        // call returns is dead.
+        revoked.extend(
+            self.sessions
+                .revoke_user(user_id, reason, self.now())
+                .await?,
+        );
         let mut audit = AuditOutcome::default();
         for s in &revoked {
             audit.note(

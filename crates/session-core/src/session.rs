@@ -168,6 +168,12 @@ pub struct Session {
     pub refresh: RefreshState,
     /// Set once revoked; never cleared.
     pub revoked: Option<Revocation>,
+    /// The user's session epoch read when this session's login (or
+    /// creation request) began. A password change or revoke-all moves the
+    /// user's epoch on; from then on a store refuses to create this session
+    /// and a refresh refuses to rotate it (see `SessionStore::user_epoch`).
+    #[serde(default)]
+    pub epoch: u64,
     /// Optimistic-concurrency version: every write bumps it, and stores
     /// replace a session only if the version they read is still there.
     pub version: u64,
@@ -208,6 +214,7 @@ impl Session {
                 recent_refreshes: Vec::new(),
             },
             revoked: None,
+            epoch: 0,
             version: 0,
             dpop_jkt: None,
         }

@@ -33,6 +33,11 @@ pub enum StoreError {
     /// Any other backend failure.
     #[error("session store failed")]
     Backend(#[source] BoxError),
+    /// The user's sessions were revoked (a password change or revoke-all
+    /// moved the user's epoch past the session's) after this session's
+    /// creation began: nothing was written.
+    #[error("the user's sessions were revoked while this one was being created")]
+    Superseded,
 }
 
 impl StoreError {
@@ -70,12 +75,17 @@ pub const MAX_CAS_ATTEMPTS: usize = 16;
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Inserts a new session. Never overwrites: an existing id is
-    /// [`StoreError::Conflict`].
+    /// [`StoreError::Conflict`]. Refuses with [`StoreError::Superseded`],
+    /// writing nothing, when the user's epoch has moved past
+    /// `session.epoch` (checked atomically with the insert, or re-checked
+    /// after it and undone, so that no session opened under an old epoch
+    /// outlives a [`SessionStore::revoke_user`]).
     async fn create(&self, session: &Session) -> Result<(), StoreError>;
 
     /// Inserts a new session while keeping the user at no more than `max`
     /// active sessions (0 = unlimited): the oldest are revoked with reason
-    /// `session_limit` and returned. Atomic in stores that override it.
+    /// `session_limit` and returned. Refuses like [`SessionStore::create`]
+    /// when the user's epoch moved on. Atomic in stores that override it.
     async fn create_limited(
         &self,
         session: &Session,
@@ -121,7 +131,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<Option<Session>, StoreError>;
 
-    /// Revokes every active session of `user_id`; returns those it revoked.
+    /// The user's session epoch: 0 until the first revoke-all or password
+    /// change, moved on by each. A login reads it before checking the
+    /// password and opens its session under it, so that a create or a
+    /// refresh can tell a session begun before the user's sessions were
+    /// revoked.
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError>;
+
+    /// Moves the user's epoch on first (so every create of this user begun
+    /// before, whose session carries an older epoch, is refused from then
+    /// on), then revokes every active session of `user_id`; returns those
+    /// it revoked. No session opened under an older epoch survives it.
     async fn revoke_user(
         &self,
         user_id: &str,
@@ -201,6 +221,20 @@ pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
             });
         };
         let plan = plan_refresh(&session, presented, next, params, now);
+        let issues = matches!(
+            plan.outcome,
+            RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
+        );
+        // Defence in depth: a session opened under an older epoch of its
+        // user (one that a revoke-all or password change should have
+        // ended) is never given new tokens.
+        if issues && session.epoch < store.user_epoch(&session.user_id).await? {
+            return Ok(RefreshResult {
+                outcome: RefreshOutcome::Revoked,
+                session: Some(session),
+                anomalies: Vec::new(),
+            });
+        }
         match plan.write {
             None => {
                 return Ok(RefreshResult {
@@ -233,7 +267,10 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
     /// The user with this name.
     async fn get_user(&self, username: &str) -> Result<Option<User>, StoreError>;
-    /// Sets a new password hash; false when there is no such user.
+    /// Sets a new password hash; false when there is no such user. A store
+    /// that also keeps sessions moves the user's session epoch on in the
+    /// same atomic write (see [`SessionStore::user_epoch`]), so no login
+    /// that read the old hash can open a session afterwards.
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
     /// Removes a user; false when there is no such user.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use session_store_postgres::{MigrateMode, OutboxAuditLog, OutboxConfig};
-use session_store_redis::RedisStore;
+use session_store_redis::{RedisOptions, RedisStore};
 use session_store_sqlite::SqliteStore;
 
 use session_core::keys::KeyRing;
@@ -127,9 +127,23 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             (sessions, Some(store))
         }
         "redis" | "redis+cluster" => {
-            // Connects on first use: the server starts while Redis is
-            // unreachable, answers 503 until it is back, then serves.
-            let store = RedisStore::open(store_url, &settings.redis_prefix)
+            let options = RedisOptions {
+                allow_eviction: settings.redis_allow_eviction,
+                ..RedisOptions::default()
+            };
+            // Connect now where Redis answers, so an evicting policy stops
+            // the start with one line. Where Redis is unreachable, start
+            // anyway: the store connects on first use (checking the policy
+            // then), answers 503 until Redis is back, then serves.
+            let store = match RedisStore::connect_with(store_url, &settings.redis_prefix, &options)
+                .await
+            {
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "Redis is unreachable; starting anyway, answering 503 until it is back");
+                    RedisStore::open_with(store_url, &settings.redis_prefix, &options)
+                }
+                other => other,
+            }
                 .map(Arc::new)
                 .map_err(|source| StartupError::Store {
                     what: "Redis store",

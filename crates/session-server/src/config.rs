@@ -72,6 +72,11 @@ pub const SETTINGS: &[SettingSpec] = &[
         "prefix of every Redis key and of the revocation channel; deployments sharing one Redis need different prefixes",
     ),
     s(
+        "redis_allow_eviction",
+        Some("false"),
+        "true: start on a Redis whose maxmemory-policy is not noeviction (or cannot be read); an evicted user index or epoch lets a revoke-all miss sessions",
+    ),
+    s(
         "audit",
         None,
         "sqlite://PATH (default <data dir>/audit.db) or postgres://… for the PostgreSQL audit log",
@@ -302,6 +307,7 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub store: String,
     pub redis_prefix: String,
+    pub redis_allow_eviction: bool,
     pub audit: Option<String>,
     pub validation: ValidationMode,
     pub issuer: String,
@@ -489,6 +495,7 @@ impl RawSettings {
             admin_token: get("admin_token").map(Secret::new),
             store,
             redis_prefix: req("redis_prefix")?.to_owned(),
+            redis_allow_eviction: parse_with("redis_allow_eviction", req("redis_allow_eviction")?)?,
             audit: get("audit").map(str::to_owned),
             validation: parse_with("validation", req("validation")?)?,
             issuer: req("issuer")?.to_owned(),

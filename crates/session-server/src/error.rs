@@ -140,6 +140,16 @@ impl ApiError {
         )
     }
 
+    /// 409 `conflict`: a session opened (by a trusted backend) while a
+    /// revoke-all or password change of its user was landing.
+    pub fn superseded() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the user's sessions were revoked while this one was being opened",
+        )
+    }
+
     /// 500 `internal_error` (the cause is logged, not returned).
     pub fn internal() -> Self {
         Self::new(
@@ -184,6 +194,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(_) | StoreError::Contention => Self::store_unavailable(),
             StoreError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
+            StoreError::Superseded => Self::superseded(),
             StoreError::Corrupt(_) | StoreError::Backend(_) => Self::store_unavailable(),
         }
     }
@@ -194,6 +205,7 @@ fn store_error_kind(e: &StoreError) -> &'static str {
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Conflict => "conflict",
         StoreError::Contention => "contention",
+        StoreError::Superseded => "superseded",
         StoreError::Corrupt(_) => "corrupt",
         StoreError::Backend(_) => "backend",
     }
@@ -226,6 +238,7 @@ impl From<ServiceError> for ApiError {
                 "this session is bound to a DPoP key: a proof by that key is required",
             ),
             ServiceError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
+            ServiceError::Superseded => Self::superseded(),
             ServiceError::Store(e) => e.into(),
             ServiceError::Key(e) => {
                 log_chain("signing failed", &e);

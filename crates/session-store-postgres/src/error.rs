@@ -101,6 +101,7 @@ pub(crate) fn share(e: &Arc<StoreError>) -> StoreError {
         StoreError::Unavailable(_) => StoreError::unavailable(wrapped),
         StoreError::Conflict => StoreError::Conflict,
         StoreError::Contention => StoreError::Contention,
+        StoreError::Superseded => StoreError::Superseded,
         StoreError::Corrupt(_) => StoreError::corrupt(wrapped),
         StoreError::Backend(_) => StoreError::backend(wrapped),
     }

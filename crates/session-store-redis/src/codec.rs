@@ -10,7 +10,8 @@
 //! agent, metadata (JSON text), generation, current digest (32 bytes),
 //! previous digest (flag + 32), rotated-at (flag + timestamp), recent
 //! refreshes (count + timestamps), revocation (flag + timestamp + reason
-//! byte), then optional tagged fields, each a tag byte and its value:
+//! byte), and (format 2) the user epoch the session was opened under,
+//! then optional tagged fields, each a tag byte and its value:
 //! `J` + string, the DPoP key thumbprint (v1.1; records without it decode
 //! as unbound). Strings are a varint length and bytes; optional strings use
 //! length + 1 with 0 for none; timestamps are zig-zag varints of Unix
@@ -25,7 +26,9 @@ use session_core::session::{RefreshState, Revocation};
 use session_core::{RevokeReason, Session, SessionId};
 use time::OffsetDateTime;
 
-const FORMAT: u8 = 1;
+/// The body format written. Format 1 (before session epochs) is still read,
+/// as epoch 0.
+const FORMAT: u8 = 2;
 
 /// The stored byte of a revoke reason. Exhaustive on purpose: a new
 /// reason does not compile until it has its own byte here and in
@@ -136,6 +139,7 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
         }
         None => d.push(0),
     }
+    put_varint(&mut d, u128::from(s.epoch));
     if let Some(jkt) = &s.dpop_jkt {
         d.push(TAG_DPOP_JKT);
         put_str(&mut d, jkt.as_str().as_bytes());
@@ -166,7 +170,7 @@ pub(crate) fn decode(
         return Err(DecodeError::Header);
     }
     let format = rd.byte()?;
-    if format != FORMAT {
+    if format != 1 && format != FORMAT {
         return Err(DecodeError::Format(format));
     }
     let user_id = rd.string()?;
@@ -204,6 +208,11 @@ pub(crate) fn decode(
     if revoked.is_some() != (flag == b'R') {
         return Err(DecodeError::Header);
     }
+    let epoch = if format == 1 {
+        0
+    } else {
+        u64::try_from(rd.varint()?).map_err(|_| DecodeError::Malformed)?
+    };
     let mut dpop_jkt = None;
     while !rd.0.is_empty() {
         match rd.byte()? {
@@ -233,6 +242,7 @@ pub(crate) fn decode(
             recent_refreshes,
         },
         revoked,
+        epoch,
         version,
         dpop_jkt,
     })
@@ -384,6 +394,7 @@ mod tests {
             revoked in proptest::option::of((arb_time(), 0_usize..8)),
             version in any::<u64>(),
             jkt in proptest::option::of(any::<[u8; 32]>()),
+            epoch in any::<u64>(),
         ) -> Session {
             let mut s = Session::new(SessionId::generate(), user, TokenDigest::from_bytes(cur), &Lifetimes::default(), times[0]);
             s.last_seen_at = times[1];
@@ -402,6 +413,7 @@ mod tests {
             s.revoked = revoked.map(|(at, i)| Revocation { at, reason: REASONS[i] });
             s.version = version;
             s.dpop_jkt = jkt.map(Jkt::from_digest);
+            s.epoch = epoch;
             s
         }
     }
@@ -454,8 +466,9 @@ mod tests {
         );
         s.revoke(RevokeReason::Admin, OffsetDateTime::UNIX_EPOCH);
         let mut v = encode(&s);
-        // The reason byte is the last byte of a revoked record.
-        *v.last_mut().unwrap() = 200;
+        // The reason byte is followed by the epoch (one byte for 0).
+        let at = v.len() - 2;
+        v[at] = 200;
         assert!(matches!(
             decode(id, &v, None),
             Err(DecodeError::Reason(200))
@@ -463,6 +476,23 @@ mod tests {
         for byte in 8..=u8::MAX {
             assert!(reason_from_byte(byte).is_err(), "{byte}");
         }
+    }
+
+    #[test]
+    fn a_record_written_before_epochs_reads_as_epoch_zero() {
+        let s = Session::new(
+            SessionId::generate(),
+            "u".into(),
+            TokenDigest::of("t"),
+            &Lifetimes::default(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        let mut v = encode(&s);
+        // Format 1: the same body without the trailing epoch.
+        let format_at = v.iter().position(|b| *b == b';').unwrap() + 2;
+        v[format_at] = 1;
+        v.pop();
+        assert_eq!(decode(s.id, &v, None).unwrap(), s);
     }
 
     #[test]

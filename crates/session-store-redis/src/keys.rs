@@ -74,6 +74,14 @@ impl Keys {
         format!("{}l:{{{}}}", self.base, tag(user_id))
     }
 
+    /// `…:e:{<user>}` — the user's session epoch (an integer, no expiry),
+    /// moved on by every revoke-all and password change. Same slot as the
+    /// index, the lock and the built-in user of that name, so the index
+    /// and password scripts read or move it atomically.
+    pub(crate) fn epoch(&self, user_id: &str) -> String {
+        format!("{}e:{{{}}}", self.base, tag(user_id))
+    }
+
     /// `…:user:{<username>}` — a built-in password user (a hash).
     pub(crate) fn user(&self, username: &str) -> String {
         format!("{}user:{{{}}}", self.base, tag(username))
@@ -128,6 +136,8 @@ mod tests {
         for user in ["alice", "", "a}b", "{x}", "%", "%25", "x{", "}"] {
             let u = keys.index(user);
             assert_eq!(hash_tag(&u), hash_tag(&keys.lock(user)), "{user:?}");
+            assert_eq!(hash_tag(&u), hash_tag(&keys.epoch(user)), "{user:?}");
+            assert_eq!(hash_tag(&u), hash_tag(&keys.user(user)), "{user:?}");
             assert!(!hash_tag(&u).is_empty());
         }
     }

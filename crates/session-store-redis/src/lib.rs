@@ -54,6 +54,48 @@ pub enum ConfigError {
     /// the key layout's hash tags.
     #[error("key prefix must be non-empty and free of '{{', '}}' and whitespace")]
     Prefix,
+    /// Redis may evict keys under memory pressure: an evicted user index or
+    /// epoch would let a revoke-all or password change miss sessions.
+    #[error(
+        "Redis maxmemory-policy is {policy:?} on {node}: Redis may evict session state \
+         (a user's index or epoch) and a revoke-all would then miss sessions; set \
+         maxmemory-policy to noeviction, or accept the risk with the allow_eviction option \
+         (session-server: SESSION_REDIS_ALLOW_EVICTION=true)"
+    )]
+    EvictingPolicy {
+        /// The node.
+        node: String,
+        /// Its policy.
+        policy: String,
+    },
+    /// The policy could not be read (CONFIG disabled or renamed).
+    #[error(
+        "cannot read Redis maxmemory-policy (is CONFIG disabled?); make sure it is \
+         noeviction, then start with the allow_eviction option \
+         (session-server: SESSION_REDIS_ALLOW_EVICTION=true)"
+    )]
+    PolicyUnreadable(#[source] Option<Box<dyn std::error::Error + Send + Sync + 'static>>),
+}
+
+/// How [`RedisStore::connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long one store operation may take (default
+    /// [`DEFAULT_COMMAND_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Start even when Redis may evict keys (a `maxmemory-policy` other than
+    /// `noeviction`) or when the policy cannot be read. Off by default: an
+    /// evicted user index or epoch makes revocation fail open.
+    pub allow_eviction: bool,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+            allow_eviction: false,
+        }
+    }
 }
 
 /// A command that did not answer in time.
@@ -115,6 +157,8 @@ const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 struct LazyConn {
     connector: Connector,
     conn: tokio::sync::OnceCell<Conn>,
+    /// Whether a `maxmemory-policy` other than `noeviction` is accepted.
+    allow_eviction: bool,
     /// When the next attempt may start, and the pause after it fails.
     retry: std::sync::Mutex<(tokio::time::Instant, Duration)>,
 }
@@ -181,7 +225,28 @@ impl RedisStore {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let store = Self::open_with_timeout(url, prefix, timeout)?;
+        Self::connect_with(
+            url,
+            prefix,
+            &RedisOptions {
+                timeout,
+                ..RedisOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`RedisStore::connect`] with options: connects now, and refuses
+    /// (with [`ConfigError::EvictingPolicy`] or
+    /// [`ConfigError::PolicyUnreadable`] as the source of a
+    /// [`StoreError::Backend`]) a Redis whose `maxmemory-policy` is not
+    /// `noeviction` on every master, unless `allow_eviction` is set.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_with(url, prefix, options)?;
         store.connection().await?;
         Ok(store)
     }
@@ -191,17 +256,20 @@ impl RedisStore {
     /// Redis answers, every operation fails with
     /// [`StoreError::Unavailable`] (and attempts back off from 100 ms to
     /// 5 s), and then the store serves without being made again. A bad
-    /// URL or prefix still fails here. Must run inside a Tokio runtime.
+    /// URL or prefix still fails here. The eviction policy is checked at
+    /// the first connection: a refused policy fails every operation (fail
+    /// closed) until Redis is reconfigured. Must run inside a Tokio runtime.
     pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        Self::open_with_timeout(url, prefix, DEFAULT_COMMAND_TIMEOUT)
+        Self::open_with(url, prefix, &RedisOptions::default())
     }
 
-    /// [`RedisStore::open`] with another command timeout.
-    pub fn open_with_timeout(
+    /// [`RedisStore::open`] with options.
+    pub fn open_with(
         url: &str,
         prefix: &str,
-        timeout: Duration,
+        options: &RedisOptions,
     ) -> Result<Self, StoreError> {
+        let timeout = options.timeout;
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let bad_url = |e: RedisError| StoreError::backend(ConfigError::Url(Some(e)));
         let (connector, feed_nodes, cluster) =
@@ -242,6 +310,7 @@ impl RedisStore {
             conn: Arc::new(LazyConn {
                 connector,
                 conn: tokio::sync::OnceCell::new(),
+                allow_eviction: options.allow_eviction,
                 retry: std::sync::Mutex::new((tokio::time::Instant::now(), MIN_RECONNECT_BACKOFF)),
             }),
             keys,
@@ -281,9 +350,13 @@ impl RedisStore {
                             .map(Conn::Cluster)
                     }
                 };
-                if let Ok(conn) = &made {
-                    self.check_eviction_policy_on(conn).await;
-                }
+                let made = match made {
+                    Ok(conn) => self
+                        .check_eviction_policy(&conn, lazy.allow_eviction)
+                        .await
+                        .map(|()| conn),
+                    Err(e) => Err(e),
+                };
                 let mut retry = lazy
                     .retry
                     .lock()
@@ -335,32 +408,117 @@ impl RedisStore {
         self.keys.index(user_id)
     }
 
-    /// Warns when Redis may evict keys that carry security state.
-    async fn check_eviction_policy_on(&self, conn: &Conn) {
+    /// The key of `user_id`'s session epoch (for tests and operators).
+    pub fn user_epoch_key(&self, user_id: &str) -> String {
+        self.keys.epoch(user_id)
+    }
+
+    /// Reads the user's session epoch (0 when never moved).
+    async fn read_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.epoch(user_id));
+        let epoch: Option<String> = self.query(&cmd).await?;
+        epoch.map_or(Ok(0), |e| {
+            e.parse()
+                .map_err(|_| StoreError::corrupt(Unexpected("a user epoch that is not a number")))
+        })
+    }
+
+    /// Undoes a create refused after the fact: nobody was given this
+    /// session's tokens, so it is removed as if never created. A failure
+    /// leaves a session whose tokens nobody holds (and whose stale epoch no
+    /// refresh accepts).
+    async fn undo_create(&self, session: &Session) {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.keys.session(&session.id))
+            .arg(self.keys.grace(&session.id));
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.keys.index(&session.user_id))
+            .arg(session.id.to_string());
+        if let Err(e) = self.query::<i64>(&del).await {
+            tracing::warn!(error = %e, "could not remove a session refused after its creation");
+        }
+        if let Err(e) = self.query::<i64>(&zrem).await {
+            tracing::debug!(error = %e, "could not unindex a session refused after its creation");
+        }
+    }
+
+    /// Every master's `maxmemory-policy`, by node.
+    async fn eviction_policies(&self, conn: &Conn) -> Result<Vec<(String, String)>, StoreError> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
-        let mut conn = conn.clone();
-        match within(
-            self.timeout,
-            cmd.query_async::<HashMap<String, String>>(&mut conn),
-        )
-        .await
-        {
-            Ok(map) => {
-                if let Some(policy) = map.get("maxmemory-policy")
-                    && policy != "noeviction"
-                    && !policy.starts_with("volatile-")
-                {
-                    tracing::warn!(
-                        policy,
-                        "Redis maxmemory-policy may evict session state; set it to noeviction"
-                    );
-                }
+        let unreadable = |e: Option<RedisError>| {
+            StoreError::backend(ConfigError::PolicyUnreadable(
+                e.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            ))
+        };
+        let policy_of = |v: Value| -> Result<String, StoreError> {
+            let map: HashMap<String, String> =
+                redis::from_redis_value(&v).map_err(|e| unreadable(Some(e)))?;
+            map.get("maxmemory-policy")
+                .cloned()
+                .ok_or_else(|| unreadable(None))
+        };
+        let reply = match conn {
+            Conn::Single(c) => {
+                let mut c = c.clone();
+                let v: Value = within(self.timeout, cmd.query_async(&mut c)).await?;
+                vec![("redis".to_owned(), v)]
             }
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                let routing = redis::cluster_routing::RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    None,
+                ));
+                let v = within(self.timeout, c.route_command(&cmd, routing)).await?;
+                let Value::Map(by_node) = v else {
+                    return Err(unreadable(None));
+                };
+                by_node
+                    .into_iter()
+                    .map(|(node, v)| {
+                        let node: String =
+                            redis::from_redis_value(&node).map_err(|e| unreadable(Some(e)))?;
+                        Ok((node, v))
+                    })
+                    .collect::<Result<_, StoreError>>()?
+            }
+        };
+        reply
+            .into_iter()
+            .map(|(node, v)| Ok((node, policy_of(v)?)))
+            .collect()
+    }
+
+    /// Refuses a Redis that may evict keys carrying security state (the
+    /// user index and epoch, without which a revoke-all misses sessions),
+    /// unless `allow` says the deployment accepts it.
+    async fn check_eviction_policy(&self, conn: &Conn, allow: bool) -> Result<(), StoreError> {
+        let policies = match self.eviction_policies(conn).await {
+            Ok(p) => p,
+            Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
+            Err(e) if allow => {
+                tracing::warn!(error = %e, "cannot read maxmemory-policy; starting anyway (allow_eviction)");
+                return Ok(());
+            }
+            Err(e @ StoreError::Backend(_)) if is_unreadable(&e) => return Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "cannot read maxmemory-policy (CONFIG disabled?)")
+                return Err(StoreError::backend(ConfigError::PolicyUnreadable(Some(
+                    Box::new(e),
+                ))));
+            }
+        };
+        for (node, policy) in policies {
+            if policy != "noeviction" {
+                let refusal = ConfigError::EvictingPolicy { node, policy };
+                if !allow {
+                    return Err(StoreError::backend(refusal));
+                }
+                tracing::warn!(error = %refusal, "starting anyway (allow_eviction)");
             }
         }
+        Ok(())
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
@@ -574,6 +732,13 @@ fn grace_field(session: &Session, grace: Option<time::Duration>) -> (Vec<u8>, i6
     (sealed, codec::deadline_ms(until))
 }
 
+/// Whether `e` already says the policy could not be read.
+fn is_unreadable(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<ConfigError>())
+        .is_some_and(|c| matches!(c, ConfigError::PolicyUnreadable(_)))
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]
 struct Unexpected(&'static str);
@@ -621,17 +786,24 @@ impl SessionStore for RedisStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
         // The index entry first: a session that exists is always in its
         // user's index (revoke_user must find it); an entry whose create
-        // then fails is dropped later.
-        self.invoke::<i64>(
-            scripts::INDEX_ADD
-                .key(self.keys.index(&session.user_id))
-                .arg(codec::index_score(session.created_at))
-                .arg(session.id.to_string())
-                .arg(codec::deadline_ms(
-                    session.absolute_expires_at.max(session.expires_at()),
-                )),
-        )
-        .await?;
+        // then fails is dropped later. The index script refuses a session
+        // whose user's epoch has already moved on.
+        let indexed: i64 = self
+            .invoke(
+                scripts::INDEX_ADD
+                    .key(self.keys.index(&session.user_id))
+                    .key(self.keys.epoch(&session.user_id))
+                    .arg(codec::index_score(session.created_at))
+                    .arg(session.id.to_string())
+                    .arg(codec::deadline_ms(
+                        session.absolute_expires_at.max(session.expires_at()),
+                    ))
+                    .arg(session.epoch),
+            )
+            .await?;
+        if indexed != 1 {
+            return Err(StoreError::Superseded);
+        }
         let (g, g_deadline) = grace_field(session, None);
         let created: i64 = self
             .invoke(
@@ -644,11 +816,26 @@ impl SessionStore for RedisStore {
                     .arg(g_deadline),
             )
             .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
+        if created != 1 {
+            return Err(StoreError::Conflict);
         }
+        // The session lives in another slot than the epoch, so a revoke-all
+        // may have moved the epoch between the index script and the
+        // create, and read the index before this session existed. Looking
+        // again closes that gap: if the epoch is still the session's here,
+        // any later revoke-all finds the session; if not, it is undone.
+        let epoch = match self.read_epoch(&session.user_id).await {
+            Ok(e) => e,
+            Err(e) => {
+                self.undo_create(session).await;
+                return Err(e);
+            }
+        };
+        if epoch > session.epoch {
+            self.undo_create(session).await;
+            return Err(StoreError::Superseded);
+        }
+        Ok(())
     }
 
     async fn create_limited(
@@ -684,12 +871,23 @@ impl SessionStore for RedisStore {
         self.revoke_one(id, reason, now, None, None).await
     }
 
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.read_epoch(user_id).await
+    }
+
+    /// Moves the user's epoch on (`INCR`) before reading the index: a
+    /// create begun before is then refused by the index script, or undone
+    /// by its own look at the epoch after creating, or already in the
+    /// index and revoked here.
     async fn revoke_user(
         &self,
         user_id: &str,
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.keys.epoch(user_id));
+        self.query::<i64>(&incr).await?;
         let active: Vec<Session> = self
             .user_sessions(user_id, now)
             .await?
@@ -801,6 +999,7 @@ impl UserStore for RedisStore {
             .invoke(
                 scripts::SET_PASSWORD
                     .key(self.keys.user(username))
+                    .key(self.keys.epoch(username))
                     .arg(password_hash),
             )
             .await?;

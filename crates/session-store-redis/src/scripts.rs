@@ -1,7 +1,8 @@
 //! The Lua scripts. Each touches only keys that share one hash tag, so each
 //! runs atomically on one cluster slot: a session's scripts touch
-//! `…:s:{<sid>}` and `…:g:{<sid>}`; the index and lock scripts touch
-//! `…:u:{<user>}` or `…:l:{<user>}` alone.
+//! `…:s:{<sid>}` and `…:g:{<sid>}`; the index, lock and user scripts touch
+//! `…:u:{<user>}`, `…:l:{<user>}`, `…:user:{<user>}` and the epoch
+//! `…:e:{<user>}`, which share the user's tag.
 //!
 //! The scripts read only the stored string's text header
 //! (`<version>;<A|R>`, see `codec`): the version for the compare-and-swap
@@ -60,14 +61,18 @@ return 1
     )
 });
 
-/// Adds a session to its user's index and makes the index live at least as
-/// long as the session can (its absolute deadline). Never moves an entry
-/// that exists.
+/// Adds a session to its user's index, unless the user's epoch has moved
+/// past the session's (a revoke-all or password change landed since its
+/// login began), and makes the index live at least as long as the session
+/// can (its absolute deadline). Never moves an entry that exists.
 ///
-/// KEYS: 1 index. ARGV: 1 score, 2 session id, 3 deadline ms.
+/// KEYS: 1 index, 2 the user's epoch. ARGV: 1 score, 2 session id,
+/// 3 deadline ms, 4 the session's epoch.
+/// Returns 1 when added, 0 when the epoch moved on (nothing written).
 pub(crate) static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
 local t = redis.call('PEXPIRETIME', KEYS[1])
 if t < tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
@@ -102,14 +107,17 @@ return 1
     )
 });
 
-/// Sets a user's password hash if the user exists.
+/// Sets a user's password hash if the user exists, and moves the user's
+/// session epoch on in the same step.
 ///
-/// KEYS: 1 user. ARGV: 1 password hash. Returns 1 when set, 0 when absent.
+/// KEYS: 1 user, 2 the user's epoch. ARGV: 1 password hash.
+/// Returns 1 when set, 0 when absent.
 pub(crate) static SET_PASSWORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'h', ARGV[1])
+redis.call('INCR', KEYS[2])
 return 1
 ",
     )

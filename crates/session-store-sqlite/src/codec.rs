@@ -32,6 +32,11 @@ pub(crate) fn counter(n: u64, what: &'static str) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::backend(OutOfRange { what }))
 }
 
+/// A stored counter read back (negative is corrupt).
+pub(crate) fn stored_counter(n: i64, column: &'static str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| bad(column, format!("negative counter {n}")))
+}
+
 /// JSON text of a value the model holds.
 pub(crate) fn json_text(v: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(StoreError::backend)
@@ -136,6 +141,7 @@ pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
             recent_refreshes,
         },
         revoked,
+        epoch: read_counter(row, "epoch")?,
         version: read_counter(row, "version")?,
         dpop_jkt: get::<Option<String>>(row, "dpop_jkt")?
             .map(|j| Jkt::parse(&j).ok_or_else(|| bad("dpop_jkt", "not a key thumbprint")))

@@ -2,14 +2,16 @@
 //! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction.
 
 use async_trait::async_trait;
+use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::session::{RevokeReason, Session};
-use session_core::{SessionId, SessionStore, StoreError};
+use session_core::store::{RefreshResult, refresh_with_cas};
+use session_core::{PresentedRefresh, SessionId, SessionStore, StoreError};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteConnection};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::SqliteStore;
-use crate::codec::{counter, instant, instants_json, json_text, session_from_row};
+use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
@@ -35,10 +37,26 @@ struct Encoded {
     revoked_reason: Option<&'static str>,
     version: i64,
     dpop_jkt: Option<String>,
+    epoch: i64,
+    grace_until: Option<i64>,
+}
+
+/// Until when a session's sealed successor may be kept: the end of the
+/// grace window after its rotation where the window is known, else the
+/// session's deadline; none without a successor.
+fn grace_until(s: &Session, grace: Option<Duration>) -> Result<Option<i64>, StoreError> {
+    if s.refresh.grace_successor.is_none() {
+        return Ok(None);
+    }
+    let until = match (grace, s.refresh.rotated_at) {
+        (Some(grace), Some(at)) => (at + grace).min(s.expires_at()),
+        _ => s.expires_at(),
+    };
+    instant(until).map(Some)
 }
 
 impl Encoded {
-    fn new(s: &Session) -> Result<Self, StoreError> {
+    fn new(s: &Session, grace: Option<Duration>) -> Result<Self, StoreError> {
         Ok(Self {
             id: s.id.to_string(),
             user_id: s.user_id.clone(),
@@ -59,10 +77,12 @@ impl Encoded {
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             version: counter(s.version, "version")?,
             dpop_jkt: s.dpop_jkt.as_ref().map(|j| j.as_str().to_owned()),
+            epoch: counter(s.epoch, "epoch")?,
+            grace_until: grace_until(s, grace)?,
         })
     }
 
-    /// Binds `?1`..`?19`.
+    /// Binds `?1`..`?21`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -83,13 +103,17 @@ impl Encoded {
             .bind(self.revoked_reason)
             .bind(self.version)
             .bind(self.dpop_jkt)
+            .bind(self.epoch)
+            .bind(self.grace_until)
     }
 }
 
 const INSERT: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+    ", grace_until) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -98,8 +122,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18, dpop_jkt = ?19 \
-     WHERE id = ?1 AND version = ?20 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, dpop_jkt = ?19, epoch = ?20, grace_until = ?21 \
+     WHERE id = ?1 AND version = ?22 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -135,6 +159,20 @@ const REVOKE_USER: &str = concat!(
      RETURNING ",
     session_columns!()
 );
+
+const USER_EPOCH: &str = "SELECT epoch FROM user_epochs WHERE user_id = ?1";
+
+/// Moves a user's epoch on (from 0, the epoch of a user never revoked).
+pub(crate) const BUMP_EPOCH: &str = "INSERT INTO user_epochs (user_id, epoch) VALUES (?1, 1) \
+     ON CONFLICT (user_id) DO UPDATE SET epoch = epoch + 1";
+
+/// Clears every sealed successor whose grace window has passed.
+const CLEAR_GRACE: &str = "UPDATE sessions SET grace_successor = NULL, grace_until = NULL \
+     WHERE grace_until <= ?1";
+
+/// Clears one session's sealed successor if its grace window has passed.
+const CLEAR_GRACE_ONE: &str = "UPDATE sessions SET grace_successor = NULL, grace_until = NULL \
+     WHERE id = ?2 AND grace_until <= ?1";
 
 const PURGE: &str = "DELETE FROM sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?1";
 
@@ -177,35 +215,64 @@ async fn revoke_one(
     row.as_ref().map(session_from_row).transpose()
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        let done = Encoded::new(session)?
-            .bind(sqlx::query(INSERT))
+/// The user's epoch as the connection sees it (0 for a user never revoked).
+async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, StoreError> {
+    let epoch: Option<i64> = sqlx::query_scalar(USER_EPOCH)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(classify)?;
+    epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
+}
+
+impl SqliteStore {
+    /// The compare-and-swap behind `replace` and `replace_refreshed`.
+    async fn write(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        grace: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let expected = counter(expected_version, "version")?;
+        let done = Encoded::new(session, grace)?
+            .bind(sqlx::query(REPLACE))
+            .bind(expected)
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict);
-        }
-        Ok(())
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        self.create_limited(session, 0, session.created_at)
+            .await
+            .map(drop)
     }
 
     /// One `BEGIN IMMEDIATE` transaction: it takes the write lock before
-    /// counting, so concurrent logins of one user are serialised and can
-    /// never leave more than `max` active sessions.
+    /// checking the user's epoch and counting, so a revoke-all or password
+    /// change (their own transactions) lands wholly before (this create is
+    /// refused) or after (it revokes this session), and concurrent logins
+    /// of one user are serialised and can never leave more than `max`
+    /// active sessions.
     async fn create_limited(
         &self,
         session: &Session,
         max: u32,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let encoded = Encoded::new(session)?;
+        let encoded = Encoded::new(session, None)?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
+        if user_epoch(&mut tx, &session.user_id).await? > session.epoch {
+            return Err(StoreError::Superseded);
+        }
         let mut evicted = Vec::new();
         if max > 0 {
             let rows = sqlx::query(LIST_USER)
@@ -248,14 +315,36 @@ impl SessionStore for SqliteStore {
     }
 
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        let expected = counter(expected_version, "version")?;
-        let done = Encoded::new(session)?
-            .bind(sqlx::query(REPLACE))
-            .bind(expected)
+        self.write(session, expected_version, None).await
+    }
+
+    /// Keeps the sealed successor for the grace window only.
+    async fn replace_refreshed(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        params: &RefreshParams,
+    ) -> Result<bool, StoreError> {
+        self.write(session, expected_version, Some(params.grace))
+            .await
+    }
+
+    /// Clears the session's sealed successor first when its grace window
+    /// has passed, then core's read-decide-compare-and-swap.
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError> {
+        sqlx::query(CLEAR_GRACE_ONE)
+            .bind(instant(now)?)
+            .bind(presented.session_id.to_string())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        refresh_with_cas(self, presented, next, params, now).await
     }
 
     async fn revoke(
@@ -268,20 +357,38 @@ impl SessionStore for SqliteStore {
         revoke_one(&mut conn, id, reason, now).await
     }
 
-    /// One `UPDATE … RETURNING` statement: atomic on its own.
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(classify)?;
+        user_epoch(&mut conn, user_id).await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: move the user's epoch on, then
+    /// one `UPDATE … RETURNING` revokes every active session.
     async fn revoke_user(
         &self,
         user_id: &str,
         reason: RevokeReason,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(REVOKE_USER)
-            .bind(instant(now)?)
-            .bind(reason.as_str())
-            .bind(user_id)
-            .fetch_all(&self.pool)
+        let at = instant(now)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
+        sqlx::query(BUMP_EPOCH)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let rows = sqlx::query(REVOKE_USER)
+            .bind(at)
+            .bind(reason.as_str())
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
         Ok(oldest_first(sessions_from_rows(&rows)?))
     }
 
@@ -303,8 +410,6 @@ impl SessionStore for SqliteStore {
         self.ping_db().await
     }
 
-    /// Deletes every session, revoked or not, whose record has outlived the
-    /// earlier of its deadlines.
     async fn remember_dpop_proof(
         &self,
         key: &[u8; 32],
@@ -321,14 +426,23 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Deletes every session, revoked or not, whose record has outlived the
+    /// earlier of its deadlines, and every DPoP proof past its window; also
+    /// clears every sealed successor whose grace window has passed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let at = instant(now)?;
         sqlx::query(PURGE_PROOFS)
-            .bind(instant(now)?)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        sqlx::query(CLEAR_GRACE)
+            .bind(at)
             .execute(&self.pool)
             .await
             .map_err(classify)?;
         let done = sqlx::query(PURGE)
-            .bind(instant(now)?)
+            .bind(at)
             .execute(&self.pool)
             .await
             .map_err(classify)?;

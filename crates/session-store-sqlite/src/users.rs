@@ -38,14 +38,31 @@ impl UserStore for SqliteStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// One `BEGIN IMMEDIATE` transaction: the new hash and the user's moved
+    /// session epoch (so no login that read the old hash can create its
+    /// session afterwards).
     async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE username = ?1")
             .bind(username)
             .bind(password_hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(crate::sessions::BUMP_EPOCH)
+            .bind(username)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(true)
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError> {

@@ -31,6 +31,10 @@ mod users {
     session_conformance::user_store_tests!(super::fresh());
 }
 
+mod accounts {
+    session_conformance::session_and_user_store_tests!(super::fresh());
+}
+
 /// A `MemoryStore` that yields to the scheduler around every read and
 /// write, so that concurrent refreshes really interleave between their
 /// read and their compare-and-swap (the bare store never yields).
@@ -71,6 +75,10 @@ impl SessionStore for Interleaving {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         self.0.revoke_user(user_id, reason, now).await
+    }
+
+    async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.0.user_epoch(user_id).await
     }
 
     async fn list_user(

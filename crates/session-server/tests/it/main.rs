@@ -19,6 +19,7 @@ mod master_key;
 mod hostile_input;
 mod persistence;
 mod postgres;
+mod races;
 mod redis;
 mod secrets;
 mod telemetry;

@@ -7,6 +7,9 @@ mod single_node {
     mod users {
         session_conformance::user_store_tests!(crate::single_store());
     }
+    mod accounts {
+        session_conformance::session_and_user_store_tests!(crate::single_store());
+    }
 }
 
 mod cluster {
@@ -15,5 +18,8 @@ mod cluster {
     }
     mod users {
         session_conformance::user_store_tests!(crate::cluster_store());
+    }
+    mod accounts {
+        session_conformance::session_and_user_store_tests!(crate::cluster_store());
     }
 }

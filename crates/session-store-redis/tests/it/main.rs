@@ -7,6 +7,7 @@
 
 mod cluster;
 mod conformance;
+mod eviction;
 mod expiry;
 mod feed;
 mod index;

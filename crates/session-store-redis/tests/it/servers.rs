@@ -53,15 +53,22 @@ pub(crate) struct Throwaway {
     pub(crate) port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Throwaway {
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A throwaway server started with extra command-line arguments.
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let port = free_port();
         let mut s = Self {
             port,
             child: None,
             dir: scratch_dir("single"),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         s.restart();
         s
@@ -79,6 +86,7 @@ impl Throwaway {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
