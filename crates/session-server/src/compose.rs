@@ -57,6 +57,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
                 audit_kind: "sqlite",
                 audit_backlog: None,
                 audit_chain: None,
+                shared: None,
             }
         }
         "redis" | "redis+cluster" => {
@@ -80,11 +81,12 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
                 sessions: store.clone(),
                 users: store.clone(),
                 audit,
-                feed: Some(store),
+                feed: Some(store.clone()),
                 store_kind: kind,
                 audit_kind: "sqlite",
                 audit_backlog: None,
                 audit_chain: None,
+                shared: Some(store),
             }
         }
         _ => return Err(unsupported()),

@@ -141,7 +141,7 @@ async fn run() -> anyhow::Result<()> {
     let admin = TcpListener::bind(settings.admin_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.admin_addr))?;
-    let state = AppState::build(settings, backends, Arc::new(SystemClock))?;
+    let state = AppState::open(settings, backends, Arc::new(SystemClock)).await?;
     tracing::info!(
         public = %public.local_addr()?, admin = %admin.local_addr()?,
         "listening"

@@ -6,6 +6,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod fleet;
 mod forward_auth;
 mod hostile;
 mod keys;

@@ -13,6 +13,7 @@ mod index;
 mod memory;
 mod outage;
 mod servers;
+mod shared;
 
 use std::sync::Arc;
 
