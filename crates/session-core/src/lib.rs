@@ -11,6 +11,7 @@ pub mod sealing;
 pub mod secret;
 pub mod service;
 pub mod session;
+pub mod shared;
 pub mod store;
 pub mod user;
 

@@ -103,6 +103,9 @@ struct SessionSide {
     users: Arc<dyn UserStore>,
     feed: Option<Arc<dyn RevocationFeed>>,
     kind: &'static str,
+    /// Values every instance shares (key ring, token secret), where the
+    /// session store is shared.
+    shared: Option<Arc<dyn session_core::shared::SharedValues>>,
 }
 
 /// Opens the stores the settings name.
@@ -123,6 +126,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
                 users: store.clone(),
                 feed: None,
                 kind: "sqlite",
+                shared: None,
             };
             (sessions, Some(store))
         }
@@ -158,8 +162,9 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             let sessions = SessionSide {
                 sessions: store.clone(),
                 users: store.clone(),
-                feed: Some(store),
+                feed: Some(store.clone()),
                 kind,
+                shared: Some(store),
             };
             (sessions, None)
         }
@@ -185,6 +190,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             audit_kind: "sqlite",
             audit_backlog: None,
             audit_chain: None,
+            shared: sessions.shared,
         });
     }
     if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
@@ -218,6 +224,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         audit_kind: "postgres",
         audit_backlog: Some(Arc::new(move || backlog.backlog())),
         audit_chain: Some(Arc::new(PostgresChain(outbox))),
+        shared: sessions.shared,
     })
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration as StdDuration;
 use session_core::keys::{KeyError, KeyInfo, KeyRing, KeySchedule, RotateError, StoredKeys};
 use session_core::sealing::{MasterKey, SealError, is_sealed};
 use session_core::service::SessionService;
+use session_core::shared::SharedValues;
 use session_core::{Actor, Clock, StoreError};
 
 use crate::state::StartupError;
@@ -84,18 +85,44 @@ pub fn jwks_max_age(schedule: &KeySchedule) -> u64 {
     u64::try_from(half.clamp(0, 60)).unwrap_or(0)
 }
 
+/// How often a ring shared through a store is re-read, so that a change
+/// made through another instance is in force here well within a second.
+pub const SHARED_POLL: StdDuration = StdDuration::from_millis(200);
+
 /// The ring of this instance and where it lives.
 #[derive(Debug)]
 pub struct KeyManager {
     ring: Arc<KeyRing>,
     home: Arc<dyn RingHome>,
     clock: Arc<dyn Clock>,
+    poll: StdDuration,
+    /// Set while the ring's home cannot be read: this instance serves its
+    /// last good copy (readiness says so).
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl KeyManager {
-    /// Wraps a loaded ring and its home.
+    /// Wraps a loaded ring and its home, re-read every [`TICK`].
     pub fn new(ring: Arc<KeyRing>, home: Arc<dyn RingHome>, clock: Arc<dyn Clock>) -> Self {
-        Self { ring, home, clock }
+        Self {
+            ring,
+            home,
+            clock,
+            poll: TICK,
+            stale: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The same, re-read every `poll` (a ring other instances change).
+    pub fn polling(mut self, poll: StdDuration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Whether the last re-read of the ring failed (the last good copy is
+    /// in use).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ring.
@@ -156,16 +183,21 @@ impl KeyManager {
     }
 }
 
-/// Runs the schedule until the task is aborted: every [`TICK`], re-reads a
-/// shared ring and applies the steps due; an automatic rotation is audited.
+/// Runs the schedule until the task is aborted: at every poll, re-reads the
+/// ring and applies the steps due; an automatic rotation is audited.
 pub async fn run_schedule(keys: Arc<KeyManager>, service: Arc<SessionService>) {
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(keys.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = keys.reload().await {
-            tracing::warn!(error = %e, "cannot re-read the key ring; keeping the last good copy");
+            if !keys.stale.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot re-read the key ring; keeping the last good copy");
+            }
             continue;
+        }
+        if keys.stale.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("the key ring can be read again");
         }
         match keys.tick().await {
             Ok(Some(info)) => {
@@ -279,4 +311,224 @@ impl RingHome for FileHome {
         self.write_now(doc)?;
         Ok(true)
     }
+}
+
+/// The name of the shared ring in a shared store.
+pub const SHARED_RING: &str = "keys";
+/// The name of the shared token secret in a shared store.
+pub const SHARED_TOKEN_SECRET: &str = "token-secret";
+
+/// The ring in a store every instance shares (Redis), sealed under the
+/// master key; every change a compare-and-set on the exact value read.
+pub struct StoreHome {
+    values: Arc<dyn SharedValues>,
+    master: MasterKey,
+    /// The stored bytes the ring was last read from or written as.
+    last: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for StoreHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHome")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreHome {
+    /// The shared ring of `values`, sealed under `master`.
+    pub fn new(values: Arc<dyn SharedValues>, master: MasterKey) -> Self {
+        Self {
+            values,
+            master,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn remember(&self, bytes: Option<Vec<u8>>) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bytes;
+    }
+
+    fn encode(&self, doc: &StoredKeys) -> Result<Vec<u8>, RingError> {
+        serde_json::to_vec(&seal_keys(&self.master, doc.clone())).map_err(|e| RingError::Io {
+            what: "encode",
+            source: Box::new(e),
+        })
+    }
+
+    /// Stores `doc` as the ring unless one exists; true when this call did.
+    pub async fn create(&self, doc: &StoredKeys) -> Result<bool, RingError> {
+        let bytes = self.encode(doc)?;
+        let created = self.values.create_shared(SHARED_RING, &bytes).await?;
+        if created {
+            self.remember(Some(bytes));
+        }
+        Ok(created)
+    }
+}
+
+#[async_trait::async_trait]
+impl RingHome for StoreHome {
+    async fn read(&self) -> Result<Option<StoredKeys>, RingError> {
+        let Some(bytes) = self.values.get_shared(SHARED_RING).await? else {
+            return Ok(None);
+        };
+        let doc: StoredKeys = serde_json::from_slice(&bytes).map_err(|e| RingError::Io {
+            what: "parse",
+            source: Box::new(e),
+        })?;
+        let (doc, _) = open_keys(&self.master, doc).map_err(|e| RingError::Io {
+            what: "open",
+            source: Box::new(e),
+        })?;
+        self.remember(Some(bytes));
+        Ok(Some(doc))
+    }
+
+    async fn write(&self, doc: &StoredKeys) -> Result<bool, RingError> {
+        let bytes = self.encode(doc)?;
+        let expected = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let written = match expected {
+            Some(expected) => {
+                self.values
+                    .replace_shared(SHARED_RING, &expected, &bytes)
+                    .await?
+            }
+            None => self.values.create_shared(SHARED_RING, &bytes).await?,
+        };
+        if written {
+            self.remember(Some(bytes));
+        }
+        Ok(written)
+    }
+}
+
+fn shared_error(name: &str, source: SealError) -> StartupError {
+    StartupError::Sealed {
+        path: std::path::PathBuf::from(format!("the store's shared {name}")),
+        source,
+    }
+}
+
+fn store_error(what: &'static str, source: StoreError) -> StartupError {
+    StartupError::Store { what, source }
+}
+
+/// The token secret and the key ring of a deployment on a shared store:
+/// read, or created by the first instance (create-once, so two instances
+/// starting together use one), sealed under the master key. A wrong master
+/// key is refused before anything is written.
+pub async fn open_shared(
+    values: Arc<dyn SharedValues>,
+    settings: &crate::Settings,
+    master: &MasterKey,
+    clock: Arc<dyn Clock>,
+) -> Result<(session_core::TokenSecrets, KeyManager), StartupError> {
+    use session_core::TokenSecrets;
+    // The ring first: it is what a wrong master key is noticed on.
+    let home = StoreHome::new(values.clone(), master.clone());
+    let policy = session_core::keys::VerifyPolicy {
+        issuer: settings.issuer.clone(),
+        audience: settings.audience.clone(),
+        leeway: session_core::keys::MAX_LEEWAY,
+    };
+    let hs = settings.hs256_secret_bytes()?;
+    let mut ring = None;
+    for _ in 0..ATTEMPTS {
+        if let Some(bytes) = values
+            .get_shared(SHARED_RING)
+            .await
+            .map_err(|e| store_error("shared key ring", e))?
+        {
+            let doc: StoredKeys =
+                serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
+                    path: std::path::PathBuf::from("the store's shared key ring"),
+                    source: Box::new(e),
+                })?;
+            let (doc, _) = open_keys(master, doc).map_err(|e| shared_error("key ring", e))?;
+            home.remember(Some(bytes));
+            let loaded = KeyRing::from_stored(doc, policy.clone(), hs.as_deref())?;
+            if loaded.algorithm() != settings.jwt_alg {
+                return Err(StartupError::Config(crate::config::ConfigError::Invalid {
+                    name: "jwt_alg",
+                    message: format!(
+                        "the shared key ring holds {} keys; every instance must use the same algorithm",
+                        loaded.algorithm()
+                    ),
+                }));
+            }
+            ring = Some(loaded);
+            break;
+        }
+        let fresh =
+            KeyRing::generate(settings.jwt_alg, policy.clone(), clock.now(), hs.as_deref())?;
+        let created = home.create(&fresh.to_stored()).await.map_err(|e| match e {
+            RingError::Io { source, .. } => StartupError::Corrupt {
+                path: std::path::PathBuf::from("the store's shared key ring"),
+                source,
+            },
+            other => StartupError::Corrupt {
+                path: std::path::PathBuf::from("the store's shared key ring"),
+                source: Box::new(other),
+            },
+        })?;
+        if created {
+            tracing::info!("created the shared key ring");
+            ring = Some(fresh);
+            break;
+        }
+    }
+    let ring = ring.ok_or_else(|| StartupError::Corrupt {
+        path: std::path::PathBuf::from("the store's shared key ring"),
+        source: "it kept changing while being created".into(),
+    })?;
+
+    let mut secret = None;
+    for _ in 0..ATTEMPTS {
+        if let Some(bytes) = values
+            .get_shared(SHARED_TOKEN_SECRET)
+            .await
+            .map_err(|e| store_error("shared token secret", e))?
+        {
+            let text = String::from_utf8_lossy(&bytes);
+            let raw = master
+                .open(crate::master::TOKEN_SECRET_PURPOSE, &text)
+                .map_err(|e| shared_error("token secret", e))?;
+            let raw: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| StartupError::Corrupt {
+                    path: std::path::PathBuf::from("the store's shared token secret"),
+                    source: "not 32 bytes".into(),
+                })?;
+            secret = Some(TokenSecrets::from_master(&raw));
+            break;
+        }
+        let sealed = master.seal(
+            crate::master::TOKEN_SECRET_PURPOSE,
+            &TokenSecrets::generate_master(),
+        );
+        values
+            .create_shared(SHARED_TOKEN_SECRET, sealed.as_bytes())
+            .await
+            .map_err(|e| store_error("shared token secret", e))?;
+    }
+    let secret = secret.ok_or_else(|| StartupError::Corrupt {
+        path: std::path::PathBuf::from("the store's shared token secret"),
+        source: "it could not be read back".into(),
+    })?;
+    let manager = KeyManager::new(
+        Arc::new(ring.with_schedule(schedule(settings))),
+        Arc::new(home),
+        clock,
+    )
+    .polling(SHARED_POLL);
+    Ok((secret, manager))
 }

@@ -138,7 +138,7 @@ async fn run() -> anyhow::Result<()> {
     // Listen only once the state is built, so that whoever sees the port
     // open also finds the generated admin token and keys in the data dir.
     let (public_addr, admin_addr) = (settings.public_addr, settings.admin_addr);
-    let state = AppState::build(settings, backends, Arc::new(SystemClock))?;
+    let state = AppState::open(settings, backends, Arc::new(SystemClock)).await?;
     let public = TcpListener::bind(public_addr)
         .await
         .with_context(|| format!("cannot listen on {public_addr}"))?;

@@ -636,6 +636,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             "validation_mode": mode,
             "configured_validation_mode": state.validator.mode().as_str(),
             "audit_backlog": backlog,
+            // "stale": the shared key ring cannot be re-read; this
+            // instance signs and verifies with its last good copy.
+            "keys": if state.keys.is_stale() { "stale" } else { "current" },
         }))
         .into_response(),
         Err(e) => {

@@ -53,6 +53,9 @@ pub struct Backends {
     pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// The audit log's hash chain, where it has one.
     pub audit_chain: Option<Arc<dyn AuditChain>>,
+    /// Values every instance shares (key ring, token secret), where the
+    /// session store is shared.
+    pub shared: Option<Arc<dyn session_core::shared::SharedValues>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -390,28 +393,38 @@ impl AppState {
         backends: Backends,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        Self::build_with(settings, backends, clock, None)
+    }
+
+    /// [`AppState::build`], reading the key ring and the token secret from
+    /// the shared store where the backends have one (every instance on it
+    /// then shares them); else from the data directory.
+    pub async fn open(
+        settings: Settings,
+        backends: Backends,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let Some(values) = backends.shared.clone() else {
+            return Self::build(settings, backends, clock);
+        };
+        let master = crate::master::master_key(&settings)?;
+        let shared = crate::keyring::open_shared(values, &settings, &master, clock.clone()).await?;
+        Self::build_with(settings, backends, clock, Some(shared))
+    }
+
+    fn build_with(
+        settings: Settings,
+        backends: Backends,
+        clock: Arc<dyn Clock>,
+        shared: Option<(TokenSecrets, KeyManager)>,
+    ) -> Result<Self, StartupError> {
         create_private_dir(&settings.data_dir)?;
         let admin = admin_token(&settings)?;
-        let master = crate::master::master_key(&settings)?;
-        let (secrets, clear_secret) = token_secrets(&settings, &master)?;
-        let (ring, home, clear_keys) = key_ring(&settings, &master, clock.now())?;
-        // Everything opened under this master key: only now seal what an
-        // older version kept in the clear, so a wrong key changes nothing.
-        if let Some(sealed) = clear_secret {
-            write_private(&settings.data_dir.join("token-secret"), &sealed)?;
-            tracing::info!("sealed the token secret under the master key");
-        }
-        if clear_keys {
-            home.write_now(&ring.to_stored())
-                .map_err(|e| StartupError::Corrupt {
-                    path: keys_path(&settings),
-                    source: Box::new(e),
-                })?;
-            tracing::info!("sealed the signing keys under the master key");
-        }
-        let ring = Arc::new(ring);
-        let keys = ring.clone();
-        let key_manager = Arc::new(KeyManager::new(ring, Arc::new(home), clock.clone()));
+        let (secrets, key_manager) = match shared {
+            Some((secrets, manager)) => (secrets, Arc::new(manager)),
+            None => Self::local_keys(&settings, clock.clone())?,
+        };
+        let keys = key_manager.ring().clone();
         let config = ServiceConfig {
             lifetimes: Lifetimes {
                 access_token: settings.access_token_ttl,
@@ -467,6 +480,33 @@ impl AppState {
             },
             settings: Arc::new(settings),
         })
+    }
+
+    /// The token secret and key ring of the data directory, sealed under
+    /// the master key.
+    fn local_keys(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(TokenSecrets, Arc<KeyManager>), StartupError> {
+        let master = crate::master::master_key(settings)?;
+        let (secrets, clear_secret) = token_secrets(settings, &master)?;
+        let (ring, home, clear_keys) = key_ring(settings, &master, clock.now())?;
+        // Everything opened under this master key: only now seal what an
+        // older version kept in the clear, so a wrong key changes nothing.
+        if let Some(sealed) = clear_secret {
+            write_private(&settings.data_dir.join("token-secret"), &sealed)?;
+            tracing::info!("sealed the token secret under the master key");
+        }
+        if clear_keys {
+            home.write_now(&ring.to_stored())
+                .map_err(|e| StartupError::Corrupt {
+                    path: keys_path(settings),
+                    source: Box::new(e),
+                })?;
+            tracing::info!("sealed the signing keys under the master key");
+        }
+        let manager = KeyManager::new(Arc::new(ring), Arc::new(home), clock);
+        Ok((secrets, Arc::new(manager)))
     }
 
     /// Whether `presented` is the admin token (constant time).

@@ -71,7 +71,7 @@ impl TestServer {
         let settings = raw.parse()?;
         let backends = crate::compose::open_backends(&settings).await?;
         let admin_token = crate::state::admin_token(&settings)?;
-        let state = AppState::build(settings.clone(), backends, clock)?;
+        let state = AppState::open(settings.clone(), backends, clock).await?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

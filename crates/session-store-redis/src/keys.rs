@@ -38,6 +38,12 @@ impl Keys {
         &self.channel
     }
 
+    /// `…:shared:<name>` — a value every instance shares (the sealed key
+    /// ring, sealed server secrets).
+    pub(crate) fn shared(&self, name: &str) -> String {
+        format!("{}shared:{name}", self.base)
+    }
+
     /// `…:s:{<sid>}` — one session (a string; see `codec`).
     pub(crate) fn session(&self, sid: &SessionId) -> String {
         format!("{}s:{{{sid}}}", self.base)

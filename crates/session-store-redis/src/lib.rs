@@ -16,6 +16,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 use session_core::rotation::RefreshParams;
+use session_core::shared::SharedValues;
 use session_core::store::MAX_CAS_ATTEMPTS;
 use session_core::user::User;
 use session_core::{
@@ -1011,6 +1012,39 @@ impl UserStore for RedisStore {
         cmd.arg(self.keys.user(username));
         let n: i64 = self.query(&cmd).await?;
         Ok(n > 0)
+    }
+}
+
+#[async_trait]
+impl SharedValues for RedisStore {
+    async fn get_shared(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.shared(name));
+        self.query(&cmd).await
+    }
+
+    async fn create_shared(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.shared(name)).arg(value).arg("NX");
+        let set: Option<String> = self.query(&cmd).await?;
+        Ok(set.is_some())
+    }
+
+    async fn replace_shared(
+        &self,
+        name: &str,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let replaced: i64 = self
+            .invoke(
+                scripts::REPLACE_SHARED
+                    .key(self.keys.shared(name))
+                    .arg(expected)
+                    .arg(value),
+            )
+            .await?;
+        Ok(replaced == 1)
     }
 }
 

@@ -122,3 +122,17 @@ return 1
 ",
     )
 });
+
+/// Replaces a shared value only while it still holds the expected bytes.
+/// KEYS: the value. ARGV: expected, new. Returns 1 when replaced.
+pub(crate) static REPLACE_SHARED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            redis.call('SET', KEYS[1], ARGV[2])
+            return 1
+        end
+        return 0
+        ",
+    )
+});

@@ -11,6 +11,7 @@ mod edge;
 mod browser;
 mod chromium;
 mod dpop;
+mod fleet;
 mod forward_auth;
 mod hostile;
 mod openapi;

@@ -14,6 +14,7 @@ mod index;
 mod memory;
 mod outage;
 mod servers;
+mod shared;
 
 use std::sync::Arc;
 
