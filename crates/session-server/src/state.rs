@@ -408,7 +408,25 @@ impl AppState {
             return Self::build(settings, backends, clock);
         };
         let master = crate::master::master_key(&settings)?;
-        let shared = crate::keyring::open_shared(values, &settings, &master, clock.clone()).await?;
+        // The ring lives in the store: while the store cannot be reached
+        // there is nothing to sign or verify with, so wait for it (backing
+        // off), and start serving as soon as it answers, without a restart.
+        let mut pause = std::time::Duration::from_millis(100);
+        let shared = loop {
+            match crate::keyring::open_shared(values.clone(), &settings, &master, clock.clone())
+                .await
+            {
+                Err(StartupError::Store {
+                    what,
+                    source: StoreError::Unavailable(e),
+                }) => {
+                    tracing::warn!(what, error = %e, ?pause, "the shared store is unreachable; waiting for it before serving");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => break other?,
+            }
+        };
         Self::build_with(settings, backends, clock, Some(shared))
     }
 

@@ -265,11 +265,7 @@ impl RedisStore {
     }
 
     /// [`RedisStore::open`] with options.
-    pub fn open_with(
-        url: &str,
-        prefix: &str,
-        options: &RedisOptions,
-    ) -> Result<Self, StoreError> {
+    pub fn open_with(url: &str, prefix: &str, options: &RedisOptions) -> Result<Self, StoreError> {
         let timeout = options.timeout;
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let bad_url = |e: RedisError| StoreError::backend(ConfigError::Url(Some(e)));
