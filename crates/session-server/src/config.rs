@@ -400,6 +400,11 @@ impl RawSettings {
         Self(map)
     }
 
+    /// The value set for `name`, if any (a default counts).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// Sets one value by name.
     pub fn set(&mut self, name: &str, value: impl Into<String>) -> Result<(), ConfigError> {
         let spec = spec(name).ok_or_else(|| ConfigError::UnknownKey(name.to_owned()))?;

@@ -655,6 +655,7 @@ async fn a_proof_replayed_on_another_instance_on_one_redis_is_refused() {
     let b = App {
         server: session_server::testing::TestServer::start_in(a.server.data_dir(), move |raw| {
             raw.set("store", redis)?;
+            raw.set("master_key", MASTER_KEY)?;
             raw.set("public_url", public_url)
         })
         .await

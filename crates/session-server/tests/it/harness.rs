@@ -36,7 +36,13 @@ impl App {
             raw.set("rate_limit_login", "0")?;
             raw.set("rate_limit_refresh", "0")?;
             raw.set("rate_limit_create", "0")?;
-            configure(raw)
+            configure(raw)?;
+            // A shared store needs the master key every instance shares.
+            let shared = raw.get("store").is_some_and(|s| s.starts_with("redis"));
+            if shared && raw.get("master_key").is_none() && raw.get("master_key_file").is_none() {
+                raw.set("master_key", MASTER_KEY)?;
+            }
+            Ok(())
         })
         .await
         .expect("server starts");
