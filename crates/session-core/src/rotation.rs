@@ -108,16 +108,14 @@ pub fn plan_refresh(
         return RefreshPlan::nothing(RefreshOutcome::Expired);
     }
     let state = &session.refresh;
-    let is_live = presented.generation == state.generation && presented.digest == state.current;
-    let is_last = presented.generation.checked_add(1) == Some(state.generation)
-        && state.previous.as_ref() == Some(&presented.digest);
+    let standing = classify_refresh(session, presented, params.grace, now);
 
     // A bound session refreshes only with a proof by its own key: its
     // refresh token alone rotates nothing (RFC 9449 §5).
     let key_mismatch =
         session.dpop_jkt.is_some() && params.client.dpop_jkt.as_ref() != session.dpop_jkt.as_ref();
 
-    if is_live {
+    if standing == RefreshStanding::Live {
         if key_mismatch {
             return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
         }
@@ -169,10 +167,8 @@ pub fn plan_refresh(
         };
     }
 
-    if is_last {
-        let in_grace = params.grace > Duration::ZERO
-            && state.rotated_at.is_some_and(|at| now < at + params.grace);
-        if let (true, Some(sealed)) = (in_grace, state.grace_successor.as_ref()) {
+    if standing == RefreshStanding::Grace {
+        if let Some(sealed) = state.grace_successor.as_ref() {
             if key_mismatch {
                 return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
             }
@@ -203,10 +199,7 @@ pub fn plan_refresh(
         );
     }
 
-    // The tag verified, so an older generation is a token this service
-    // issued and rotated away: a reuse. A newer or same-generation token
-    // with another digest was never issued.
-    if presented.generation < state.generation {
+    if standing == RefreshStanding::RotatedAway {
         return revoke(
             session,
             RefreshOutcome::Reused,
@@ -216,6 +209,58 @@ pub fn plan_refresh(
         );
     }
     RefreshPlan::nothing(RefreshOutcome::Invalid)
+}
+
+/// Where an authentic refresh token (its tag verified) stands against its
+/// session's refresh state: the one rule that refresh, logout's cookie
+/// fallback and introspection share. Revocation and expiry are the
+/// caller's to check first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshStanding {
+    /// The session's live token.
+    Live,
+    /// The token rotated away last, within the grace window while its
+    /// successor is held: a client's own duplicate or retry.
+    Grace,
+    /// A token this service issued and rotated away: presenting it is a
+    /// reuse.
+    RotatedAway,
+    /// Never issued for this session (another session, or a generation it
+    /// has not reached, or another digest at the live generation).
+    Unknown,
+}
+
+/// Classifies `presented` against `session` at `now` with grace window
+/// `grace` (see [`RefreshStanding`]).
+pub fn classify_refresh(
+    session: &Session,
+    presented: &PresentedRefresh,
+    grace: Duration,
+    now: OffsetDateTime,
+) -> RefreshStanding {
+    if session.id != presented.session_id {
+        return RefreshStanding::Unknown;
+    }
+    let state = &session.refresh;
+    if presented.generation == state.generation && presented.digest == state.current {
+        return RefreshStanding::Live;
+    }
+    let is_last = presented.generation.checked_add(1) == Some(state.generation)
+        && state.previous.as_ref() == Some(&presented.digest);
+    let in_grace = grace > Duration::ZERO
+        && state.rotated_at.is_some_and(|at| now < at + grace)
+        && state.grace_successor.is_some();
+    if is_last && in_grace {
+        return RefreshStanding::Grace;
+    }
+    // The tag verified, so an older generation is a token this service
+    // issued and rotated away. A newer or same-generation token with
+    // another digest was never issued.
+    if presented.generation < state.generation {
+        RefreshStanding::RotatedAway
+    } else {
+        RefreshStanding::Unknown
+    }
 }
 
 fn revoke(
@@ -343,6 +388,34 @@ mod tests {
         let mut p = params();
         p.client.dpop_jkt = key;
         p
+    }
+
+    #[test]
+    fn one_classifier_tells_live_grace_rotated_away_and_never_issued_tokens_apart() {
+        let s = rotated();
+        let grace = Duration::seconds(10);
+        let standing = |generation, label, now| {
+            classify_refresh(&s, &presented(&s, generation, label), grace, now)
+        };
+        assert_eq!(standing(2, "t2", at(105)), RefreshStanding::Live);
+        assert_eq!(standing(1, "t1", at(105)), RefreshStanding::Grace);
+        // The same token once the window has passed, or with the window
+        // off, is a reuse; so is anything older.
+        assert_eq!(standing(1, "t1", at(110)), RefreshStanding::RotatedAway);
+        assert_eq!(
+            classify_refresh(&s, &presented(&s, 1, "t1"), Duration::ZERO, at(105)),
+            RefreshStanding::RotatedAway
+        );
+        assert_eq!(standing(0, "t0", at(105)), RefreshStanding::RotatedAway);
+        // Never issued: a generation not reached, or another digest at the
+        // live one, or another session's token.
+        assert_eq!(standing(3, "t3", at(105)), RefreshStanding::Unknown);
+        assert_eq!(standing(2, "other", at(105)), RefreshStanding::Unknown);
+        let other = fresh();
+        assert_eq!(
+            classify_refresh(&s, &presented(&other, 2, "t2"), grace, at(105)),
+            RefreshStanding::Unknown
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use crate::clock::Clock;
 use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, TokenError};
-use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
+use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams, RefreshStanding};
 use crate::secret::{
     CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenSecrets, random_bytes,
 };
@@ -616,6 +616,36 @@ impl SessionService {
     /// lookup, no side effect).
     pub fn refresh_token_session(&self, token: &str) -> Option<SessionId> {
         self.secrets.parse_refresh(token).ok().map(|p| p.session_id)
+    }
+
+    /// Where a refresh token stands against its active session, by the one
+    /// rule refresh itself uses ([`crate::rotation::classify_refresh`]), with
+    /// what was presented; `None` when the token is not one this service
+    /// issued or its session is not active. Reads the store, changes
+    /// nothing.
+    pub async fn refresh_standing(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Session, PresentedRefresh, RefreshStanding)>, ServiceError> {
+        let Ok(presented) = self.secrets.parse_refresh(token) else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let Some(session) = self
+            .sessions
+            .get(&presented.session_id)
+            .await?
+            .filter(|s| s.is_active(now))
+        else {
+            return Ok(None);
+        };
+        let standing = crate::rotation::classify_refresh(
+            &session,
+            &presented,
+            self.config.lifetimes.refresh_grace,
+            now,
+        );
+        Ok(Some((session, presented, standing)))
     }
 
     /// The session, while its record lives (revoked ones included).

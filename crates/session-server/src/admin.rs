@@ -10,9 +10,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use session_core::audit::AuditEvent;
 use session_core::keys::{KeyInfo, RotateError};
-use session_core::{
-    Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId, TokenDigest,
-};
+use session_core::rotation::RefreshStanding;
+use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
@@ -171,14 +170,15 @@ pub(crate) async fn introspect(
         res
     };
     let now = state.service.now();
-    if let Some(sid) = state.service.refresh_token_session(&req.token) {
-        let digest = TokenDigest::of(&req.token);
-        let Some(session) = state.service.get_active(&sid).await? else {
+    if state.service.refresh_token_session(&req.token).is_some() {
+        // Active only as the live token, by the rule refresh itself uses: a
+        // rotated-away token (even one a grace replay would still answer)
+        // cannot be used as itself.
+        let Some((session, _, RefreshStanding::Live)) =
+            state.service.refresh_standing(&req.token).await?
+        else {
             return Ok(inactive());
         };
-        if session.refresh.current != digest {
-            return Ok(inactive());
-        }
         let mut res = Json(serde_json::json!({
             "active": true,
             "token_type": "refresh_token",

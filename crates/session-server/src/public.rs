@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use session_core::rotation::RefreshStanding;
 use session_core::service::{Issued, ServiceError};
-use session_core::{Actor, RevokeReason, Session, SessionId, TokenDigest};
+use session_core::{Actor, ClientInfo, RevokeReason, Session, SessionId};
 use time::OffsetDateTime;
 
 use crate::browser::{
@@ -454,6 +455,7 @@ async fn caller_session(
     state: &AppState,
     headers: &HeaderMap,
     dpop: &DpopRequest,
+    client: &ClientInfo,
 ) -> Result<SessionId, ApiError> {
     match authenticate(state, headers, false, dpop, Target::This).await {
         Ok((auth, Source::Header)) => Ok(auth.session_id),
@@ -467,20 +469,27 @@ async fn caller_session(
                 && bearer(headers).is_none() =>
         {
             let token = cookie(headers, REFRESH_COOKIE).ok_or(e)?;
-            let sid = state
-                .service
-                .refresh_token_session(token)
-                .ok_or_else(ApiError::invalid_token)?;
             check_origin(&state.settings, headers)?;
-            let digest = TokenDigest::of(token);
-            let session = state
+            // The one rule refresh uses decides what this token is.
+            let (session, presented, standing) = state
                 .service
-                .get_active(&sid)
+                .refresh_standing(token)
                 .await?
-                .filter(|s| s.refresh.current == digest || s.refresh.previous == Some(digest))
                 .ok_or_else(ApiError::invalid_token)?;
-            check_csrf(state, headers, &sid, session.refresh.generation)?;
-            Ok(sid)
+            // Against the presented token's generation, as refresh checks it.
+            check_csrf(state, headers, &session.id, presented.generation)?;
+            match standing {
+                RefreshStanding::Live | RefreshStanding::Grace => Ok(session.id),
+                // A rotated-away token is a reuse wherever it is presented:
+                // refresh's own path revokes the family and audits it.
+                RefreshStanding::RotatedAway => {
+                    Err(match state.service.refresh(token, client).await {
+                        Err(e) => ApiError::from(e),
+                        Ok(_) => ApiError::invalid_token(),
+                    })
+                }
+                RefreshStanding::Unknown => Err(ApiError::invalid_token()),
+            }
         }
         Err(e) => Err(e),
     }
@@ -493,7 +502,7 @@ pub(crate) async fn logout(
     dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sid = caller_session(&state, &headers, &dpop).await?;
+    let sid = caller_session(&state, &headers, &dpop, &client).await?;
     // Already revoked (a racing logout) is fine: the caller is signed out.
     state
         .service

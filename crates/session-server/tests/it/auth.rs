@@ -770,3 +770,54 @@ async fn es256_and_hs256_are_selectable_and_hmac_keys_stay_out_of_the_jwks() {
         }
     }
 }
+
+#[tokio::test]
+async fn logout_with_a_rotated_away_refresh_cookie_is_a_reuse_that_revokes_the_family() {
+    let app = App::start_with(|raw| raw.set("refresh_grace", "0")).await;
+    let mut b = app.browser_login("rita").await;
+    let stolen = Browser {
+        access: None,
+        ..b.clone()
+    };
+    let r = app
+        .browser_post(&b, "/v1/auth/refresh")
+        .header("x-csrf-token", b.csrf.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies = set_cookies(&r);
+    let body: Value = r.json().await.unwrap();
+    b.absorb(&cookies, &body);
+    let session_id = body["session_id"].as_str().unwrap().to_owned();
+
+    // Whoever holds the rotated-away cookie (and its CSRF token) cannot
+    // quietly sign the session out: it is a reuse, as at refresh.
+    let r = app
+        .browser_post(&stolen, "/v1/auth/logout")
+        .header("x-csrf-token", stolen.csrf.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::UNAUTHORIZED, "refresh_token_reused".into())
+    );
+    let r = app
+        .browser_post(&b, "/v1/auth/refresh")
+        .header("x-csrf-token", b.csrf.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the family is revoked"
+    );
+    let events = app
+        .audit(&format!(
+            "session_id={session_id}&kind=refresh_reuse_detected"
+        ))
+        .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
