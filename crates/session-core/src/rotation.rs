@@ -167,36 +167,28 @@ pub fn plan_refresh(
         };
     }
 
-    if standing == RefreshStanding::Grace {
-        if let Some(sealed) = state.grace_successor.as_ref() {
-            if key_mismatch {
-                return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
-            }
-            let anomalies = params.anomaly.evaluate(session, &params.client, now, false);
-            if anomalies.iter().any(|a| a.action == AnomalyAction::Revoke) {
-                return revoke(
-                    session,
-                    RefreshOutcome::AnomalyRevoked,
-                    RevokeReason::Anomaly,
-                    anomalies,
-                    now,
-                );
-            }
-            return RefreshPlan {
-                outcome: RefreshOutcome::GraceReplay {
-                    sealed: sealed.clone(),
-                },
-                write: None,
-                anomalies,
-            };
+    // `Grace` holds only while the successor is held.
+    if let (RefreshStanding::Grace, Some(sealed)) = (standing, state.grace_successor.as_ref()) {
+        if key_mismatch {
+            return RefreshPlan::nothing(RefreshOutcome::DpopKeyMismatch);
         }
-        return revoke(
-            session,
-            RefreshOutcome::Reused,
-            RevokeReason::ReuseDetected,
-            Vec::new(),
-            now,
-        );
+        let anomalies = params.anomaly.evaluate(session, &params.client, now, false);
+        if anomalies.iter().any(|a| a.action == AnomalyAction::Revoke) {
+            return revoke(
+                session,
+                RefreshOutcome::AnomalyRevoked,
+                RevokeReason::Anomaly,
+                anomalies,
+                now,
+            );
+        }
+        return RefreshPlan {
+            outcome: RefreshOutcome::GraceReplay {
+                sealed: sealed.clone(),
+            },
+            write: None,
+            anomalies,
+        };
     }
 
     if standing == RefreshStanding::RotatedAway {
