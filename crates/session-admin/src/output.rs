@@ -18,9 +18,9 @@ pub(crate) struct Table {
 
 impl Table {
     /// A table with these column titles.
-    pub(crate) fn new<const N: usize>(header: [&str; N]) -> Self {
+    pub(crate) fn new<'a>(header: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            header: header.into_iter().map(str::to_owned).collect(),
             rows: Vec::new(),
         }
     }

@@ -82,6 +82,7 @@ pub fn params(grace: Duration) -> RefreshParams {
             ip: Some(CLIENT_IP.to_owned()),
             user_agent: Some(CLIENT_USER_AGENT.to_owned()),
             dpop_jkt: None,
+            location: None,
         },
     }
 }

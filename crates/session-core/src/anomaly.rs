@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use crate::geo::{Location, Travel, impossible_travel};
 use crate::session::Session;
 
 /// What to do when a rule fires.
@@ -54,6 +55,12 @@ pub enum Signal {
     Ip,
     /// Too many refreshes of one session within the window.
     RapidRefresh,
+    /// (v1.1, with a GeoIP database) the refresh comes from another
+    /// country than the session's last use.
+    Country,
+    /// (v1.1, with a GeoIP database) the refresh is farther from the
+    /// session's last use than `travel_speed_kmh` allows in the time since.
+    ImpossibleTravel,
 }
 
 impl Signal {
@@ -63,6 +70,8 @@ impl Signal {
             Self::UserAgent => "user_agent",
             Self::Ip => "ip",
             Self::RapidRefresh => "rapid_refresh",
+            Self::Country => "country",
+            Self::ImpossibleTravel => "impossible_travel",
         }
     }
 }
@@ -80,6 +89,12 @@ pub struct AnomalyPolicy {
     pub rapid_refresh_limit: u32,
     /// Default 60 s.
     pub rapid_refresh_window: Duration,
+    /// Country changed (default `log`; needs a GeoIP database).
+    pub country: AnomalyAction,
+    /// Impossible travel (default `log`; needs a GeoIP database).
+    pub travel: AnomalyAction,
+    /// Faster than this between two uses is impossible travel (default 1000).
+    pub travel_speed_kmh: u32,
 }
 
 impl Default for AnomalyPolicy {
@@ -90,12 +105,15 @@ impl Default for AnomalyPolicy {
             rapid_refresh: AnomalyAction::Revoke,
             rapid_refresh_limit: 10,
             rapid_refresh_window: Duration::seconds(60),
+            country: AnomalyAction::Log,
+            travel: AnomalyAction::Log,
+            travel_speed_kmh: 1000,
         }
     }
 }
 
 /// Who is asking: the client's address and user agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClientInfo {
     /// Client IP as the server determined it.
     pub ip: Option<String>,
@@ -105,10 +123,13 @@ pub struct ClientInfo {
     /// that was checked (RFC 9449); binds a new session, and a bound
     /// session refreshes only with it.
     pub dpop_jkt: Option<crate::dpop::Jkt>,
+    /// (v1.1) Where the GeoIP database places `ip`, where one is
+    /// configured and knows the address.
+    pub location: Option<Location>,
 }
 
 /// One fired rule, with what the audit event records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
     /// The rule.
     pub signal: Signal,
@@ -118,6 +139,29 @@ pub struct Anomaly {
     pub old: String,
     /// The refresh's value.
     pub new: String,
+    /// For impossible travel: both places, the distance and the speed.
+    pub travel: Option<Travel>,
+}
+
+impl Anomaly {
+    /// The audit event's `details`: the signal, the action, the old and new
+    /// values and, for travel, both places, the distance (km) and the
+    /// speed (km/h).
+    pub fn details(&self) -> serde_json::Value {
+        let mut d = serde_json::json!({
+            "signal": self.signal.as_str(),
+            "action": self.action.to_string(),
+            "old": self.old,
+            "new": self.new,
+        });
+        if let Some(t) = &self.travel {
+            d["from"] = t.from.to_json();
+            d["to"] = t.to.to_json();
+            d["distance_km"] = t.distance_km.round().into();
+            d["speed_kmh"] = t.speed_kmh.round().into();
+        }
+        d
+    }
 }
 
 fn differs(
@@ -138,6 +182,7 @@ fn differs(
         action,
         old: old.to_owned(),
         new: new.unwrap_or_default().to_owned(),
+        travel: None,
     });
 }
 
@@ -188,10 +233,51 @@ impl AnomalyPolicy {
                         self.rapid_refresh_window.whole_seconds()
                     ),
                     new: format!("{with_this} refreshes"),
+                    travel: None,
                 });
             }
         }
+        self.evaluate_location(&mut out, session, client, now);
         out
+    }
+}
+
+impl AnomalyPolicy {
+    /// The location rules: both need a place for the session's last use
+    /// and for this one, and say nothing where either is unknown.
+    fn evaluate_location(
+        &self,
+        out: &mut Vec<Anomaly>,
+        session: &Session,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+    ) {
+        let (Some(old), Some(new)) = (&session.location, &client.location) else {
+            return;
+        };
+        if self.country != AnomalyAction::Ignore
+            && let (Some(a), Some(b)) = (&old.country, &new.country)
+            && a != b
+        {
+            out.push(Anomaly {
+                signal: Signal::Country,
+                action: self.country,
+                old: a.clone(),
+                new: b.clone(),
+                travel: None,
+            });
+        }
+        if self.travel != AnomalyAction::Ignore
+            && let Some(t) = impossible_travel(old, new, now, self.travel_speed_kmh)
+        {
+            out.push(Anomaly {
+                signal: Signal::ImpossibleTravel,
+                action: self.travel,
+                old: t.from.to_string(),
+                new: t.to.to_string(),
+                travel: Some(t),
+            });
+        }
     }
 }
 
@@ -223,7 +309,109 @@ mod tests {
             ip: Some(ip.into()),
             user_agent: Some(ua.into()),
             dpop_jkt: None,
+            location: None,
         }
+    }
+
+    fn place(country: &str, lat: f64, lon: f64) -> Location {
+        Location {
+            country: Some(country.into()),
+            city: None,
+            coordinates: Some(crate::geo::Coordinates {
+                latitude: lat,
+                longitude: lon,
+                accuracy_km: Some(20),
+            }),
+            seen_at: None,
+        }
+    }
+
+    fn signals(got: &[Anomaly]) -> Vec<(Signal, AnomalyAction)> {
+        got.iter().map(|a| (a.signal, a.action)).collect()
+    }
+
+    #[test]
+    fn paris_then_new_york_an_hour_later_is_a_country_change_and_impossible_travel() {
+        let mut s = session();
+        s.location = Some(place("FR", 48.8566, 2.3522).seen(now()));
+        let mut c = client("10.0.0.1", "Firefox");
+        c.location = Some(place("US", 40.7128, -74.0060));
+        let later = now() + Duration::hours(1);
+        let got = AnomalyPolicy::default().evaluate(&s, &c, later, false);
+        assert_eq!(
+            signals(&got),
+            vec![
+                (Signal::Country, AnomalyAction::Log),
+                (Signal::ImpossibleTravel, AnomalyAction::Log)
+            ]
+        );
+        assert_eq!((got[0].old.as_str(), got[0].new.as_str()), ("FR", "US"));
+        let d = got[1].details();
+        assert_eq!(d["signal"], "impossible_travel");
+        assert_eq!(d["from"]["country"], "FR");
+        assert_eq!(d["to"]["country"], "US");
+        assert!(d["distance_km"].as_f64().unwrap() > 5800.0);
+        assert!(d["speed_kmh"].as_f64().unwrap() > 5800.0);
+        // A day later it is a trip, still another country.
+        let got = AnomalyPolicy::default().evaluate(&s, &c, now() + Duration::days(1), false);
+        assert_eq!(signals(&got), vec![(Signal::Country, AnomalyAction::Log)]);
+    }
+
+    #[test]
+    fn location_rules_follow_their_policy_and_need_both_places() {
+        let mut s = session();
+        s.location = Some(place("FR", 48.8566, 2.3522).seen(now()));
+        let mut c = client("10.0.0.1", "Firefox");
+        c.location = Some(place("US", 40.7128, -74.0060));
+        let later = now() + Duration::minutes(5);
+        let p = AnomalyPolicy {
+            country: AnomalyAction::Ignore,
+            travel: AnomalyAction::Revoke,
+            ..AnomalyPolicy::default()
+        };
+        assert_eq!(
+            signals(&p.evaluate(&s, &c, later, false)),
+            vec![(Signal::ImpossibleTravel, AnomalyAction::Revoke)]
+        );
+        let slow = AnomalyPolicy {
+            travel_speed_kmh: 1_000_000,
+            ..AnomalyPolicy::default()
+        };
+        assert_eq!(
+            signals(&slow.evaluate(&s, &c, later, false)),
+            vec![(Signal::Country, AnomalyAction::Log)]
+        );
+        // Unknown on either side: nothing.
+        let unknown = c.clone();
+        let mut c2 = unknown;
+        c2.location = None;
+        assert!(
+            AnomalyPolicy::default()
+                .evaluate(&s, &c2, later, false)
+                .is_empty()
+        );
+        let mut s2 = s.clone();
+        s2.location = None;
+        assert!(
+            AnomalyPolicy::default()
+                .evaluate(&s2, &c, later, false)
+                .is_empty()
+        );
+        // A country-only database: a country change, no travel.
+        let mut s3 = s.clone();
+        s3.location = Some(Location {
+            country: Some("FR".into()),
+            ..Location::default()
+        });
+        let mut c3 = c.clone();
+        c3.location = Some(Location {
+            country: Some("US".into()),
+            ..Location::default()
+        });
+        assert_eq!(
+            signals(&AnomalyPolicy::default().evaluate(&s3, &c3, later, false)),
+            vec![(Signal::Country, AnomalyAction::Log)]
+        );
     }
 
     #[test]
@@ -255,7 +443,8 @@ mod tests {
                 signal: Signal::UserAgent,
                 action: AnomalyAction::Revoke,
                 old: "Firefox".into(),
-                new: "curl".into()
+                new: "curl".into(),
+                travel: None,
             }]
         );
     }

@@ -156,6 +156,9 @@ pub fn plan_refresh(
         if params.client.user_agent.is_some() {
             new.user_agent.clone_from(&params.client.user_agent);
         }
+        if let Some(place) = &params.client.location {
+            new.location = Some(place.clone().seen(now));
+        }
         if new.dpop_jkt.is_none() {
             // A proof with the refresh of an unbound session binds it.
             new.dpop_jkt.clone_from(&params.client.dpop_jkt);
@@ -344,6 +347,7 @@ mod tests {
                 ip: Some(IP.into()),
                 user_agent: Some(UA.into()),
                 dpop_jkt: None,
+                location: None,
             },
         }
     }

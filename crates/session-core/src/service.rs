@@ -365,6 +365,7 @@ impl SessionService {
         session.ip.clone_from(&client.ip);
         session.user_agent.clone_from(&client.user_agent);
         session.dpop_jkt.clone_from(&client.dpop_jkt);
+        session.location = client.location.clone().map(|l| l.seen(now));
         if let Some(m) = metadata {
             session.metadata = m;
         }
@@ -500,12 +501,7 @@ impl SessionService {
                         AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
                             .session(session.id, session.user_id.clone())
                             .client(client)
-                            .details(serde_json::json!({
-                                "signal": a.signal.as_str(),
-                                "action": a.action.to_string(),
-                                "old": a.old,
-                                "new": a.new,
-                            })),
+                            .details(a.details()),
                     )
                     .await,
                 );

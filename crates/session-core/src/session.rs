@@ -182,6 +182,10 @@ pub struct Session {
     /// its access tokens carry it as `cnf.jkt`. Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<crate::dpop::Jkt>,
+    /// (v1.1) Where the session was last used from, with when, as far as
+    /// the GeoIP database knew (kept from the last use it knew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<crate::geo::Location>,
 }
 
 impl Session {
@@ -217,6 +221,7 @@ impl Session {
             epoch: 0,
             version: 0,
             dpop_jkt: None,
+            location: None,
         }
     }
 

@@ -139,6 +139,7 @@ pub(crate) async fn create_session(
         })
         .transpose()?;
     let client = ClientInfo {
+        location: state.locate(req.ip.as_deref()),
         ip: req.ip,
         user_agent: req.user_agent,
         dpop_jkt,
@@ -269,10 +270,15 @@ pub struct AdminSessionView {
     pub revoked_reason: Option<&'static str>,
     /// Refresh-token generation.
     pub refresh_generation: u64,
+    /// (v1.1, with a GeoIP database) where the session was last used;
+    /// `null` where unknown. Absent without a database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::public::LocationView>, nullable)]
+    pub location: Option<Option<crate::public::LocationView>>,
 }
 
 impl AdminSessionView {
-    fn new(s: &Session, now: OffsetDateTime) -> Self {
+    fn new(s: &Session, now: OffsetDateTime, state: &AppState) -> Self {
         Self {
             session_id: s.id.to_string(),
             user_id: s.user_id.clone(),
@@ -288,6 +294,7 @@ impl AdminSessionView {
             revoked_at: s.revoked.map(|r| r.at),
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             refresh_generation: s.refresh.generation,
+            location: crate::public::LocationView::of(state, s),
         }
     }
 }
@@ -332,7 +339,7 @@ pub(crate) async fn get_session(
         .await?
         .filter(|s| !s.is_expired(now))
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    Ok(Json(AdminSessionView::new(&session, now)).into_response())
+    Ok(Json(AdminSessionView::new(&session, now, &state)).into_response())
 }
 
 #[utoipa::path(delete, path = "/admin/v1/sessions/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("admin_token" = [])))]
@@ -378,7 +385,7 @@ pub(crate) async fn list_user_sessions(
     let sessions = state.service.list(&user_id).await?;
     let views: Vec<_> = sessions
         .iter()
-        .map(|s| AdminSessionView::new(s, now))
+        .map(|s| AdminSessionView::new(s, now, &state))
         .collect();
     Ok(Json(serde_json::json!({ "sessions": views })).into_response())
 }

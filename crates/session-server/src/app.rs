@@ -2,22 +2,23 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration as StdDuration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::conn::ConnLimits;
 use crate::error::ApiError;
-use crate::state::{AppState, StartupError};
+use crate::state::{AppState, Opened, Pending, StartupError};
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
@@ -227,19 +228,35 @@ pub async fn serve(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    serve_opened(Opened::Ready(state), public, admin, shutdown).await
+}
+
+/// [`serve`] for what [`AppState::try_open`] found. A state still waiting
+/// for its shared store is served at once: `/healthz` answers 200,
+/// `/readyz` and every other route 503 `store_unavailable`, until the
+/// store answers; from then on the full apps serve on the same listeners,
+/// without a restart (contract v1.1, "Starting and failing"). An error
+/// other than an unreachable store while waiting (a wrong master key)
+/// stops the server.
+pub async fn serve_opened(
+    opened: Opened,
+    public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let tx = Arc::new(tx);
+    let stopper = tx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = tx.send(true);
+        let _ = stopper.send(true);
     });
-    crate::browser::log_accepted_origins(&state.settings);
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let key_schedule = tokio::spawn(crate::keyring::run_schedule(
-        state.keys.clone(),
-        state.service.clone(),
-    ));
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
+    };
+    let settings = match &opened {
+        Opened::Ready(state) => state.settings.clone(),
+        Opened::Waiting(pending) => Arc::new(pending.settings().clone()),
     };
     let public_addr = public
         .local_addr()
@@ -250,21 +267,71 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let limits = ConnLimits {
-        header_read: std_duration(state.settings.header_read_timeout),
-        keepalive: std_duration(state.settings.keepalive_timeout),
-        max_connections: usize::try_from(state.settings.max_connections).unwrap_or(usize::MAX),
+        header_read: std_duration(settings.header_read_timeout),
+        keepalive: std_duration(settings.keepalive_timeout),
+        max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
     };
-    let p = crate::conn::serve(
-        public,
-        public_app(state.clone()),
-        limits,
-        "public",
-        wait(rx.clone()),
-    );
-    let a = crate::conn::serve(admin, admin_app(state), limits, "admin", wait(rx));
-    let (pr, ar) = tokio::join!(p, a);
-    housekeeping.abort();
-    key_schedule.abort();
+    let (public_router, admin_router, readiness) = match opened {
+        Opened::Ready(state) => (
+            public_app(state.clone()),
+            admin_app(state.clone()),
+            Readiness::Ready(state),
+        ),
+        Opened::Waiting(pending) => {
+            let public_slot = Arc::new(OnceLock::new());
+            let admin_slot = Arc::new(OnceLock::new());
+            (
+                gate(public_slot.clone()),
+                gate(admin_slot.clone()),
+                Readiness::Waiting {
+                    pending,
+                    public_slot,
+                    admin_slot,
+                },
+            )
+        }
+    };
+    let ready_rx = rx.clone();
+    let ready = async move {
+        let state = match readiness {
+            Readiness::Ready(state) => state,
+            Readiness::Waiting {
+                pending,
+                public_slot,
+                admin_slot,
+            } => match pending.wait(wait(ready_rx)).await {
+                Ok(Some(state)) => {
+                    let _ = public_slot.set(public_app(state.clone()));
+                    let _ = admin_slot.set(admin_app(state.clone()));
+                    state
+                }
+                Ok(None) => return Ok(Vec::new()),
+                Err(e) => {
+                    let _ = tx.send(true);
+                    return Err(e);
+                }
+            },
+        };
+        crate::browser::log_accepted_origins(&state.settings);
+        let mut tasks = vec![
+            tokio::spawn(housekeeping(state.clone())),
+            tokio::spawn(crate::keyring::run_schedule(
+                state.keys.clone(),
+                state.service.clone(),
+            )),
+        ];
+        if let Some(geoip) = state.geoip.clone() {
+            tasks.push(tokio::spawn(geoip.watch(StdDuration::from_secs(1))));
+        }
+        Ok(tasks)
+    };
+    let p = crate::conn::serve(public, public_router, limits, "public", wait(rx.clone()));
+    let a = crate::conn::serve(admin, admin_router, limits, "admin", wait(rx));
+    let (pr, ar, background) = tokio::join!(p, a, ready);
+    for task in background.iter().flatten() {
+        task.abort();
+    }
+    background?;
     pr.map_err(|source| StartupError::Listen {
         addr: public_addr,
         source,
@@ -274,6 +341,59 @@ pub async fn serve(
         source,
     })?;
     Ok(())
+}
+
+/// What [`serve_opened`] still has to do before the full apps serve.
+enum Readiness {
+    Ready(AppState),
+    Waiting {
+        pending: Box<Pending>,
+        public_slot: Arc<OnceLock<Router>>,
+        admin_slot: Arc<OnceLock<Router>>,
+    },
+}
+
+/// A router that hands every request to the app in `slot` once there is
+/// one, and until then answers as a server whose store is unreachable.
+fn gate(slot: Arc<OnceLock<Router>>) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(app) => match app.clone().oneshot(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                },
+                None => not_ready_yet(req.uri().path()),
+            }
+        }
+    })
+}
+
+/// The answer of a server still waiting for its shared store. The request
+/// body is not read, so the connection is closed after the answer.
+fn not_ready_yet(path: &str) -> Response {
+    let mut res = match path {
+        "/healthz" => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "error": "store_unavailable",
+                "message": "a store cannot be reached",
+                "status": "not_ready",
+            })),
+        )
+            .into_response(),
+        _ => ApiError::store_unavailable().into_response(),
+    };
+    let ok = res.status() == StatusCode::OK;
+    let headers = res.headers_mut();
+    if !ok {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 fn std_duration(d: time::Duration) -> StdDuration {

@@ -241,6 +241,7 @@ impl FromRequestParts<AppState> for Client {
                 ua
             });
         Ok(Self(ClientInfo {
+            location: ip.and_then(|ip| state.geoip.as_ref()?.lookup(ip)),
             ip: ip.map(|ip| ip.to_string()),
             user_agent,
             // Set by the handlers that check a DPoP proof.

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod dpop;
 pub mod error;
 pub mod extract;
+pub mod geoip;
 pub mod keyring;
 pub mod master;
 pub mod metrics;

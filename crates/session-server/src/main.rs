@@ -5,8 +5,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Arg, ArgAction, Command};
 use session_core::SystemClock;
+use session_server::AppState;
+use session_server::app::serve_opened;
 use session_server::config::{RawSettings, SETTINGS, default_config_toml};
-use session_server::{AppState, serve};
+use session_server::state::Opened;
 use tokio::net::TcpListener;
 
 fn cli() -> Command {
@@ -135,10 +137,16 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
 
     let backends = session_server::compose::open_backends(&settings).await?;
-    // Listen only once the state is built, so that whoever sees the port
-    // open also finds the generated admin token and keys in the data dir.
+    // Listen only once the state is built (or, with a shared store that
+    // does not answer yet, once the admin token is in place), so that
+    // whoever sees the port open also finds the generated admin token and
+    // keys in the data dir.
     let (public_addr, admin_addr) = (settings.public_addr, settings.admin_addr);
-    let state = AppState::open(settings, backends, Arc::new(SystemClock)).await?;
+    let opened = AppState::try_open(settings, backends, Arc::new(SystemClock)).await?;
+    if let Opened::Waiting(pending) = &opened {
+        session_server::state::create_private_dir(&pending.settings().data_dir)?;
+        session_server::state::admin_token(pending.settings())?;
+    }
     let public = TcpListener::bind(public_addr)
         .await
         .with_context(|| format!("cannot listen on {public_addr}"))?;
@@ -149,7 +157,7 @@ async fn run() -> anyhow::Result<()> {
         public = %public.local_addr()?, admin = %admin.local_addr()?,
         "listening"
     );
-    let served = serve(state, public, admin, shutdown_signal()).await;
+    let served = serve_opened(opened, public, admin, shutdown_signal()).await;
     telemetry.shutdown().await;
     served?;
     tracing::info!("stopped");

@@ -7,7 +7,7 @@ use crate::admin::{
     AdminSessionView, CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest,
 };
 use crate::public::{
-    DeviceList, DeviceView, LoginRequest, RefreshRequest, SessionView, TokenResponse,
+    DeviceList, DeviceView, LocationView, LoginRequest, RefreshRequest, SessionView, TokenResponse,
 };
 
 #[derive(OpenApi)]
@@ -55,6 +55,7 @@ use crate::public::{
         TokenResponse,
         SessionView,
         DeviceView,
+        LocationView,
         DeviceList,
         CreateSessionRequest,
         IntrospectRequest,

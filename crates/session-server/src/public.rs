@@ -152,6 +152,33 @@ pub struct DeviceView {
     pub user_agent: Option<String>,
     /// Whether this is the calling session.
     pub current: bool,
+    /// (v1.1, with a GeoIP database) where the session was last used;
+    /// `null` where unknown. Absent without a database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<LocationView>, nullable)]
+    pub location: Option<Option<LocationView>>,
+}
+
+/// (v1.1) Where a session was last used, as far as the GeoIP database
+/// knows.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LocationView {
+    /// ISO 3166-1 alpha-2 country code, `null` where unknown.
+    pub country: Option<String>,
+    /// English city name, `null` where unknown.
+    pub city: Option<String>,
+}
+
+impl LocationView {
+    /// The view of `s`'s location for a server with (`Some`) or without
+    /// (`None`, the field is left out) a GeoIP database.
+    pub fn of(state: &AppState, s: &Session) -> Option<Option<Self>> {
+        state.geoip.as_ref()?;
+        Some(s.location.as_ref().map(|l| Self {
+            country: l.country.clone(),
+            city: l.city.clone(),
+        }))
+    }
 }
 
 /// The caller's devices.
@@ -553,6 +580,7 @@ pub(crate) async fn list_sessions(
                 ip: s.ip.clone(),
                 user_agent: s.user_agent.clone(),
                 current: s.id == auth.session_id,
+                location: LocationView::of(&state, s),
             })
             .collect(),
     };

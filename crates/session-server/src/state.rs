@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::config::{ConfigError, Settings};
+use crate::geoip::GeoIp;
 use crate::keyring::{FileHome, KeyManager};
 use crate::ratelimit::RateLimits;
 use crate::validate::Validator;
@@ -131,6 +132,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The GeoIP database named by `geoip_db` does not open.
+    #[error(transparent)]
+    GeoIp(#[from] crate::geoip::GeoIpError),
 }
 
 fn io_err<'a>(
@@ -364,6 +368,97 @@ impl std::fmt::Debug for ServerInfo {
     }
 }
 
+/// What [`AppState::try_open`] found.
+#[derive(Debug)]
+pub enum Opened {
+    /// Everything is in place: serve.
+    Ready(AppState),
+    /// The shared store holding the key ring does not answer yet.
+    Waiting(Box<Pending>),
+}
+
+/// A state that waits for its shared store: the key ring lives there, so
+/// until it answers there is nothing to sign or verify with.
+pub struct Pending {
+    settings: Settings,
+    backends: Backends,
+    clock: Arc<dyn Clock>,
+    master: MasterKey,
+    geoip: Option<Arc<GeoIp>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("store", &self.backends.store_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The settings the state will be built with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Re-reads the shared key ring, backing off from 100 ms to 5 s, until
+    /// the store answers (the state) or `stop` resolves (`None`). An error
+    /// other than an unreachable store (a wrong master key, a corrupt
+    /// ring) ends the wait.
+    pub async fn wait(
+        self,
+        stop: impl Future<Output = ()> + Send,
+    ) -> Result<Option<AppState>, StartupError> {
+        tokio::select! {
+            () = stop => Ok(None),
+            state = self.wait_until_ready() => state.map(Some),
+        }
+    }
+
+    async fn wait_until_ready(self) -> Result<AppState, StartupError> {
+        let Some(values) = self.backends.shared.clone() else {
+            return AppState::build_with(
+                self.settings,
+                self.backends,
+                self.clock,
+                None,
+                self.geoip,
+            );
+        };
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(pause).await;
+            match crate::keyring::open_shared(
+                values.clone(),
+                &self.settings,
+                &self.master,
+                self.clock.clone(),
+            )
+            .await
+            {
+                Err(StartupError::Store {
+                    what,
+                    source: StoreError::Unavailable(e),
+                }) => {
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    tracing::warn!(what, error = %e, ?pause, "the shared store is still unreachable");
+                }
+                Err(e) => return Err(e),
+                Ok(shared) => {
+                    tracing::info!("the shared store answers; serving");
+                    return AppState::build_with(
+                        self.settings,
+                        self.backends,
+                        self.clock,
+                        Some(shared),
+                        self.geoip,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// What every handler sees.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -383,6 +478,23 @@ pub struct AppState {
     pub info: ServerInfo,
     /// The signing-key ring and where it lives.
     pub keys: Arc<KeyManager>,
+    /// The GeoIP database, where `geoip_db` names one.
+    pub geoip: Option<Arc<GeoIp>>,
+}
+
+impl AppState {
+    /// Where the GeoIP database places `client`'s address, where there is
+    /// a database and it knows the address.
+    pub fn locate(&self, ip: Option<&str>) -> Option<session_core::Location> {
+        self.geoip.as_ref()?.lookup_str(ip?)
+    }
+}
+
+fn open_geoip(settings: &Settings) -> Result<Option<Arc<GeoIp>>, StartupError> {
+    match &settings.geoip_db {
+        Some(path) => Ok(Some(Arc::new(GeoIp::open(path)?))),
+        None => Ok(None),
+    }
 }
 
 impl AppState {
@@ -393,41 +505,61 @@ impl AppState {
         backends: Backends,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        Self::build_with(settings, backends, clock, None)
+        let geoip = open_geoip(&settings)?;
+        Self::build_with(settings, backends, clock, None, geoip)
     }
 
     /// [`AppState::build`], reading the key ring and the token secret from
     /// the shared store where the backends have one (every instance on it
-    /// then shares them); else from the data directory.
+    /// then shares them); else from the data directory. Where the shared
+    /// store cannot be reached yet, waits for it (backing off).
     pub async fn open(
         settings: Settings,
         backends: Backends,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        match Self::try_open(settings, backends, clock).await? {
+            Opened::Ready(state) => Ok(state),
+            Opened::Waiting(pending) => pending.wait_until_ready().await,
+        }
+    }
+
+    /// One attempt at [`AppState::open`]: the state, or, where the shared
+    /// store that holds the key ring cannot be reached, what is needed to
+    /// build it once it can ([`Pending::wait`]). The server listens in the
+    /// meantime and answers 503 (contract v1.1, "Starting and failing").
+    pub async fn try_open(
+        settings: Settings,
+        backends: Backends,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Opened, StartupError> {
+        // A missing or malformed master key or GeoIP database is a
+        // configuration error: it stops the start now, whatever the store
+        // does.
+        let geoip = open_geoip(&settings)?;
         let Some(values) = backends.shared.clone() else {
-            return Self::build(settings, backends, clock);
+            return Self::build_with(settings, backends, clock, None, geoip).map(Opened::Ready);
         };
         let master = crate::master::master_key(&settings)?;
-        // The ring lives in the store: while the store cannot be reached
-        // there is nothing to sign or verify with, so wait for it (backing
-        // off), and start serving as soon as it answers, without a restart.
-        let mut pause = std::time::Duration::from_millis(100);
-        let shared = loop {
-            match crate::keyring::open_shared(values.clone(), &settings, &master, clock.clone())
-                .await
-            {
-                Err(StartupError::Store {
-                    what,
-                    source: StoreError::Unavailable(e),
-                }) => {
-                    tracing::warn!(what, error = %e, ?pause, "the shared store is unreachable; waiting for it before serving");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
-                }
-                other => break other?,
+        match crate::keyring::open_shared(values, &settings, &master, clock.clone()).await {
+            Ok(shared) => {
+                Self::build_with(settings, backends, clock, Some(shared), geoip).map(Opened::Ready)
             }
-        };
-        Self::build_with(settings, backends, clock, Some(shared))
+            Err(StartupError::Store {
+                what,
+                source: StoreError::Unavailable(e),
+            }) => {
+                tracing::warn!(what, error = %e, "the shared store is unreachable; answering 503 until it is back");
+                Ok(Opened::Waiting(Box::new(Pending {
+                    settings,
+                    backends,
+                    clock,
+                    master,
+                    geoip,
+                })))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn build_with(
@@ -435,6 +567,7 @@ impl AppState {
         backends: Backends,
         clock: Arc<dyn Clock>,
         shared: Option<(TokenSecrets, KeyManager)>,
+        geoip: Option<Arc<GeoIp>>,
     ) -> Result<Self, StartupError> {
         create_private_dir(&settings.data_dir)?;
         let admin = admin_token(&settings)?;
@@ -457,6 +590,9 @@ impl AppState {
                 rapid_refresh: settings.anomaly_rapid_refresh,
                 rapid_refresh_limit: settings.rapid_refresh_limit,
                 rapid_refresh_window: settings.rapid_refresh_window,
+                country: settings.anomaly_country,
+                travel: settings.anomaly_travel,
+                travel_speed_kmh: settings.travel_speed_kmh,
             },
             client_id: settings.client_id.clone(),
         };
@@ -484,6 +620,7 @@ impl AppState {
             settings.rate_limit_create,
         ));
         Ok(Self {
+            geoip,
             keys: key_manager,
             service,
             validator,

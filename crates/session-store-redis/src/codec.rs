@@ -144,11 +144,19 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
         d.push(TAG_DPOP_JKT);
         put_str(&mut d, jkt.as_str().as_bytes());
     }
+    if let Some(place) = &s.location
+        && let Ok(json) = serde_json::to_vec(place)
+    {
+        d.push(TAG_LOCATION);
+        put_str(&mut d, &json);
+    }
     d
 }
 
 /// Tag of the optional DPoP thumbprint field.
 const TAG_DPOP_JKT: u8 = b'J';
+/// Tag of the optional GeoIP location field (JSON of `geo::Location`).
+const TAG_LOCATION: u8 = b'L';
 
 /// Decodes the stored string of session `id` and its grace successor.
 pub(crate) fn decode(
@@ -214,11 +222,16 @@ pub(crate) fn decode(
         u64::try_from(rd.varint()?).map_err(|_| DecodeError::Malformed)?
     };
     let mut dpop_jkt = None;
+    let mut location = None;
     while !rd.0.is_empty() {
         match rd.byte()? {
             TAG_DPOP_JKT if dpop_jkt.is_none() => {
                 let s = rd.string()?;
                 dpop_jkt = Some(Jkt::parse(&s).ok_or(DecodeError::Malformed)?);
+            }
+            TAG_LOCATION if location.is_none() => {
+                location =
+                    Some(serde_json::from_slice(rd.bytes()?).map_err(|_| DecodeError::Malformed)?);
             }
             _ => return Err(DecodeError::Malformed),
         }
@@ -245,6 +258,7 @@ pub(crate) fn decode(
         epoch,
         version,
         dpop_jkt,
+        location,
     })
 }
 
@@ -395,6 +409,12 @@ mod tests {
             version in any::<u64>(),
             jkt in proptest::option::of(any::<[u8; 32]>()),
             epoch in any::<u64>(),
+            place in proptest::option::of((
+                proptest::option::of("[A-Z]{2}"),
+                proptest::option::of(".{0,30}"),
+                proptest::option::of((-900_000_i32..=900_000, -1_800_000_i32..=1_800_000, proptest::option::of(any::<u32>()))),
+                proptest::option::of(0_i64..4_000_000_000),
+            )),
         ) -> Session {
             let mut s = Session::new(SessionId::generate(), user, TokenDigest::from_bytes(cur), &Lifetimes::default(), times[0]);
             s.last_seen_at = times[1];
@@ -414,6 +434,16 @@ mod tests {
             s.version = version;
             s.dpop_jkt = jkt.map(Jkt::from_digest);
             s.epoch = epoch;
+            s.location = place.map(|(country, city, point, seen)| session_core::geo::Location {
+                country,
+                city,
+                coordinates: point.map(|(lat, lon, r)| session_core::geo::Coordinates {
+                    latitude: f64::from(lat) / 10_000.0,
+                    longitude: f64::from(lon) / 10_000.0,
+                    accuracy_km: r,
+                }),
+                seen_at: seen.map(|t| OffsetDateTime::from_unix_timestamp(t).unwrap()),
+            });
             s
         }
     }

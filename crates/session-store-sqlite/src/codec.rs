@@ -146,6 +146,9 @@ pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
         dpop_jkt: get::<Option<String>>(row, "dpop_jkt")?
             .map(|j| Jkt::parse(&j).ok_or_else(|| bad("dpop_jkt", "not a key thumbprint")))
             .transpose()?,
+        location: get::<Option<String>>(row, "location")?
+            .map(|l| serde_json::from_str(&l).map_err(|e| bad("location", e)))
+            .transpose()?,
     })
 }
 

@@ -1,13 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 /// The session columns, in the order every `SELECT`/`RETURNING` names them
-/// and `INSERT` binds them (`?1`..`?19`). A macro so that `concat!` can
+/// and `INSERT` binds them (`?1`..`?21`). A macro so that `concat!` can
 /// build whole statements as literals.
 macro_rules! session_columns {
     () => {
         "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, ip, \
          user_agent, metadata, generation, current_digest, previous_digest, rotated_at, \
-         grace_successor, recent_refreshes, revoked_at, revoked_reason, version, dpop_jkt, epoch"
+         grace_successor, recent_refreshes, revoked_at, revoked_reason, version, dpop_jkt, epoch, \
+         location"
     };
 }
 

@@ -38,6 +38,7 @@ struct Encoded {
     version: i64,
     dpop_jkt: Option<String>,
     epoch: i64,
+    location: Option<String>,
     grace_until: Option<i64>,
 }
 
@@ -78,11 +79,16 @@ impl Encoded {
             version: counter(s.version, "version")?,
             dpop_jkt: s.dpop_jkt.as_ref().map(|j| j.as_str().to_owned()),
             epoch: counter(s.epoch, "epoch")?,
+            location: s
+                .location
+                .as_ref()
+                .map(|l| serde_json::to_string(l).map_err(StoreError::backend))
+                .transpose()?,
             grace_until: grace_until(s, grace)?,
         })
     }
 
-    /// Binds `?1`..`?21`.
+    /// Binds `?1`..`?22`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -104,6 +110,7 @@ impl Encoded {
             .bind(self.version)
             .bind(self.dpop_jkt)
             .bind(self.epoch)
+            .bind(self.location)
             .bind(self.grace_until)
     }
 }
@@ -113,7 +120,7 @@ const INSERT: &str = concat!(
     session_columns!(),
     ", grace_until) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21) \
+     ?19, ?20, ?21, ?22) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -122,8 +129,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18, dpop_jkt = ?19, epoch = ?20, grace_until = ?21 \
-     WHERE id = ?1 AND version = ?22 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, dpop_jkt = ?19, epoch = ?20, location = ?21, grace_until = ?22 \
+     WHERE id = ?1 AND version = ?23 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",

@@ -41,25 +41,49 @@ async fn list(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
 /// The sessions as a table. Session ids stay whole: they are what an
 /// operator copies into `sessions revoke`.
 pub(crate) fn session_table(sessions: &[Value], local: Local) -> Table {
-    let mut table = Table::new([
-        "SESSION",
-        "CREATED",
-        "LAST SEEN",
-        "EXPIRES",
-        "IP",
-        "USER AGENT",
-    ]);
+    // A server with a GeoIP database sends `location` (null where
+    // unknown); the column is there only then.
+    let located = sessions.iter().any(|s| s.get("location").is_some());
+    let mut header = vec!["SESSION", "CREATED", "LAST SEEN", "EXPIRES", "IP"];
+    if located {
+        header.push("LOCATION");
+    }
+    header.push("USER AGENT");
+    let mut table = Table::new(header);
     for s in sessions {
-        table.row(vec![
+        let mut row = vec![
             text(s.get("session_id")),
             local.time(s.get("created_at")),
             local.time(s.get("last_seen_at")),
             local.time(s.get("expires_at")),
             text(s.get("ip")),
-            text(s.get("user_agent")),
-        ]);
+        ];
+        if located {
+            row.push(place(s.get("location")));
+        }
+        row.push(text(s.get("user_agent")));
+        table.row(row);
     }
     table
+}
+
+/// A `location` as `City, CC`; `-` where unknown.
+fn place(location: Option<&Value>) -> String {
+    let part = |k: &str| {
+        location
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let parts: Vec<String> = [part("city"), part("country")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
@@ -77,7 +101,7 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
 /// One session as `field  value` lines: the contract's fields first, then
 /// whatever else the server sent.
 pub(crate) fn session_details(session: &Value, local: Local) -> String {
-    const KNOWN: [(&str, &str); 15] = [
+    const KNOWN: [(&str, &str); 16] = [
         ("session_id", "session"),
         ("user_id", "user"),
         ("active", "active"),
@@ -90,6 +114,7 @@ pub(crate) fn session_details(session: &Value, local: Local) -> String {
         ("revoked_reason", "revoked reason"),
         ("ip", "ip"),
         ("user_agent", "user agent"),
+        ("location", "location"),
         ("current", "current"),
         ("refresh_generation", "refreshes"),
         ("metadata", "metadata"),
@@ -97,7 +122,9 @@ pub(crate) fn session_details(session: &Value, local: Local) -> String {
     let mut table = Table::default();
     let fields = session.as_object().cloned().unwrap_or_default();
     let show = |key: &str, value: Option<&Value>| {
-        if key.ends_with("_at") {
+        if key == "location" {
+            place(value)
+        } else if key.ends_with("_at") {
             local.time(value)
         } else {
             text(value)
@@ -215,6 +242,30 @@ mod tests {
             "{rendered}"
         );
         assert!(lines[1].ends_with("203.0.113.9  curl/8"), "{rendered}");
+        assert!(!rendered.contains("LOCATION"), "{rendered}");
+    }
+
+    #[test]
+    fn session_tables_show_locations_where_the_server_knows_them() {
+        let sessions = [
+            json!({"session_id": "a", "ip": "203.0.113.9", "user_agent": "curl/8",
+                   "location": {"country": "FR", "city": "Paris"}}),
+            json!({"session_id": "b", "ip": "192.0.2.1", "user_agent": "curl/8", "location": null}),
+        ];
+        let rendered = session_table(&sessions, UTC).render();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert!(lines[0].contains("IP           LOCATION"), "{rendered}");
+        assert!(
+            lines[1].ends_with("203.0.113.9  Paris, FR  curl/8"),
+            "{rendered}"
+        );
+        assert!(
+            lines[2].ends_with("192.0.2.1    -          curl/8"),
+            "{rendered}"
+        );
+        let details = session_details(&sessions[0], UTC);
+        assert!(details.contains("location"), "{details}");
+        assert!(details.contains("Paris, FR"), "{details}");
     }
 
     #[test]

@@ -16,51 +16,15 @@ use crate::harness::*;
 
 const SIGNER: &str = include_str!("dpop_signer.py");
 
-/// The venv's python, made once per checkout: `target/test-venv`, with
-/// the system's site packages, and `cryptography` installed into it when
-/// they lack it. Built in a temporary directory and renamed into place, so
-/// concurrent test processes never see half of it.
+/// The venv's python with `cryptography` (see [`test_venv`]).
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-        let venv = target.join("test-venv");
-        let bin = venv.join("bin/python");
-        let works = |py: &Path| {
-            Command::new(py)
-                .args([
-                    "-c",
-                    "import cryptography.hazmat.primitives.asymmetric.ed25519",
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if works(&bin) {
-            return bin;
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("test-venv-")
-            .tempdir_in(&target)
-            .unwrap();
-        let staged = tmp.path().join("venv");
-        let made = Command::new("python3")
-            .args(["-m", "venv", "--system-site-packages"])
-            .arg(&staged)
-            .status()
-            .expect("python3 is required for the DPoP tests");
-        assert!(made.success(), "python3 -m venv failed");
-        let staged_bin = staged.join("bin/python");
-        if !works(&staged_bin) {
-            let pip = Command::new(&staged_bin)
-                .args(["-m", "pip", "install", "--quiet", "cryptography"])
-                .status()
-                .unwrap();
-            assert!(pip.success(), "pip install cryptography failed");
-        }
-        // Another process may have won the race: then its venv is used.
-        let _ = std::fs::rename(&staged, &venv);
-        assert!(works(&bin), "the test venv cannot import cryptography");
-        bin
+        test_venv(
+            "test-venv",
+            "import cryptography.hazmat.primitives.asymmetric.ed25519",
+            &["cryptography"],
+        )
     })
 }
 

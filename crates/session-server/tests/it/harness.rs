@@ -379,3 +379,55 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A Python venv made once per checkout in `target/<name>`, with the
+/// system's site packages, and `packages` installed into it when `import`
+/// fails without them. Built in a temporary directory and renamed into
+/// place, so concurrent test processes never see half of it. Returns its
+/// python.
+pub fn test_venv(name: &str, import: &str, packages: &[&str]) -> std::path::PathBuf {
+    use std::process::Command;
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let venv = target.join(name);
+    let bin = venv.join("bin/python");
+    let works = |py: &std::path::Path| {
+        Command::new(py)
+            .args(["-c", import])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works(&bin) {
+        return bin;
+    }
+    std::fs::create_dir_all(&target).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(&target)
+        .unwrap();
+    let staged = tmp.path().join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&staged)
+        .status()
+        .expect("python3 is required for these tests");
+    assert!(made.success(), "python3 -m venv failed");
+    let staged_bin = staged.join("bin/python");
+    if !works(&staged_bin) {
+        let pip = Command::new(&staged_bin)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages)
+            .status()
+            .unwrap();
+        assert!(pip.success(), "pip install {packages:?} failed");
+    }
+    // Another process may have won the race: then its venv is used.
+    let _ = std::fs::rename(&staged, &venv);
+    assert!(works(&bin), "the venv {name} cannot run {import:?}");
+    bin
+}

@@ -13,6 +13,7 @@ mod dpop;
 mod edge;
 mod fleet;
 mod forward_auth;
+mod geoip;
 mod hostile;
 mod hostile_input;
 mod keys;

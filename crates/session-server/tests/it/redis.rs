@@ -321,46 +321,116 @@ async fn the_server_runs_on_a_redis_cluster() {
 }
 
 #[tokio::test]
-async fn a_server_started_while_redis_is_down_waits_for_it_and_serves_once_it_is_up() {
+async fn a_server_started_while_redis_is_down_answers_503_then_serves_once_it_is_up() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    // Nothing listens on the port yet. The key ring lives in the store, so
-    // the server waits for Redis (backing off) instead of exiting; Redis
-    // comes up while it waits, and it serves without a restart.
-    let dir = tempfile::tempdir().unwrap();
-    let starter = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        RedisProc::start(port, dir)
-    });
-    let app = on_redis(&url).await;
-    let _redis = starter.await.unwrap();
+    // Nothing listens on the port. The real binary starts anyway: it
+    // listens, says it is alive but not ready, refuses what needs the
+    // store with 503, and reconnects by itself (contract v1.1).
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(
+        data.path(),
+        &[
+            ("SESSION_STORE", url.as_str()),
+            ("SESSION_MASTER_KEY", MASTER_KEY),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/readyz", server.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(r).await.1, "store_unavailable");
+    let r = http
+        .post(format!("{}/v1/auth/login", server.public))
+        .json(&serde_json::json!({"username": "late-user", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await.1, "store_unavailable");
+    let r = http
+        .get(format!("{}/.well-known/jwks.json", server.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let token = server.admin_token();
+    let r = http
+        .get(format!(
+            "{}/admin/v1/users/late-user/sessions",
+            server.admin
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(r).await.1, "store_unavailable");
+
+    let _redis = RedisProc::start(port, tempfile::tempdir().unwrap());
     // It reconnects by itself (backoff at most 5 s): no restart.
     let started = Instant::now();
     loop {
-        let r = app.http.get(app.public("/readyz")).send().await.unwrap();
+        let r = http
+            .get(format!("{}/readyz", server.public))
+            .send()
+            .await
+            .unwrap();
         if r.status() == StatusCode::OK {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(15),
-            "never became ready: {}",
-            r.status()
+            "never became ready: {}\n{}",
+            r.status(),
+            server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let t = app.admin_session("late").await;
-    assert_eq!(app.whoami(&t.access).await.status(), StatusCode::OK);
-    app.add_user("late-user").await;
-    assert_eq!(
-        app.login_bearer("late-user", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    let r = http
+        .post(format!("{}/admin/v1/users", server.admin))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"username": "late-user", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = http
+        .post(format!("{}/v1/auth/login", server.public))
+        .header("X-Session-Transport", "bearer")
+        .json(&serde_json::json!({"username": "late-user", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap();
+    let r = http
+        .get(format!("{}/v1/session", server.public))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let keys: serde_json::Value = http
+        .get(format!("{}/.well-known/jwks.json", server.public))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!keys["keys"].as_array().unwrap().is_empty());
     // The feed subscribed too: the cache is in use again.
     let started = Instant::now();
     loop {
-        let ready: serde_json::Value = app
-            .http
-            .get(app.public("/readyz"))
+        let ready: serde_json::Value = http
+            .get(format!("{}/readyz", server.public))
             .send()
             .await
             .unwrap()
@@ -373,6 +443,28 @@ async fn a_server_started_while_redis_is_down_waits_for_it_and_serves_once_it_is
         assert!(started.elapsed() < Duration::from_secs(15), "{ready}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[test]
+fn a_shared_store_without_a_master_key_still_stops_the_server_at_start() {
+    // Waiting for the store is for the store; a configuration error stops
+    // the start at once, even while the store is unreachable.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_session-server"))
+        .env("SESSION_DATA_DIR", dir.path())
+        .env(
+            "SESSION_STORE",
+            format!("redis://127.0.0.1:{}/0", free_port()),
+        )
+        .env("SESSION_PUBLIC_ADDR", "127.0.0.1:0")
+        .env("SESSION_ADMIN_ADDR", "127.0.0.1:0")
+        .env_remove("SESSION_MASTER_KEY")
+        .env_remove("SESSION_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SESSION_MASTER_KEY"), "{stderr}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ async fn bytes_per_session(store: &Cleaned, users: usize, per_user: usize) -> (i
                 ip: s.ip.clone(),
                 user_agent: s.user_agent.clone(),
                 dpop_jkt: None,
+                location: None,
             };
             let r = store.refresh(&p0, &next, &p, now).await.unwrap();
             assert_eq!(r.outcome, RefreshOutcome::Rotated);

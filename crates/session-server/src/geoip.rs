@@ -1,0 +1,178 @@
+//! The GeoIP database (`SESSION_GEOIP_DB`): where a client address is, for
+//! the country-change and impossible-travel rules and the device lists.
+//!
+//! The file is a MaxMind DB (GeoLite2 / GeoIP2 / DB-IP, City or Country
+//! format) read with the `maxminddb` crate. It is read into memory rather
+//! than memory-mapped: the workspace forbids `unsafe` code, and a mapped
+//! file that an operator truncates or rewrites in place takes the process
+//! down with `SIGBUS`. Operators update it without a restart: a watcher
+//! notices a changed file (size, modification time, inode) within a second
+//! and swaps the new database in; a file that does not parse leaves the
+//! old one in use and says so in the log.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use maxminddb::{Reader, geoip2};
+use session_core::geo::{Coordinates, Location};
+
+/// Why the database cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the GeoIP database {path}")]
+pub struct GeoIpError {
+    path: PathBuf,
+    #[source]
+    source: maxminddb::MaxMindDbError,
+}
+
+/// What identifies one version of the file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        })
+    }
+}
+
+struct Loaded {
+    reader: Reader<Vec<u8>>,
+    stamp: Option<Stamp>,
+}
+
+/// A GeoIP database, swapped for a newer file while the server runs.
+pub struct GeoIp {
+    path: PathBuf,
+    current: RwLock<Arc<Loaded>>,
+    /// The file version last read, good or not.
+    tried: Mutex<Option<Stamp>>,
+}
+
+impl std::fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoIp")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn load(path: &Path) -> Result<Loaded, GeoIpError> {
+    let stamp = Stamp::of(path);
+    let reader = Reader::open_readfile(path).map_err(|source| GeoIpError {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Loaded { reader, stamp })
+}
+
+impl GeoIp {
+    /// Opens the database at `path`; an unreadable or malformed file is an
+    /// error (the server stops at start with one line).
+    pub fn open(path: &Path) -> Result<Self, GeoIpError> {
+        let loaded = load(path)?;
+        tracing::info!(
+            path = %path.display(),
+            kind = loaded.reader.metadata().database_type,
+            "GeoIP database opened"
+        );
+        Ok(Self {
+            path: path.to_owned(),
+            tried: Mutex::new(loaded.stamp),
+            current: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where `ip` is, or `None` where the database does not know it.
+    pub fn lookup(&self, ip: IpAddr) -> Option<Location> {
+        let loaded = self.loaded();
+        let found = loaded.reader.lookup(ip).ok()?;
+        // A Country database decodes as a City record without city and
+        // coordinates.
+        let city: geoip2::City<'_> = found.decode().ok()??;
+        let coordinates = match (city.location.latitude, city.location.longitude) {
+            (Some(latitude), Some(longitude)) => Some(Coordinates {
+                latitude,
+                longitude,
+                accuracy_km: city.location.accuracy_radius.map(u32::from),
+            }),
+            _ => None,
+        };
+        let location = Location {
+            country: city.country.iso_code.map(str::to_owned),
+            city: city.city.names.english.map(str::to_owned),
+            coordinates,
+            seen_at: None,
+        };
+        (!location.is_unknown()).then_some(location)
+    }
+
+    /// [`GeoIp::lookup`] of an address as the server records it.
+    pub fn lookup_str(&self, ip: &str) -> Option<Location> {
+        self.lookup(ip.parse().ok()?)
+    }
+
+    /// Re-reads the file if it changed since it was last read. `true` when
+    /// a new database is in use.
+    pub fn reload_if_changed(&self) -> bool {
+        let stamp = Stamp::of(&self.path);
+        {
+            let mut tried = self
+                .tried
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if stamp.is_none() || stamp == *tried {
+                return false;
+            }
+            *tried = stamp;
+        }
+        match load(&self.path) {
+            Ok(loaded) => {
+                tracing::info!(path = %self.path.display(), "GeoIP database changed on disk; now in use");
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+                true
+            }
+            Err(e) => {
+                // Most often a copy still being written: it is tried again
+                // when it changes; until then the last good file answers.
+                tracing::warn!(error = %e, cause = %e.source, "the changed GeoIP database does not open; keeping the previous one");
+                false
+            }
+        }
+    }
+
+    /// Checks the file every `every` for as long as the task runs.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
+        }
+    }
+}
