@@ -7,6 +7,7 @@ pub mod dpop;
 pub mod geo;
 pub mod keys;
 pub mod memory;
+pub mod record;
 pub mod rotation;
 pub mod sealing;
 pub mod secret;

@@ -266,6 +266,7 @@ pub struct TokenSecrets {
     mac: [u8; 32],
     seal: [u8; 32],
     csrf: [u8; 32],
+    record: [u8; 32],
 }
 
 impl fmt::Debug for TokenSecrets {
@@ -291,7 +292,14 @@ impl TokenSecrets {
             mac: hmac(master, &[b"session/refresh-tag/v1"]),
             seal: hmac(master, &[b"session/grace-seal/v1"]),
             csrf: hmac(master, &[b"session/csrf/v1"]),
+            record: hmac(master, &[b"session/record/v1"]),
         }
+    }
+
+    /// The key that seals session records' private fields at rest
+    /// ([`crate::record::RecordCipher`]).
+    pub(crate) fn record_key(&self) -> &[u8; 32] {
+        &self.record
     }
 
     /// A new random master secret.

@@ -9,6 +9,7 @@ use session_store_redis::{RedisOptions, RedisStore};
 use session_store_sqlite::SqliteStore;
 
 use session_core::keys::KeyRing;
+use session_core::record::RecordCipher;
 use session_core::{RevocationFeed, SessionStore, StoreError, UserStore};
 
 use crate::config::Settings;
@@ -116,10 +117,20 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         url: redact(store_url),
     };
     let (scheme, rest) = store_url.split_once("://").ok_or_else(unsupported)?;
+    // Every session store seals its records' private fields; the cipher
+    // gets its key once the state has loaded the token secret.
+    let records = RecordCipher::new();
     let (sessions, sqlite_store) = match scheme {
         "sqlite" => {
             let path = PathBuf::from(rest);
-            let store = sqlite(&path, "SQLite store").await?;
+            crate::state::prepare_private_file(&path)?;
+            let store = SqliteStore::open(&path)
+                .await
+                .map(|s| Arc::new(s.with_records(records.clone())))
+                .map_err(|source| StartupError::Store {
+                    what: "SQLite store",
+                    source,
+                })?;
             tracing::info!(path = %path.display(), "session store: SQLite");
             let sessions = SessionSide {
                 sessions: store.clone(),
@@ -133,6 +144,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         "redis" | "redis+cluster" => {
             let options = RedisOptions {
                 allow_eviction: settings.redis_allow_eviction,
+                records: Some(records.clone()),
                 ..RedisOptions::default()
             };
             // Connect now where Redis answers, so an evicting policy stops
@@ -191,6 +203,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             audit_backlog: None,
             audit_chain: None,
             shared: sessions.shared,
+            records: Some(records),
         });
     }
     if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
@@ -225,6 +238,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         audit_backlog: Some(Arc::new(move || backlog.backlog())),
         audit_chain: Some(Arc::new(PostgresChain(outbox))),
         shared: sessions.shared,
+        records: Some(records),
     })
 }
 

@@ -57,6 +57,10 @@ pub struct Backends {
     /// Values every instance shares (key ring, token secret), where the
     /// session store is shared.
     pub shared: Option<Arc<dyn session_core::shared::SharedValues>>,
+    /// The cipher the session store seals records with, keyed here once
+    /// the token secret is loaded (none for stores that keep records in
+    /// the clear, such as the in-memory one).
+    pub records: Option<session_core::record::RecordCipher>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -575,6 +579,9 @@ impl AppState {
             Some((secrets, manager)) => (secrets, Arc::new(manager)),
             None => Self::local_keys(&settings, clock.clone())?,
         };
+        if let Some(records) = &backends.records {
+            records.set_key(&secrets);
+        }
         let keys = key_manager.ring().clone();
         let config = ServiceConfig {
             lifetimes: Lifetimes {

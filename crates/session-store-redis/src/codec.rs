@@ -21,6 +21,7 @@
 //! that expires with the grace window (see the crate documentation).
 
 use session_core::dpop::Jkt;
+use session_core::record::{RecordCipher, RecordError};
 use session_core::secret::TokenDigest;
 use session_core::session::{RefreshState, Revocation};
 use session_core::{RevokeReason, Session, SessionId};
@@ -77,6 +78,8 @@ pub(crate) enum DecodeError {
     Reason(u8),
     #[error("session metadata is not JSON")]
     Metadata(#[source] serde_json::Error),
+    #[error("session record's sealed fields do not open")]
+    Sealed(#[source] RecordError),
 }
 
 /// The instant in Unix milliseconds, rounded up, never below 1 (Redis
@@ -93,8 +96,19 @@ pub(crate) fn index_score(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).unwrap_or(i64::MAX)
 }
 
-/// The stored string of a session (header and body; not its grace successor).
-pub(crate) fn encode(s: &Session) -> Vec<u8> {
+/// The stored string of a session (header and body; not its grace
+/// successor). With `records`, the private fields (IP, user agent,
+/// metadata, location, DPoP thumbprint) are sealed into one `S` field and
+/// left out of the clear ones.
+pub(crate) fn encode(s: &Session, records: Option<&RecordCipher>) -> Result<Vec<u8>, RecordError> {
+    let sealed = records.map(|r| r.seal(s)).transpose()?;
+    let cleared;
+    let s = if sealed.is_some() {
+        cleared = RecordCipher::public_part(s);
+        &cleared
+    } else {
+        s
+    };
     let mut d = Vec::with_capacity(320);
     d.extend_from_slice(s.version.to_string().as_bytes());
     d.push(b';');
@@ -150,19 +164,26 @@ pub(crate) fn encode(s: &Session) -> Vec<u8> {
         d.push(TAG_LOCATION);
         put_str(&mut d, &json);
     }
-    d
+    if let Some(blob) = sealed {
+        d.push(TAG_SEALED);
+        put_str(&mut d, &blob);
+    }
+    Ok(d)
 }
 
 /// Tag of the optional DPoP thumbprint field.
 const TAG_DPOP_JKT: u8 = b'J';
 /// Tag of the optional GeoIP location field (JSON of `geo::Location`).
 const TAG_LOCATION: u8 = b'L';
+/// Tag of the sealed private fields (`record::RecordCipher`).
+const TAG_SEALED: u8 = b'S';
 
 /// Decodes the stored string of session `id` and its grace successor.
 pub(crate) fn decode(
     id: SessionId,
     value: &[u8],
     grace: Option<Vec<u8>>,
+    records: Option<&RecordCipher>,
 ) -> Result<Session, DecodeError> {
     let semi = value
         .iter()
@@ -223,12 +244,14 @@ pub(crate) fn decode(
     };
     let mut dpop_jkt = None;
     let mut location = None;
+    let mut sealed = None;
     while !rd.0.is_empty() {
         match rd.byte()? {
             TAG_DPOP_JKT if dpop_jkt.is_none() => {
                 let s = rd.string()?;
                 dpop_jkt = Some(Jkt::parse(&s).ok_or(DecodeError::Malformed)?);
             }
+            TAG_SEALED if sealed.is_none() => sealed = Some(rd.bytes()?),
             TAG_LOCATION if location.is_none() => {
                 location =
                     Some(serde_json::from_slice(rd.bytes()?).map_err(|_| DecodeError::Malformed)?);
@@ -236,7 +259,7 @@ pub(crate) fn decode(
             _ => return Err(DecodeError::Malformed),
         }
     }
-    Ok(Session {
+    let mut session = Session {
         id,
         user_id,
         created_at,
@@ -259,7 +282,14 @@ pub(crate) fn decode(
         version,
         dpop_jkt,
         location,
-    })
+    };
+    if let Some(blob) = sealed {
+        records
+            .ok_or(DecodeError::Sealed(RecordError::NoKey))?
+            .open_into(&mut session, blob)
+            .map_err(DecodeError::Sealed)?;
+    }
+    Ok(session)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u128) {
@@ -450,14 +480,24 @@ mod tests {
 
     proptest! {
         #[test]
+        fn every_sealed_session_survives_a_round_trip_and_keeps_its_private_fields_out_of_the_clear(s in arb_session()) {
+            let records = RecordCipher::from_secrets(&session_core::TokenSecrets::from_master(&[7; 32]));
+            let stored = encode(&s, Some(&records)).unwrap();
+            let clear = decode(s.id, &stored, s.refresh.grace_successor.clone(), None);
+            prop_assert!(clear.is_err(), "a sealed record needs the key");
+            let back = decode(s.id, &stored, s.refresh.grace_successor.clone(), Some(&records)).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
         fn every_session_survives_an_encode_decode_round_trip(s in arb_session()) {
-            let back = decode(s.id, &encode(&s), s.refresh.grace_successor.clone()).unwrap();
+            let back = decode(s.id, &encode(&s, None).unwrap(), s.refresh.grace_successor.clone(), None).unwrap();
             prop_assert_eq!(back, s);
         }
 
         #[test]
         fn the_header_holds_the_version_and_the_revoked_flag(s in arb_session()) {
-            let v = encode(&s);
+            let v = encode(&s, None).unwrap();
             let flag = if s.revoked.is_some() { "R" } else { "A" };
             let header = format!("{};{flag}", s.version);
             prop_assert!(v.starts_with(header.as_bytes()));
@@ -495,12 +535,12 @@ mod tests {
             OffsetDateTime::UNIX_EPOCH,
         );
         s.revoke(RevokeReason::Admin, OffsetDateTime::UNIX_EPOCH);
-        let mut v = encode(&s);
+        let mut v = encode(&s, None).unwrap();
         // The reason byte is followed by the epoch (one byte for 0).
         let at = v.len() - 2;
         v[at] = 200;
         assert!(matches!(
-            decode(id, &v, None),
+            decode(id, &v, None, None),
             Err(DecodeError::Reason(200))
         ));
         for byte in 8..=u8::MAX {
@@ -517,12 +557,12 @@ mod tests {
             &Lifetimes::default(),
             OffsetDateTime::UNIX_EPOCH,
         );
-        let mut v = encode(&s);
+        let mut v = encode(&s, None).unwrap();
         // Format 1: the same body without the trailing epoch.
         let format_at = v.iter().position(|b| *b == b';').unwrap() + 2;
         v[format_at] = 1;
         v.pop();
-        assert_eq!(decode(s.id, &v, None).unwrap(), s);
+        assert_eq!(decode(s.id, &v, None, None).unwrap(), s);
     }
 
     #[test]
@@ -537,7 +577,7 @@ mod tests {
             b"x;A\x01",
             b"1;Q\x01",
         ] {
-            assert!(decode(id, bad, None).is_err(), "{bad:?}");
+            assert!(decode(id, bad, None, None).is_err(), "{bad:?}");
         }
         let s = Session::new(
             id,
@@ -546,8 +586,8 @@ mod tests {
             &Lifetimes::default(),
             OffsetDateTime::UNIX_EPOCH,
         );
-        let mut v = encode(&s);
+        let mut v = encode(&s, None).unwrap();
         v.truncate(v.len() - 1);
-        assert!(decode(id, &v, None).is_err());
+        assert!(decode(id, &v, None, None).is_err());
     }
 }

@@ -15,6 +15,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
+use session_core::record::{RecordCipher, RecordError};
 use session_core::rotation::RefreshParams;
 use session_core::shared::SharedValues;
 use session_core::store::MAX_CAS_ATTEMPTS;
@@ -88,6 +89,11 @@ pub struct RedisOptions {
     /// `noeviction`) or when the policy cannot be read. Off by default: an
     /// evicted user index or epoch makes revocation fail open.
     pub allow_eviction: bool,
+    /// Seal every session's private fields (IP, user agent, metadata,
+    /// location, DPoP thumbprint) at rest with this cipher (contract v1.1,
+    /// "At rest"). Without one they are stored in the clear; records
+    /// sealed earlier then do not open.
+    pub records: Option<RecordCipher>,
 }
 
 impl Default for RedisOptions {
@@ -95,6 +101,7 @@ impl Default for RedisOptions {
         Self {
             timeout: DEFAULT_COMMAND_TIMEOUT,
             allow_eviction: false,
+            records: None,
         }
     }
 }
@@ -180,6 +187,7 @@ pub struct RedisStore {
     /// in turn; PUBLISH reaches subscribers on all of them).
     feed_nodes: Arc<Vec<redis::Client>>,
     cluster: bool,
+    records: Option<RecordCipher>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -314,7 +322,13 @@ impl RedisStore {
             timeout,
             feed_nodes: Arc::new(feed_nodes),
             cluster,
+            records: options.records.clone(),
         })
+    }
+
+    /// The stored string of `session`, sealed where the store has a cipher.
+    fn encode(&self, session: &Session) -> Result<Vec<u8>, StoreError> {
+        codec::encode(session, self.records.as_ref()).map_err(StoreError::unavailable)
     }
 
     /// The connection handle, connecting first if no attempt succeeded yet.
@@ -537,9 +551,14 @@ impl RedisStore {
         cmd.arg(self.keys.session(id)).arg(self.keys.grace(id));
         let (value, grace): (Option<Vec<u8>>, Option<Vec<u8>>) = self.query(&cmd).await?;
         let Some(value) = value else { return Ok(None) };
-        codec::decode(*id, &value, grace)
-            .map(Some)
-            .map_err(StoreError::corrupt)
+        match codec::decode(*id, &value, grace, self.records.as_ref()) {
+            Ok(s) => Ok(Some(s)),
+            // The record key is not loaded yet: not an answer, not corrupt.
+            Err(codec::DecodeError::Sealed(RecordError::NoKey)) => {
+                Err(StoreError::unavailable(RecordError::NoKey))
+            }
+            Err(e) => Err(StoreError::corrupt(e)),
+        }
     }
 
     /// The compare-and-swap behind every write to an existing session.
@@ -551,7 +570,7 @@ impl RedisStore {
         expected_version: u64,
         grace: Option<time::Duration>,
     ) -> Result<bool, StoreError> {
-        let value = codec::encode(session);
+        let value = self.encode(session)?;
         let deadline = codec::deadline_ms(session.expires_at());
         let (g, g_deadline) = grace_field(session, grace);
         let written: i64 = self
@@ -807,7 +826,7 @@ impl SessionStore for RedisStore {
                 scripts::CREATE
                     .key(self.keys.session(&session.id))
                     .key(self.keys.grace(&session.id))
-                    .arg(codec::encode(session))
+                    .arg(self.encode(session)?)
                     .arg(codec::deadline_ms(session.expires_at()))
                     .arg(g)
                     .arg(g_deadline),

@@ -4,6 +4,7 @@
 
 use session_core::audit::{Actor, AuditEvent, AuditKind};
 use session_core::dpop::Jkt;
+use session_core::record::{RecordCipher, RecordError};
 use session_core::session::{RefreshState, Revocation, RevokeReason, Session};
 use session_core::user::User;
 use session_core::{SessionId, StoreError, TokenDigest};
@@ -92,7 +93,10 @@ fn read_json(row: &SqliteRow, column: &'static str) -> Result<serde_json::Value,
 }
 
 /// Decodes a row selected with `session_columns!()`.
-pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
+pub(crate) fn session_from_row(
+    row: &SqliteRow,
+    records: Option<&RecordCipher>,
+) -> Result<Session, StoreError> {
     let id: String = get(row, "id")?;
     let id: SessionId = id.parse().map_err(|e| bad("id", e))?;
 
@@ -120,7 +124,7 @@ pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
         _ => return Err(bad("revoked_at", "revoked_at and revoked_reason disagree")),
     };
 
-    Ok(Session {
+    let mut session = Session {
         id,
         user_id: get(row, "user_id")?,
         created_at: read_instant(row, "created_at")?,
@@ -149,7 +153,17 @@ pub(crate) fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
         location: get::<Option<String>>(row, "location")?
             .map(|l| serde_json::from_str(&l).map_err(|e| bad("location", e)))
             .transpose()?,
-    })
+    };
+    if let Some(sealed) = get::<Option<Vec<u8>>>(row, "sealed")? {
+        match records {
+            Some(r) => r.open_into(&mut session, &sealed).map_err(|e| match e {
+                RecordError::NoKey => StoreError::unavailable(e),
+                _ => bad("sealed", e),
+            })?,
+            None => return Err(bad("sealed", "a sealed record and no record key")),
+        }
+    }
+    Ok(session)
 }
 
 /// Decodes a `users` row.

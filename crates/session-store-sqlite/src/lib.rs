@@ -1,14 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 /// The session columns, in the order every `SELECT`/`RETURNING` names them
-/// and `INSERT` binds them (`?1`..`?21`). A macro so that `concat!` can
+/// and `INSERT` binds them (`?1`..`?22`). A macro so that `concat!` can
 /// build whole statements as literals.
 macro_rules! session_columns {
     () => {
         "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, ip, \
          user_agent, metadata, generation, current_digest, previous_digest, rotated_at, \
          grace_successor, recent_refreshes, revoked_at, revoked_reason, version, dpop_jkt, epoch, \
-         location"
+         location, sealed"
     };
 }
 
@@ -25,6 +25,7 @@ mod error;
 mod sessions;
 mod users;
 
+use session_core::record::RecordCipher;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     audit: audit::Writer,
+    records: Option<RecordCipher>,
 }
 
 impl SqliteStore {
@@ -87,7 +89,18 @@ impl SqliteStore {
             audit: audit::Writer::start(pool.clone()),
             pool,
             path: path.to_owned(),
+            records: None,
         })
+    }
+
+    /// Seals every session's private fields (IP, user agent, metadata,
+    /// location, DPoP thumbprint) at rest with `records` from now on
+    /// (contract v1.1, "At rest"); rows written in the clear before stay
+    /// readable until their next write.
+    #[must_use]
+    pub fn with_records(mut self, records: RecordCipher) -> Self {
+        self.records = Some(records);
+        self
     }
 
     /// The database file.

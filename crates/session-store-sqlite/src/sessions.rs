@@ -10,6 +10,8 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteConnection};
 use time::{Duration, OffsetDateTime};
 
+use session_core::record::RecordCipher;
+
 use crate::SqliteStore;
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
@@ -39,6 +41,7 @@ struct Encoded {
     dpop_jkt: Option<String>,
     epoch: i64,
     location: Option<String>,
+    sealed: Option<Vec<u8>>,
     grace_until: Option<i64>,
 }
 
@@ -57,7 +60,22 @@ fn grace_until(s: &Session, grace: Option<Duration>) -> Result<Option<i64>, Stor
 }
 
 impl Encoded {
-    fn new(s: &Session, grace: Option<Duration>) -> Result<Self, StoreError> {
+    fn new(
+        s: &Session,
+        grace: Option<Duration>,
+        records: Option<&RecordCipher>,
+    ) -> Result<Self, StoreError> {
+        let sealed = records
+            .map(|r| r.seal(s))
+            .transpose()
+            .map_err(StoreError::unavailable)?;
+        let cleared;
+        let s = if sealed.is_some() {
+            cleared = RecordCipher::public_part(s);
+            &cleared
+        } else {
+            s
+        };
         Ok(Self {
             id: s.id.to_string(),
             user_id: s.user_id.clone(),
@@ -84,11 +102,12 @@ impl Encoded {
                 .as_ref()
                 .map(|l| serde_json::to_string(l).map_err(StoreError::backend))
                 .transpose()?,
+            sealed,
             grace_until: grace_until(s, grace)?,
         })
     }
 
-    /// Binds `?1`..`?22`.
+    /// Binds `?1`..`?23`.
     fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
@@ -111,6 +130,7 @@ impl Encoded {
             .bind(self.dpop_jkt)
             .bind(self.epoch)
             .bind(self.location)
+            .bind(self.sealed)
             .bind(self.grace_until)
     }
 }
@@ -120,7 +140,7 @@ const INSERT: &str = concat!(
     session_columns!(),
     ", grace_until) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22) \
+     ?19, ?20, ?21, ?22, ?23) \
      ON CONFLICT (id) DO NOTHING"
 );
 
@@ -129,8 +149,8 @@ const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_s
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
-     version = ?18, dpop_jkt = ?19, epoch = ?20, location = ?21, grace_until = ?22 \
-     WHERE id = ?1 AND version = ?23 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
+     version = ?18, dpop_jkt = ?19, epoch = ?20, location = ?21, sealed = ?22, grace_until = ?23 \
+     WHERE id = ?1 AND version = ?24 AND (revoked_at IS NULL OR ?16 IS NOT NULL)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -192,8 +212,11 @@ const REMEMBER_PROOF: &str = "INSERT INTO dpop_proofs (key, expires_at) VALUES (
 
 const PURGE_PROOFS: &str = "DELETE FROM dpop_proofs WHERE expires_at <= ?1";
 
-fn sessions_from_rows(rows: &[SqliteRow]) -> Result<Vec<Session>, StoreError> {
-    rows.iter().map(session_from_row).collect()
+fn sessions_from_rows(
+    rows: &[SqliteRow],
+    records: Option<&RecordCipher>,
+) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(|r| session_from_row(r, records)).collect()
 }
 
 /// Oldest first, as `list_user` promises (`RETURNING` has no order).
@@ -208,6 +231,7 @@ fn oldest_first(mut sessions: Vec<Session>) -> Vec<Session> {
 
 async fn revoke_one(
     conn: &mut SqliteConnection,
+    records: Option<&RecordCipher>,
     id: &SessionId,
     reason: RevokeReason,
     now: OffsetDateTime,
@@ -219,7 +243,9 @@ async fn revoke_one(
         .fetch_optional(conn)
         .await
         .map_err(classify)?;
-    row.as_ref().map(session_from_row).transpose()
+    row.as_ref()
+        .map(|r| session_from_row(r, records))
+        .transpose()
 }
 
 /// The user's epoch as the connection sees it (0 for a user never revoked).
@@ -241,7 +267,7 @@ impl SqliteStore {
         grace: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let expected = counter(expected_version, "version")?;
-        let done = Encoded::new(session, grace)?
+        let done = Encoded::new(session, grace, self.records.as_ref())?
             .bind(sqlx::query(REPLACE))
             .bind(expected)
             .execute(&self.pool)
@@ -271,7 +297,7 @@ impl SessionStore for SqliteStore {
         max: u32,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let encoded = Encoded::new(session, None)?;
+        let encoded = Encoded::new(session, None, self.records.as_ref())?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -288,12 +314,18 @@ impl SessionStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(classify)?;
-            let active = sessions_from_rows(&rows)?;
+            let active = sessions_from_rows(&rows, self.records.as_ref())?;
             let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
             let excess = active.len().saturating_sub(keep);
             for old in active.iter().take(excess) {
-                if let Some(s) =
-                    revoke_one(&mut tx, &old.id, RevokeReason::SessionLimit, now).await?
+                if let Some(s) = revoke_one(
+                    &mut tx,
+                    self.records.as_ref(),
+                    &old.id,
+                    RevokeReason::SessionLimit,
+                    now,
+                )
+                .await?
                 {
                     evicted.push(s);
                 }
@@ -318,7 +350,9 @@ impl SessionStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(session_from_row).transpose()
+        row.as_ref()
+            .map(|r| session_from_row(r, self.records.as_ref()))
+            .transpose()
     }
 
     async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
@@ -361,7 +395,7 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<Session>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(classify)?;
-        revoke_one(&mut conn, id, reason, now).await
+        revoke_one(&mut conn, self.records.as_ref(), id, reason, now).await
     }
 
     async fn user_epoch(&self, user_id: &str) -> Result<u64, StoreError> {
@@ -396,7 +430,10 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        Ok(oldest_first(sessions_from_rows(&rows)?))
+        Ok(oldest_first(sessions_from_rows(
+            &rows,
+            self.records.as_ref(),
+        )?))
     }
 
     async fn list_user(
@@ -410,7 +447,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        sessions_from_rows(&rows)
+        sessions_from_rows(&rows, self.records.as_ref())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

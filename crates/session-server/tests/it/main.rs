@@ -5,6 +5,7 @@
 mod harness;
 
 mod admin;
+mod at_rest;
 mod audit;
 mod auth;
 mod browser;

@@ -12,6 +12,16 @@ mod single_node {
     }
 }
 
+/// The session checks again with records sealed at rest.
+mod single_node_sealed {
+    mod sessions {
+        session_conformance::session_store_tests!(crate::single_sealed_store());
+    }
+    mod accounts {
+        session_conformance::session_and_user_store_tests!(crate::single_sealed_store());
+    }
+}
+
 mod cluster {
     mod sessions {
         session_conformance::session_store_tests!(crate::cluster_store());

@@ -70,6 +70,21 @@ pub(crate) async fn single_store_with_prefix(prefix: &str) -> Arc<Cleaned> {
     Arc::new(cleaned(store, vec![url], false))
 }
 
+/// [`single_store`] sealing its records' private fields at rest.
+pub(crate) async fn single_sealed_store() -> Arc<Cleaned> {
+    let url = redis_url();
+    let options = session_store_redis::RedisOptions {
+        records: Some(session_core::record::RecordCipher::from_secrets(
+            &session_core::TokenSecrets::from_master(&[5; 32]),
+        )),
+        ..session_store_redis::RedisOptions::default()
+    };
+    let store = RedisStore::connect_with(&url, &unique_prefix(), &options)
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url} is required (set REDIS_URL): {e:?}"));
+    Arc::new(cleaned(store, vec![url], false))
+}
+
 /// A store on the test cluster under a fresh prefix; its keys are deleted
 /// when it is dropped.
 pub(crate) async fn cluster_store() -> Arc<Cleaned> {

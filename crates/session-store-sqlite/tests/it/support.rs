@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use session_conformance::guarded::Guarded;
+use session_core::TokenSecrets;
+use session_core::record::RecordCipher;
 use session_store_sqlite::SqliteStore;
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
@@ -30,6 +32,17 @@ pub(crate) fn db_path(dir: &Path) -> PathBuf {
 /// A fresh store for the conformance macros.
 pub(crate) async fn fresh() -> Arc<TempStore> {
     Arc::new(temp_store().await)
+}
+
+/// A fresh store that seals its records' private fields at rest.
+pub(crate) async fn fresh_sealed() -> Arc<TempStore> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records = RecordCipher::from_secrets(&TokenSecrets::from_master(&[5; 32]));
+    let store = SqliteStore::open(&db_path(dir.path()))
+        .await
+        .expect("open the store")
+        .with_records(records);
+    Arc::new(Guarded::new(store, dir))
 }
 
 /// A plain connection to the file, outside the store, as an operator's
