@@ -468,3 +468,41 @@ impl Browser {
         body["session_id"].as_str().unwrap().to_owned()
     }
 }
+
+#[tokio::test]
+async fn a_tab_that_read_the_csrf_cookie_just_before_another_tabs_refresh_is_not_refused() {
+    // Two tabs share the cookie jar. Tab A reads the CSRF cookie; tab B's
+    // refresh answers first and replaces both cookies; tab A's request
+    // then leaves with B's new refresh cookie and the CSRF token one
+    // generation older. Within the grace window that is the same browser.
+    let app = App::start_with(|raw| raw.set("refresh_grace", "2s")).await;
+    let mut b = app.browser_login("two-tabs").await;
+    let read_by_tab_a = b.csrf.clone().unwrap();
+    let (status, _, _) = refresh(&app, &mut b, &read_by_tab_a.clone()).await;
+    assert_eq!(status, StatusCode::OK, "tab B's refresh");
+    assert_ne!(b.csrf.as_deref(), Some(read_by_tab_a.as_str()));
+    let (status, _, _) = refresh(&app, &mut b.clone(), &read_by_tab_a).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "tab A's refresh, one CSRF generation behind"
+    );
+
+    // Once the rotation is older than the grace window, only the current
+    // CSRF token will do; two generations behind never.
+    let mut c = app.browser_login("one-tab").await;
+    let first = c.csrf.clone().unwrap();
+    assert_eq!(refresh(&app, &mut c, &first).await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, _, body) = refresh(&app, &mut c.clone(), &first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("csrf_failed"))
+    );
+    let second = c.csrf.clone().unwrap();
+    assert_eq!(refresh(&app, &mut c, &second).await.0, StatusCode::OK);
+    assert_eq!(
+        refresh(&app, &mut c.clone(), &first).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
