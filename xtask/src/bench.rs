@@ -41,10 +41,16 @@ struct Bench {
     bench: &'static str,
 }
 
-const BENCHES: &[Bench] = &[Bench {
-    package: "session-core",
-    bench: "core",
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        package: "session-core",
+        bench: "core",
+    },
+    Bench {
+        package: "session-server",
+        bench: "geoip",
+    },
+];
 
 /// Sessions the validate workload spreads its requests over.
 const HOT_SESSIONS: usize = 1000;
@@ -57,7 +63,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, conflicts_with = "micro")]
     http_only: bool,
     /// Also run the criterion micro-benchmarks (long): `cargo bench -p
-    /// session-core --bench core`.
+    /// session-core --bench core` and `--bench geoip` of session-server.
     #[arg(long)]
     micro: bool,
     /// Seconds measured per workload and mode (after a warm-up).
@@ -101,6 +107,8 @@ enum StoreChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     Validate,
+    /// Validate with DPoP-bound tokens and a fresh proof per request.
+    Dpop,
     Refresh,
     Create,
     Memory,
@@ -597,6 +605,31 @@ fn http(args: &BenchArgs) -> Result<()> {
                 });
             }
         }
+    }
+
+    if selected(Workload::Dpop) {
+        let server = match first.take() {
+            Some(server) => server,
+            None => Server::start(&setup, "server-dpop", &store_url, "cached")?,
+        };
+        eprintln!("bench: validate with DPoP, cached");
+        let mut load_args = vec![
+            "validate-dpop".to_owned(),
+            "--public".to_owned(),
+            server.public.to_string(),
+            "--admin".to_owned(),
+            server.admin.to_string(),
+            "--admin-token-file".to_owned(),
+            token_file.clone(),
+            "--hot".to_owned(),
+            HOT_SESSIONS.to_string(),
+        ];
+        load_args.extend(setup.common(&[&server], 2.0));
+        results.rows.push(Row {
+            workload: "validate with DPoP (1,000 sessions, a new proof each)".to_owned(),
+            mode: "cached".to_owned(),
+            report: setup.load(&load_args)?,
+        });
     }
 
     if selected(Workload::Refresh) || selected(Workload::Create) {

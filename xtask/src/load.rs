@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer as _, SigningKey};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -23,6 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 
 /// No single request may take longer than this; a request that does is
@@ -90,6 +94,22 @@ enum Job {
         hot: usize,
         #[arg(long)]
         fresh: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// `GET /v1/session` with DPoP-bound access tokens (`Authorization:
+    /// DPoP`), each request with a fresh proof (new `jti`, `ath` of its
+    /// token) signed by this generator's Ed25519 key; `hot` sessions bound
+    /// to that key are opened through the admin API first (`dpop_jkt`).
+    ValidateDpop {
+        #[arg(long)]
+        public: SocketAddr,
+        #[arg(long)]
+        admin: SocketAddr,
+        #[arg(long)]
+        admin_token_file: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        hot: usize,
         #[command(flatten)]
         common: Common,
     },
@@ -186,6 +206,38 @@ pub(crate) fn run(args: LoadArgs) -> Result<()> {
                     hot,
                     fresh,
                     next: AtomicUsize::new(if fresh { hot } else { 0 }),
+                };
+                closed_loop(public, Arc::new(workload), &common, Vec::new()).await
+            }
+            Job::ValidateDpop {
+                public,
+                admin,
+                admin_token_file,
+                hot,
+                common,
+            } => {
+                let admin_token = read_admin_token(&admin_token_file)?;
+                let prover = Prover::generate();
+                let issued = create_sessions_bound(
+                    admin,
+                    &admin_token,
+                    hot,
+                    common.connections,
+                    Some(&prover.jkt),
+                )
+                .await?;
+                let workload = Workload::ValidateDpop {
+                    host: public.to_string(),
+                    htu: format!("http://{public}/v1/session"),
+                    tokens: issued
+                        .into_iter()
+                        .map(|t| {
+                            let ath = URL_SAFE_NO_PAD.encode(Sha256::digest(t.access.as_bytes()));
+                            (format!("DPoP {}", t.access), ath)
+                        })
+                        .collect(),
+                    prover: Box::new(prover),
+                    next: AtomicUsize::new(0),
                 };
                 closed_loop(public, Arc::new(workload), &common, Vec::new()).await
             }
@@ -345,12 +397,26 @@ async fn create_sessions(
     count: usize,
     connections: usize,
 ) -> Result<Vec<Issued>> {
+    create_sessions_bound(admin, admin_token, count, connections, None).await
+}
+
+/// [`create_sessions`], each session bound to the DPoP key `jkt` where
+/// one is given.
+async fn create_sessions_bound(
+    admin: SocketAddr,
+    admin_token: &str,
+    count: usize,
+    connections: usize,
+    jkt: Option<&str>,
+) -> Result<Vec<Issued>> {
+    let jkt: Option<Arc<str>> = jkt.map(Into::into);
     let next = Arc::new(AtomicUsize::new(0));
     let authorization: Arc<str> = format!("Bearer {admin_token}").into();
     let host: Arc<str> = admin.to_string().into();
     let mut tasks = Vec::new();
     for _ in 0..connections.clamp(1, count.max(1)) {
         let (next, authorization, host) = (next.clone(), authorization.clone(), host.clone());
+        let jkt = jkt.clone();
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(admin).await?;
             let mut issued = Vec::new();
@@ -359,11 +425,14 @@ async fn create_sessions(
                 if n >= count {
                     return anyhow::Ok(issued);
                 }
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "user_id": format!("bench-setup-{n}"),
                     "ip": "127.0.0.1",
                     "user_agent": USER_AGENT,
                 });
+                if let Some(jkt) = &jkt {
+                    body["dpop_jkt"] = serde_json::Value::from(&**jkt);
+                }
                 let req = request(
                     Method::POST,
                     &host,
@@ -429,6 +498,14 @@ enum Workload {
         fresh: bool,
         next: AtomicUsize,
     },
+    ValidateDpop {
+        host: String,
+        htu: String,
+        /// `(Authorization value, ath)` of each hot session.
+        tokens: Vec<(String, String)>,
+        prover: Box<Prover>,
+        next: AtomicUsize,
+    },
     Refresh {
         host: String,
     },
@@ -472,6 +549,21 @@ impl Workload {
                     Some(&format!("Bearer {token}")),
                     None,
                 )?
+            }
+            Self::ValidateDpop {
+                host,
+                htu,
+                tokens,
+                prover,
+                next,
+            } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let (authorization, ath) = &tokens[n % tokens.len()];
+                let mut req = request(Method::GET, host, "/v1/session", Some(authorization), None)?;
+                let proof = prover.proof(n, "GET", htu, ath);
+                req.headers_mut()
+                    .insert("dpop", header::HeaderValue::from_str(&proof)?);
+                req
             }
             Self::Refresh { host } => {
                 let Some(token) = chain else {
@@ -526,6 +618,69 @@ impl Workload {
             }
         }
         true
+    }
+}
+
+// --------------------------------------------------------------- DPoP
+
+/// The generator's DPoP key: an Ed25519 key made for this run, with its
+/// proof header (which never changes) encoded once.
+struct Prover {
+    key: SigningKey,
+    header: String,
+    jkt: String,
+    run: u64,
+}
+
+impl std::fmt::Debug for Prover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prover")
+            .field("jkt", &self.jkt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prover {
+    fn generate() -> Self {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let x = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        // RFC 7638: the required members, lexicographic order, no spaces.
+        let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let jkt = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
+        let header = serde_json::json!({
+            "typ": "dpop+jwt",
+            "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x},
+        });
+        Self {
+            key,
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            jkt,
+            run: rand::random(),
+        }
+    }
+
+    /// A proof for request `n` of this run.
+    fn proof(&self, n: usize, htm: &str, htu: &str, ath: &str) -> String {
+        #[allow(clippy::disallowed_methods)]
+        // reason: a client stamps its proofs with the wall clock, as any DPoP client does
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = serde_json::json!({
+            "jti": format!("{:x}-{n:x}", self.run),
+            "htm": htm,
+            "htu": htu,
+            "iat": iat,
+            "ath": ath,
+        });
+        let input = format!(
+            "{}.{}",
+            self.header,
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 }
 

