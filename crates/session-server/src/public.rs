@@ -281,44 +281,6 @@ fn check_csrf(
     Ok(())
 }
 
-/// The CSRF check of a cookie-transport refresh presenting a token of
-/// `generation`. Two tabs refreshing at once race in the browser: one tab
-/// reads the CSRF cookie, the other's answer then replaces both cookies,
-/// and the first request leaves with the new refresh cookie and the CSRF
-/// token one generation older. That token is accepted too, but only while
-/// the rotation that replaced it is within the grace window (one store
-/// read, on this path only).
-async fn check_refresh_csrf(
-    state: &AppState,
-    headers: &HeaderMap,
-    session_id: &SessionId,
-    generation: u64,
-) -> Result<(), ApiError> {
-    let refused = match check_csrf(state, headers, session_id, generation) {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    let Some(previous) = generation.checked_sub(1) else {
-        return Err(refused);
-    };
-    let presented = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    if !presented.is_some_and(|p| state.service.csrf_valid(session_id, previous, p)) {
-        return Err(refused);
-    }
-    let now = state.service.now();
-    let just_rotated = state
-        .service
-        .get_active(session_id)
-        .await?
-        .is_some_and(|s| {
-            s.refresh.generation == generation
-                && s.refresh
-                    .rotated_at
-                    .is_some_and(|at| now - at <= state.settings.refresh_grace)
-        });
-    if just_rotated { Ok(()) } else { Err(refused) }
-}
-
 /// The CSRF check of a state change made with the access-token cookie:
 /// against the session's live refresh generation, read from the store.
 async fn check_csrf_live(
@@ -472,13 +434,12 @@ pub(crate) async fn refresh(
             .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?;
         // Against the presented token's generation: a grace-window replay
         // (a second tab) carries the CSRF token issued with that token.
-        check_refresh_csrf(
+        check_csrf(
             &state,
             &headers,
             &presented.session_id,
             presented.generation,
-        )
-        .await?;
+        )?;
         token
     };
     if bearer {
