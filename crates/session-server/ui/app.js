@@ -41,10 +41,22 @@ async function call(method, path, body) {
 let refreshing = null;
 
 // One refresh at a time in this tab; a second tab refreshing at the same
-// moment gets the same new tokens (the server's grace window).
+// moment gets the same new tokens (the server's grace window). The CSRF
+// token is one value at a time: when the other tab's answer replaced the
+// cookies between reading the CSRF cookie and sending, the server answers
+// 403; the cookie then holds the new token, so try once more with it.
+async function refreshOnce() {
+  const sent = csrfToken();
+  const res = await call("POST", "v1/auth/refresh");
+  if (res.status === 403 && csrfToken() !== sent) {
+    return call("POST", "v1/auth/refresh");
+  }
+  return res;
+}
+
 function refresh() {
   if (!refreshing) {
-    refreshing = call("POST", "v1/auth/refresh").finally(() => { refreshing = null; });
+    refreshing = refreshOnce().finally(() => { refreshing = null; });
   }
   return refreshing;
 }

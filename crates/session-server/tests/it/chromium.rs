@@ -244,18 +244,32 @@ async fn the_account_page_signs_in_refreshes_transparently_and_signs_out_on_the_
 }
 
 /// Schedules a cookie-transport refresh from this tab at `at_ms` (epoch
-/// milliseconds); its status lands in `window.__refreshStatus`.
+/// milliseconds); its status lands in `window.__refreshStatus`. As the
+/// account page does: the CSRF token is one value at a time (contract
+/// v1.1), so when the other tab's answer replaced the cookies between
+/// reading the CSRF cookie and sending (403, and the cookie changed), it
+/// tries once more with the new cookie.
 const SCHEDULE_REFRESH: &str = "
     window.__refreshStatus = null;
     const at = arguments[0];
-    setTimeout(() => {
-        const csrf = document.cookie.split('; ').find(c => c.startsWith('__Host-csrf='));
-        fetch('../v1/auth/refresh', {
-            method: 'POST',
-            headers: { 'X-CSRF-Token': csrf ? csrf.slice('__Host-csrf='.length) : '' },
-            credentials: 'same-origin',
-        }).then(r => { window.__refreshStatus = r.status; },
-                () => { window.__refreshStatus = -1; });
+    const csrf = () => {
+        const c = document.cookie.split('; ').find(c => c.startsWith('__Host-csrf='));
+        return c ? c.slice('__Host-csrf='.length) : '';
+    };
+    const send = (token) => fetch('../v1/auth/refresh', {
+        method: 'POST',
+        headers: { 'X-CSRF-Token': token },
+        credentials: 'same-origin',
+    });
+    setTimeout(async () => {
+        try {
+            const sent = csrf();
+            let r = await send(sent);
+            if (r.status === 403 && csrf() !== sent) r = await send(csrf());
+            window.__refreshStatus = r.status;
+        } catch (e) {
+            window.__refreshStatus = -1;
+        }
     }, Math.max(0, at - Date.now()));
 ";
 
