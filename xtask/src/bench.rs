@@ -341,6 +341,14 @@ impl Server {
                 .context("session-server migrate")?;
             anyhow::ensure!(status.success(), "session-server migrate failed: {status}");
         }
+        // One master key for every instance of the run (Redis needs one;
+        // each instance must seal and open the shared ring with it).
+        let master_key = setup.dir.join("master-key");
+        if !master_key.exists() {
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&master_key, hex).context("writing the bench master key")?;
+        }
         let mut command = setup.pinned_command(&setup.server_bin, 0);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SESSION_") {
@@ -352,6 +360,7 @@ impl Server {
             .env("SESSION_PUBLIC_ADDR", public.to_string())
             .env("SESSION_ADMIN_ADDR", admin.to_string())
             .env("SESSION_STORE", store_url)
+            .env("SESSION_MASTER_KEY_FILE", &master_key)
             .env("SESSION_VALIDATION", validation)
             .env("SESSION_RATE_LIMIT_LOGIN", "0")
             .env("SESSION_RATE_LIMIT_REFRESH", "0")

@@ -47,8 +47,10 @@ const SECRET_ENV: [&str; 5] = [
     "SESSION_MASTER_KEY",
 ];
 
-/// Data-directory files that must be identical on every replica.
-const SHARED_DATA_FILES: [&str; 2] = ["keys.json", "token-secret"];
+/// Data-directory key files a fleet on Redis must not mount: the key ring
+/// and the token secret live in the store, and a mounted copy would be a
+/// stale second source.
+const STORE_KEPT_FILES: [&str; 2] = ["keys.json", "token-secret"];
 
 /// Settings that are secrets in any form.
 const PURE_SECRET_ENV: [&str; 3] = [
@@ -627,7 +629,7 @@ fn check_deployment(
     let Some(server) = containers.first() else {
         return;
     };
-    check_shared_files(&shown, pod, server, problems);
+    check_shared_keys(&shown, server, problems);
     let at = format!(
         "{shown} container {}",
         server["name"].as_str().unwrap_or("?")
@@ -649,25 +651,26 @@ fn check_deployment(
     }
 }
 
-/// The files every replica must share come from a Secret.
-fn check_shared_files(shown: &str, pod: &Value, server: &Value, problems: &mut Vec<String>) {
-    let secret_volumes: Vec<&Value> = array(&pod["volumes"])
+/// A fleet shares its keys through the store: every replica takes the same
+/// master key from a Secret, and no key file is mounted into the pods.
+fn check_shared_keys(shown: &str, server: &Value, problems: &mut Vec<String>) {
+    let master = array(&server["env"])
         .iter()
-        .filter(|v| !v["secret"].is_null())
-        .collect();
-    for file in SHARED_DATA_FILES {
-        let from_secret = array(&server["volumeMounts"]).iter().any(|mount| {
-            let Some(volume) = secret_volumes.iter().find(|v| v["name"] == mount["name"]) else {
-                return false;
-            };
-            let items = array(&volume["secret"]["items"]);
-            let in_volume = items.is_empty() || items.iter().any(|i| i["path"] == file);
-            let sub_path = mount["subPath"].as_str();
-            in_volume && sub_path.is_none_or(|p| p == file)
-        });
-        if !from_secret {
+        .find(|e| e["name"].as_str() == Some("SESSION_MASTER_KEY"));
+    if master.is_none_or(|e| e["valueFrom"]["secretKeyRef"].is_null()) {
+        problems.push(format!(
+            "{shown}: SESSION_MASTER_KEY does not come from a Secret (every replica needs the same one)"
+        ));
+    }
+    for mount in array(&server["volumeMounts"]) {
+        let path = mount["mountPath"].as_str().unwrap_or_default();
+        let sub_path = mount["subPath"].as_str().unwrap_or_default();
+        if let Some(file) = STORE_KEPT_FILES
+            .iter()
+            .find(|f| path.ends_with(&format!("/{f}")) || sub_path == **f)
+        {
             problems.push(format!(
-                "{shown}: {file} is not mounted from a Secret (every replica needs the same one)"
+                "{shown}: {file} is mounted, but on Redis the key ring and the token secret live in the store"
             ));
         }
     }
@@ -1778,16 +1781,26 @@ mod tests {
     }
 
     #[test]
-    fn a_token_secret_that_is_not_shared_is_refused() {
+    fn a_fleet_without_a_shared_master_key_is_refused() {
         let files = manifests_with(
             "deployment.yaml",
-            "              subPath: token-secret\n",
-            "              subPath: other-file\n",
+            "- name: SESSION_MASTER_KEY\n",
+            "- name: SESSION_MASTER_KEY_UNUSED\n",
         );
         assert_problem(
             &check_kubernetes(&files),
-            "token-secret is not mounted from a Secret",
+            "SESSION_MASTER_KEY does not come from a Secret",
         );
+    }
+
+    #[test]
+    fn a_mounted_key_file_is_refused() {
+        let files = manifests_with(
+            "deployment.yaml",
+            "            - name: tmp\n              mountPath: /tmp\n",
+            "            - name: tmp\n              mountPath: /tmp\n            - name: tmp\n              mountPath: /var/lib/session-server/keys.json\n              subPath: keys.json\n",
+        );
+        assert_problem(&check_kubernetes(&files), "keys.json is mounted");
     }
 
     #[test]
