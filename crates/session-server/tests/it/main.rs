@@ -17,6 +17,7 @@ mod forward_auth;
 mod geoip;
 mod hostile;
 mod hostile_input;
+mod jwks_client;
 mod keys;
 mod master_key;
 mod openapi;
