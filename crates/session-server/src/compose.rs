@@ -242,6 +242,32 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
     })
 }
 
+/// The values a shared session store keeps for every instance (the key
+/// ring and the token secret), where the store is shared (Redis); `None`
+/// for the embedded store. Connects now: for `session-server rewrap`.
+pub async fn shared_values(
+    settings: &Settings,
+) -> Result<Option<Arc<dyn session_core::shared::SharedValues>>, StartupError> {
+    let url = settings.store.as_str();
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+cluster://"))
+    {
+        return Ok(None);
+    }
+    let options = RedisOptions {
+        allow_eviction: settings.redis_allow_eviction,
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect_with(url, &settings.redis_prefix, &options)
+        .await
+        .map_err(|source| StartupError::Store {
+            what: "Redis store",
+            source,
+        })?;
+    Ok(Some(Arc::new(store)))
+}
+
 struct PostgresChain(Arc<OutboxAuditLog>);
 
 #[async_trait::async_trait]

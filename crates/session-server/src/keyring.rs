@@ -532,3 +532,66 @@ pub async fn open_shared(
     .polling(SHARED_POLL);
     Ok((secret, manager))
 }
+
+/// Re-seals the key ring and the token secret a shared store keeps from
+/// master key `old` to `new`, by compare-and-set: both are opened with
+/// `old` first, so a wrong old key changes nothing, and a value that
+/// changed meanwhile (an instance still running) stops the rewrap. Names
+/// the values it re-sealed.
+pub async fn rewrap_shared(
+    values: &dyn SharedValues,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<Vec<&'static str>, StartupError> {
+    let mut writes: Vec<(&'static str, Vec<u8>, Vec<u8>)> = Vec::new();
+    if let Some(bytes) = values
+        .get_shared(SHARED_RING)
+        .await
+        .map_err(|e| store_error("shared key ring", e))?
+    {
+        let doc: StoredKeys =
+            serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
+                path: std::path::PathBuf::from("the store's shared key ring"),
+                source: Box::new(e),
+            })?;
+        let (doc, _) = open_keys(old, doc).map_err(|e| shared_error("key ring", e))?;
+        let resealed =
+            serde_json::to_vec(&seal_keys(new, doc)).map_err(|e| StartupError::Corrupt {
+                path: std::path::PathBuf::from("the store's shared key ring"),
+                source: Box::new(e),
+            })?;
+        writes.push((SHARED_RING, bytes, resealed));
+    }
+    if let Some(bytes) = values
+        .get_shared(SHARED_TOKEN_SECRET)
+        .await
+        .map_err(|e| store_error("shared token secret", e))?
+    {
+        let raw = old
+            .open(
+                crate::master::TOKEN_SECRET_PURPOSE,
+                &String::from_utf8_lossy(&bytes),
+            )
+            .map_err(|e| shared_error("token secret", e))?;
+        let resealed = new
+            .seal(crate::master::TOKEN_SECRET_PURPOSE, &raw)
+            .into_bytes();
+        writes.push((SHARED_TOKEN_SECRET, bytes, resealed));
+    }
+    let mut done = Vec::new();
+    for (name, expected, value) in writes {
+        let replaced = values
+            .replace_shared(name, &expected, &value)
+            .await
+            .map_err(|e| store_error("shared value", e))?;
+        if !replaced {
+            return Err(StartupError::Corrupt {
+                path: std::path::PathBuf::from(format!("the store's shared {name}")),
+                source: "it changed during the rewrap: stop every instance, then run it again"
+                    .into(),
+            });
+        }
+        done.push(name);
+    }
+    Ok(done)
+}

@@ -122,15 +122,21 @@ async fn run() -> anyhow::Result<()> {
                 .map(std::path::PathBuf::from)
                 .context("missing master key file")
         };
-        let done = session_server::master::rewrap(
-            &settings,
-            &file("old-master-key-file")?,
-            &file("new-master-key-file")?,
-        )?;
+        let (old_file, new_file) = (file("old-master-key-file")?, file("new-master-key-file")?);
+        let done = session_server::master::rewrap(&settings, &old_file, &new_file)?;
         for path in &done.files {
             println!("sealed {} under the new master key", path.display());
         }
         println!("rewrapped {} file(s)", done.files.len());
+        if let Some(values) = session_server::compose::shared_values(&settings).await? {
+            let old = session_server::master::read_file(&old_file)?;
+            let new = session_server::master::read_file(&new_file)?;
+            let names = session_server::keyring::rewrap_shared(&*values, &old, &new).await?;
+            for name in &names {
+                println!("sealed the store's shared {name} under the new master key");
+            }
+            println!("rewrapped {} shared value(s) in the store", names.len());
+        }
         return Ok(());
     }
     let telemetry = session_server::telemetry::init(&settings)?;

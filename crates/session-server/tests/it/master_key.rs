@@ -284,3 +284,75 @@ async fn secrets_written_in_the_clear_by_an_older_version_are_sealed_at_start() 
         serde_json::from_slice(&std::fs::read(dir.path().join("keys.json")).unwrap()).unwrap();
     assert!(is_sealed(keys["keys"][0]["private"].as_str().unwrap()));
 }
+
+#[tokio::test]
+async fn rewrap_reseals_the_ring_and_secret_a_shared_store_keeps() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("rewrap{}", free_port());
+    let keys = tempfile::tempdir().unwrap();
+    let old_file = keys.path().join("old-master-key");
+    let new_file = keys.path().join("new-master-key");
+    std::fs::write(&old_file, format!("{}\n", &*MasterKey::generate_hex())).unwrap();
+    std::fs::write(&new_file, format!("{}\n", &*MasterKey::generate_hex())).unwrap();
+    let store = [
+        ("SESSION_STORE", url.as_str()),
+        ("SESSION_REDIS_PREFIX", prefix.as_str()),
+    ];
+    fn with<'a>(store: &[(&'a str, &'a str)], key: &'a Path) -> Vec<(&'a str, &'a str)> {
+        let mut env = store.to_vec();
+        env.push(("SESSION_MASTER_KEY_FILE", key.to_str().unwrap()));
+        env
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let access = a_server_ran_on(dir.path(), &with(&store, &old_file)).await;
+
+    // A wrong old key changes nothing; the right one re-seals both values.
+    let wrong = keys.path().join("wrong");
+    std::fs::write(&wrong, &*MasterKey::generate_hex()).unwrap();
+    let rewrap = |old: &Path| {
+        run_binary(
+            dir.path(),
+            &[
+                "rewrap",
+                "--old-master-key-file",
+                old.to_str().unwrap(),
+                "--new-master-key-file",
+                new_file.to_str().unwrap(),
+            ],
+            &store,
+        )
+    };
+    let (ok, stderr) = rewrap(&wrong);
+    assert!(!ok, "{stderr}");
+    let (ok, stderr) = rewrap(&old_file);
+    assert!(ok, "{stderr}");
+
+    // Under the new key: the same ring (the old token verifies) and the
+    // same token secret (its records open, its refresh works).
+    let server = ServerProcess::spawn(dir.path(), &with(&store, &new_file)).await;
+    let r = client()
+        .get(format!("{}/v1/session", server.public))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let session: Value = r.json().await.unwrap();
+    let r = client()
+        .get(format!(
+            "{}/admin/v1/sessions/{}",
+            server.admin,
+            session["session_id"].as_str().unwrap()
+        ))
+        .bearer_auth(server.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the sealed record opens");
+    drop(server);
+
+    // The old key opens nothing in the store any more.
+    let (ok, stderr) = run_binary(dir.path(), &[], &with(&store, &old_file));
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("master key"), "{stderr}");
+}
