@@ -536,8 +536,10 @@ pub async fn open_shared(
 /// Re-seals the key ring and the token secret a shared store keeps from
 /// master key `old` to `new`, by compare-and-set: both are opened with
 /// `old` first, so a wrong old key changes nothing, and a value that
-/// changed meanwhile (an instance still running) stops the rewrap. Names
-/// the values it re-sealed.
+/// changed meanwhile (an instance still running) stops the rewrap. A value
+/// already sealed under `new` (a run that stopped half way) is left as it
+/// is, so running it again finishes the job. Names the values it
+/// re-sealed.
 pub async fn rewrap_shared(
     values: &dyn SharedValues,
     old: &MasterKey,
@@ -554,29 +556,37 @@ pub async fn rewrap_shared(
                 path: std::path::PathBuf::from("the store's shared key ring"),
                 source: Box::new(e),
             })?;
-        let (doc, _) = open_keys(old, doc).map_err(|e| shared_error("key ring", e))?;
-        let resealed =
-            serde_json::to_vec(&seal_keys(new, doc)).map_err(|e| StartupError::Corrupt {
-                path: std::path::PathBuf::from("the store's shared key ring"),
-                source: Box::new(e),
-            })?;
-        writes.push((SHARED_RING, bytes, resealed));
+        match open_keys(old, doc.clone()) {
+            Ok((doc, _)) => {
+                let resealed = serde_json::to_vec(&seal_keys(new, doc)).map_err(|e| {
+                    StartupError::Corrupt {
+                        path: std::path::PathBuf::from("the store's shared key ring"),
+                        source: Box::new(e),
+                    }
+                })?;
+                writes.push((SHARED_RING, bytes, resealed));
+            }
+            // Re-sealed by an earlier run that stopped half way.
+            Err(_) if open_keys(new, doc).is_ok() => {}
+            Err(e) => return Err(shared_error("key ring", e)),
+        }
     }
     if let Some(bytes) = values
         .get_shared(SHARED_TOKEN_SECRET)
         .await
         .map_err(|e| store_error("shared token secret", e))?
     {
-        let raw = old
-            .open(
-                crate::master::TOKEN_SECRET_PURPOSE,
-                &String::from_utf8_lossy(&bytes),
-            )
-            .map_err(|e| shared_error("token secret", e))?;
-        let resealed = new
-            .seal(crate::master::TOKEN_SECRET_PURPOSE, &raw)
-            .into_bytes();
-        writes.push((SHARED_TOKEN_SECRET, bytes, resealed));
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        match old.open(crate::master::TOKEN_SECRET_PURPOSE, &text) {
+            Ok(raw) => {
+                let resealed = new
+                    .seal(crate::master::TOKEN_SECRET_PURPOSE, &raw)
+                    .into_bytes();
+                writes.push((SHARED_TOKEN_SECRET, bytes, resealed));
+            }
+            Err(_) if new.open(crate::master::TOKEN_SECRET_PURPOSE, &text).is_ok() => {}
+            Err(e) => return Err(shared_error("token secret", e)),
+        }
     }
     let mut done = Vec::new();
     for (name, expected, value) in writes {
