@@ -239,6 +239,50 @@ impl AuditQuery {
     }
 }
 
+/// An [`AuditLog`](crate::AuditLog) that writes each event as a `tracing`
+/// event (target `session_audit`, level INFO), for applications that
+/// embed the service and ship their logs elsewhere, and need no durable,
+/// queryable audit log. Durability is the subscriber's: an event counts
+/// as recorded once handed to `tracing`. Queries are refused
+/// ([`NotQueryable`]), never answered with an empty list that would read
+/// as "nothing happened".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingAuditLog;
+
+/// [`TracingAuditLog`] keeps nothing to query.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the tracing audit log keeps no events to query; query wherever the logs are shipped")]
+pub struct NotQueryable;
+
+#[async_trait::async_trait]
+impl crate::AuditLog for TracingAuditLog {
+    async fn append(&self, event: &AuditEvent) -> Result<(), crate::StoreError> {
+        tracing::info!(
+            target: "session_audit",
+            id = %event.id,
+            at = %event.at,
+            kind = event.kind.as_str(),
+            session_id = event.session_id.as_deref(),
+            user_id = event.user_id.as_deref(),
+            actor = ?event.actor,
+            ip = event.ip.as_deref(),
+            user_agent = event.user_agent.as_deref(),
+            reason = event.reason.as_deref(),
+            details = %event.details,
+            "audit event"
+        );
+        Ok(())
+    }
+
+    async fn query(&self, _query: &AuditQuery) -> Result<Vec<AuditEvent>, crate::StoreError> {
+        Err(crate::StoreError::backend(NotQueryable))
+    }
+
+    async fn ping(&self) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +334,54 @@ mod tests {
         );
         assert_eq!(AuditQuery::default().effective_limit(), 100);
         assert_eq!(AuditQuery { limit: 5000, ..q }.effective_limit(), 1000);
+    }
+
+    #[tokio::test]
+    async fn the_tracing_audit_log_writes_every_field_and_refuses_queries() {
+        use crate::AuditLog as _;
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut event = AuditEvent::new(AuditKind::SessionRevoked, Actor::Admin, t);
+        event.session_id = Some("sid-123".into());
+        event.user_id = Some("alice".into());
+        event.reason = Some("admin".into());
+        event.details = serde_json::json!({"note": "laptop stolen"});
+        let log = TracingAuditLog;
+        {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            log.append(&event).await.unwrap();
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        for needle in [
+            "session_audit",
+            "session_revoked",
+            "sid-123",
+            "alice",
+            "reason=\"admin\"",
+            "laptop stolen",
+            &event.id.to_string(),
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(log.query(&AuditQuery::default()).await.is_err());
+        assert!(log.ping().await.is_ok());
     }
 }

@@ -18,7 +18,7 @@ pub mod store;
 pub mod user;
 
 pub use anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo, Signal};
-pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery, TracingAuditLog};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use geo::Location;
 pub use secret::{CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenDigest, TokenSecrets};

@@ -311,7 +311,63 @@ impl RedisStore {
             } else {
                 return Err(StoreError::backend(ConfigError::Url(None)));
             };
-        Ok(Self {
+        Ok(Self::assemble(
+            connector, feed_nodes, cluster, keys, options,
+        ))
+    }
+
+    /// A store on a single-node client the application already has (its
+    /// own URL, credentials and TLS settings). Like [`RedisStore::open`],
+    /// it connects on first use; the revocation feed subscribes through
+    /// the same client.
+    pub fn from_client(
+        client: redis::Client,
+        prefix: &str,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(options.timeout)
+            .set_response_timeout(options.timeout)
+            .set_number_of_retries(0);
+        let connector = Connector::Single(client.clone(), config);
+        Ok(Self::assemble(
+            connector,
+            vec![client],
+            false,
+            keys,
+            options,
+        ))
+    }
+
+    /// A store on a cluster client the application already has.
+    /// `feed_nodes` are clients of the cluster's nodes (any of them; they
+    /// are tried in turn) for the revocation feed's subscription, which a
+    /// cluster client cannot make.
+    pub fn from_cluster_client(
+        client: redis::cluster::ClusterClient,
+        feed_nodes: Vec<redis::Client>,
+        prefix: &str,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
+        Ok(Self::assemble(
+            Connector::Cluster(client),
+            feed_nodes,
+            true,
+            keys,
+            options,
+        ))
+    }
+
+    fn assemble(
+        connector: Connector,
+        feed_nodes: Vec<redis::Client>,
+        cluster: bool,
+        keys: Keys,
+        options: &RedisOptions,
+    ) -> Self {
+        Self {
             conn: Arc::new(LazyConn {
                 connector,
                 conn: tokio::sync::OnceCell::new(),
@@ -319,11 +375,11 @@ impl RedisStore {
                 retry: std::sync::Mutex::new((tokio::time::Instant::now(), MIN_RECONNECT_BACKOFF)),
             }),
             keys,
-            timeout,
+            timeout: options.timeout,
             feed_nodes: Arc::new(feed_nodes),
             cluster,
             records: options.records.clone(),
-        })
+        }
     }
 
     /// The stored string of `session`, sealed where the store has a cipher.

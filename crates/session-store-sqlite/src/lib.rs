@@ -80,15 +80,29 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(classify)?;
+        let store = Self::from_pool_at(pool, path.to_owned()).await?;
+        tracing::info!(path = %path.display(), "opened the SQLite store");
+        Ok(store)
+    }
+
+    /// A store on a pool the application already has (its own connect
+    /// options: give it WAL journaling, `synchronous=FULL`, foreign keys
+    /// and a busy timeout as [`SqliteStore::open`] does, or accept less
+    /// durability). Applies any pending schema migrations to it.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        let path = pool.connect_options().get_filename().to_path_buf();
+        Self::from_pool_at(pool, path).await
+    }
+
+    async fn from_pool_at(pool: SqlitePool, path: PathBuf) -> Result<Self, StoreError> {
         sqlx::migrate!("../../migrations/sqlite")
             .run(&pool)
             .await
             .map_err(classify_migration)?;
-        tracing::info!(path = %path.display(), "opened the SQLite store");
         Ok(Self {
             audit: audit::Writer::start(pool.clone()),
             pool,
-            path: path.to_owned(),
+            path,
             records: None,
         })
     }

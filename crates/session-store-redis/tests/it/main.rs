@@ -5,6 +5,7 @@
 //! tests; nothing is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: tests
 
+mod clients;
 mod cluster;
 mod conformance;
 mod eviction;
@@ -104,7 +105,7 @@ pub(crate) async fn cluster_store() -> Arc<Cleaned> {
 /// A [`RedisStore`] whose keys are deleted when it is dropped.
 pub(crate) type Cleaned = Guarded<RedisStore, KeyCleaner>;
 
-fn cleaned(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Cleaned {
+pub(crate) fn cleaned(store: RedisStore, nodes: Vec<String>, cluster: bool) -> Cleaned {
     let pattern = store.key_pattern();
     Guarded::new(
         store,

@@ -34,6 +34,30 @@ pub(crate) async fn fresh() -> Arc<TempStore> {
     Arc::new(temp_store().await)
 }
 
+/// A fresh store on a pool the test made itself (as an application that
+/// already has one would), with the store's own durability settings.
+pub(crate) async fn fresh_from_pool() -> Arc<TempStore> {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let options = SqliteConnectOptions::new()
+        .filename(db_path(dir.path()))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .expect("the application's pool");
+    let store = SqliteStore::from_pool(pool).await.expect("the store on it");
+    assert_eq!(store.path(), db_path(dir.path()));
+    Arc::new(Guarded::new(store, dir))
+}
+
 /// A fresh store that seals its records' private fields at rest.
 pub(crate) async fn fresh_sealed() -> Arc<TempStore> {
     let dir = tempfile::tempdir().expect("a temporary directory");
