@@ -442,16 +442,7 @@ pub async fn open_shared(
     let hs = settings.hs256_secret_bytes()?;
     let mut ring = None;
     for _ in 0..ATTEMPTS {
-        if let Some(bytes) = values
-            .get_shared(SHARED_RING)
-            .await
-            .map_err(|e| store_error("shared key ring", e))?
-        {
-            let doc: StoredKeys =
-                serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
-                    path: std::path::PathBuf::from("the store's shared key ring"),
-                    source: Box::new(e),
-                })?;
+        if let Some((bytes, doc)) = read_shared_ring(&*values).await? {
             let (doc, _) = open_keys(master, doc).map_err(|e| shared_error("key ring", e))?;
             home.remember(Some(bytes));
             let loaded = KeyRing::from_stored(doc, policy.clone(), hs.as_deref())?;
@@ -533,6 +524,25 @@ pub async fn open_shared(
     Ok((secret, manager))
 }
 
+/// The shared ring as stored (its bytes, for a later compare-and-set) and
+/// parsed, still sealed; `None` where there is none yet.
+async fn read_shared_ring(
+    values: &dyn SharedValues,
+) -> Result<Option<(Vec<u8>, StoredKeys)>, StartupError> {
+    let Some(bytes) = values
+        .get_shared(SHARED_RING)
+        .await
+        .map_err(|e| store_error("shared key ring", e))?
+    else {
+        return Ok(None);
+    };
+    let doc = serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
+        path: std::path::PathBuf::from("the store's shared key ring"),
+        source: Box::new(e),
+    })?;
+    Ok(Some((bytes, doc)))
+}
+
 /// Re-seals the key ring and the token secret a shared store keeps from
 /// master key `old` to `new`, by compare-and-set: both are opened with
 /// `old` first, so a wrong old key changes nothing, and a value that
@@ -546,16 +556,7 @@ pub async fn rewrap_shared(
     new: &MasterKey,
 ) -> Result<Vec<&'static str>, StartupError> {
     let mut writes: Vec<(&'static str, Vec<u8>, Vec<u8>)> = Vec::new();
-    if let Some(bytes) = values
-        .get_shared(SHARED_RING)
-        .await
-        .map_err(|e| store_error("shared key ring", e))?
-    {
-        let doc: StoredKeys =
-            serde_json::from_slice(&bytes).map_err(|e| StartupError::Corrupt {
-                path: std::path::PathBuf::from("the store's shared key ring"),
-                source: Box::new(e),
-            })?;
+    if let Some((bytes, doc)) = read_shared_ring(values).await? {
         match open_keys(old, doc.clone()) {
             Ok((doc, _)) => {
                 let resealed = serde_json::to_vec(&seal_keys(new, doc)).map_err(|e| {

@@ -328,21 +328,8 @@ fn a_missing_or_malformed_database_stops_the_start_with_one_line() {
     let junk = dir.path().join("junk.mmdb");
     std::fs::write(&junk, b"not a database").unwrap();
     for db in [dir.path().join("absent.mmdb"), junk] {
-        let out = Command::new(env!("CARGO_BIN_EXE_session-server"))
-            .env("SESSION_DATA_DIR", dir.path().join("data"))
-            .env("SESSION_GEOIP_DB", &db)
-            .env("SESSION_PUBLIC_ADDR", "127.0.0.1:0")
-            .env("SESSION_ADMIN_ADDR", "127.0.0.1:0")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let errors: Vec<_> = stderr
-            .lines()
-            .filter(|l| l.starts_with("session-server: error:"))
-            .collect();
-        assert_eq!(errors.len(), 1, "{stderr}");
-        assert!(errors[0].contains("GeoIP database"), "{stderr}");
+        let line = start_error_line(&[("SESSION_GEOIP_DB", db.to_str().unwrap())]);
+        assert!(line.contains("GeoIP database"), "{line}");
     }
 }
 

@@ -431,3 +431,27 @@ pub fn test_venv(name: &str, import: &str, packages: &[&str]) -> std::path::Path
     assert!(works(&bin), "the venv {name} cannot run {import:?}");
     bin
 }
+
+/// Runs the real binary with `env` on a fresh data directory, expects it
+/// to stop at start with exit status 1 and exactly one
+/// `session-server: error:` line, and returns that line.
+pub fn start_error_line(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_session-server"));
+    command
+        .env("SESSION_DATA_DIR", dir.path().join("data"))
+        .env("SESSION_PUBLIC_ADDR", "127.0.0.1:0")
+        .env("SESSION_ADMIN_ADDR", "127.0.0.1:0");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("session-server: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_owned()
+}
