@@ -25,6 +25,11 @@ struct Fleet {
 /// `n` processes started at the same moment on one Redis prefix of their
 /// own, each with its own data directory and the same master key.
 async fn fleet(n: usize, extra: &[(&str, &str)]) -> Fleet {
+    fleet_on(&redis_url(), n, extra).await
+}
+
+/// [`fleet`] on the store at `url`.
+async fn fleet_on(url: &str, n: usize, extra: &[(&str, &str)]) -> Fleet {
     let prefix = format!(
         "fleet-{}",
         std::time::SystemTime::now()
@@ -32,10 +37,9 @@ async fn fleet(n: usize, extra: &[(&str, &str)]) -> Fleet {
             .unwrap()
             .as_nanos()
     );
-    let url = redis_url();
     let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut env: Vec<(&str, &str)> = vec![
-        ("SESSION_STORE", url.as_str()),
+        ("SESSION_STORE", url),
         ("SESSION_REDIS_PREFIX", prefix.as_str()),
         ("SESSION_MASTER_KEY", MASTER_KEY),
         ("SESSION_ADMIN_TOKEN", ADMIN_TOKEN),
@@ -210,4 +214,47 @@ async fn during_a_scheduled_rotation_no_instance_signs_with_a_kid_missing_from_a
         }
     }
     assert!(seen.contains(&before) && seen.contains(&next), "{seen:?}");
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_three_instances_share_one_ring_and_every_rotation() {
+    let nodes = std::env::var("REDIS_CLUSTER_NODES").expect(
+        "REDIS_CLUSTER_NODES names a 3-node cluster; run the tests through `cargo xtask test`",
+    );
+    let f = fleet_on(
+        &format!("redis+cluster://{nodes}"),
+        3,
+        &[("SESSION_KEY_ROTATION", "0")],
+    )
+    .await;
+    let first = f.jwks(0).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    for i in 1..3 {
+        assert_eq!(f.jwks(i).await, first, "instance {i} has another ring");
+    }
+    for round in 0..5 {
+        let key = f.rotate(round % 3, "?immediate=true").await;
+        let new_kid = key["key"]["kid"].as_str().unwrap().to_owned();
+        let started = Instant::now();
+        for i in 0..3 {
+            while !f.jwks(i).await.contains(&new_kid) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "round {round}: instance {i} lacks {new_kid}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        for from in 0..3 {
+            let access = f.session(from).await;
+            assert_eq!(kid_of(&access), new_kid);
+            for on in 0..3 {
+                assert_eq!(
+                    f.verify(on, &access).await,
+                    StatusCode::OK,
+                    "{from} -> {on}"
+                );
+            }
+        }
+    }
 }
