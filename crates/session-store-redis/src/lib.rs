@@ -856,6 +856,9 @@ fn classify(e: RedisError) -> StoreError {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
+        // Sealed before anything is written: a cipher without its key yet
+        // refuses here, leaving no index entry behind.
+        let value = self.encode(session)?;
         // The index entry first: a session that exists is always in its
         // user's index (revoke_user must find it); an entry whose create
         // then fails is dropped later. The index script refuses a session
@@ -882,7 +885,7 @@ impl SessionStore for RedisStore {
                 scripts::CREATE
                     .key(self.keys.session(&session.id))
                     .key(self.keys.grace(&session.id))
-                    .arg(self.encode(session)?)
+                    .arg(value)
                     .arg(codec::deadline_ms(session.expires_at()))
                     .arg(g)
                     .arg(g_deadline),
