@@ -324,6 +324,20 @@ struct Server {
     log: PathBuf,
 }
 
+/// The arguments of an `xtask load` job that drives `server`'s public
+/// listener after setting up through its admin listener.
+fn public_and_admin(job: &str, server: &Server, token_file: &str) -> Vec<String> {
+    vec![
+        job.to_owned(),
+        "--public".to_owned(),
+        server.public.to_string(),
+        "--admin".to_owned(),
+        server.admin.to_string(),
+        "--admin-token-file".to_owned(),
+        token_file.to_owned(),
+    ]
+}
+
 impl Server {
     fn start(setup: &Setup, name: &str, store_url: &str, validation: &str) -> Result<Self> {
         let (public, admin) = (free_port()?, free_port()?);
@@ -622,17 +636,8 @@ fn http(args: &BenchArgs) -> Result<()> {
             None => Server::start(&setup, "server-dpop", &store_url, "cached")?,
         };
         eprintln!("bench: validate with DPoP, cached");
-        let mut load_args = vec![
-            "validate-dpop".to_owned(),
-            "--public".to_owned(),
-            server.public.to_string(),
-            "--admin".to_owned(),
-            server.admin.to_string(),
-            "--admin-token-file".to_owned(),
-            token_file.clone(),
-            "--hot".to_owned(),
-            HOT_SESSIONS.to_string(),
-        ];
+        let mut load_args = public_and_admin("validate-dpop", &server, &token_file);
+        load_args.extend(["--hot".to_owned(), HOT_SESSIONS.to_string()]);
         load_args.extend(setup.common(&[&server], 2.0));
         results.rows.push(Row {
             workload: "validate with DPoP (1,000 sessions, a new proof each)".to_owned(),
@@ -648,15 +653,7 @@ fn http(args: &BenchArgs) -> Result<()> {
         };
         if selected(Workload::Refresh) {
             eprintln!("bench: refresh");
-            let mut load_args = vec![
-                "refresh".to_owned(),
-                "--public".to_owned(),
-                server.public.to_string(),
-                "--admin".to_owned(),
-                server.admin.to_string(),
-                "--admin-token-file".to_owned(),
-                token_file.clone(),
-            ];
+            let mut load_args = public_and_admin("refresh", &server, &token_file);
             load_args.extend(setup.common(&[&server], 2.0));
             results.rows.push(Row {
                 workload: "refresh".to_owned(),
