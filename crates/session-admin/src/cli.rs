@@ -119,7 +119,8 @@ pub(crate) enum SessionsCommand {
 
     /// Show one session.
     Show {
-        /// The full session id.
+        /// The full session id (ids may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 
@@ -138,7 +139,8 @@ pub(crate) struct RevokeArgs {
     #[arg(
         required_unless_present = "user",
         conflicts_with = "user",
-        value_name = "ID"
+        value_name = "ID",
+        allow_hyphen_values = true
     )]
     pub(crate) id: Option<String>,
 
@@ -363,6 +365,22 @@ mod tests {
         assert_eq!(args.user.as_deref(), Some("alice"));
         assert!(args.yes);
         assert!(args.id.is_none());
+    }
+
+    #[test]
+    fn session_ids_that_begin_with_a_hyphen_are_ids_not_flags() {
+        // One id in 64 begins with `-` (base64url).
+        let cli = parse(&["sessions", "show", "-oAbcdefgh", "--json"]).unwrap();
+        let Command::Sessions(SessionsCommand::Show { id }) = &cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(id, "-oAbcdefgh");
+        assert!(cli.json);
+        let cli = parse(&["sessions", "revoke", "-oAbcdefgh", "--reason", "x"]).unwrap();
+        let Command::Sessions(SessionsCommand::Revoke(args)) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(args.id.as_deref(), Some("-oAbcdefgh"));
     }
 
     #[test]
