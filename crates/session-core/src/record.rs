@@ -164,17 +164,48 @@ impl RecordCipher {
         session.dpop_jkt = private.jkt;
         Ok(())
     }
+}
 
-    /// `session` with its private fields cleared: what a store keeps in
-    /// the clear next to the sealed blob.
-    pub fn public_part(session: &Session) -> Session {
-        let mut clear = session.clone();
-        clear.ip = None;
-        clear.user_agent = None;
-        clear.metadata = serde_json::Value::Null;
-        clear.location = None;
-        clear.dpop_jkt = None;
-        clear
+/// The private fields as a store writes them in the clear: the session's
+/// own where the record is not sealed, none (metadata `null`) where it is.
+/// Borrowed, so that sealing costs no copy of the session on the write
+/// path.
+#[derive(Debug, Clone, Copy)]
+pub struct ClearFields<'a> {
+    /// Client IP.
+    pub ip: Option<&'a str>,
+    /// User agent.
+    pub user_agent: Option<&'a str>,
+    /// Metadata.
+    pub metadata: &'a serde_json::Value,
+    /// Location of the last use.
+    pub location: Option<&'a Location>,
+    /// DPoP key thumbprint.
+    pub dpop_jkt: Option<&'a Jkt>,
+}
+
+static NULL: serde_json::Value = serde_json::Value::Null;
+
+impl<'a> ClearFields<'a> {
+    /// What of `session` goes in the clear, `sealed` or not.
+    pub fn of(session: &'a Session, sealed: bool) -> Self {
+        if sealed {
+            Self {
+                ip: None,
+                user_agent: None,
+                metadata: &NULL,
+                location: None,
+                dpop_jkt: None,
+            }
+        } else {
+            Self {
+                ip: session.ip.as_deref(),
+                user_agent: session.user_agent.as_deref(),
+                metadata: &session.metadata,
+                location: session.location.as_ref(),
+                dpop_jkt: session.dpop_jkt.as_ref(),
+            }
+        }
     }
 }
 
@@ -214,8 +245,14 @@ mod tests {
         let sealed = c.seal(&s).unwrap();
         let hay = String::from_utf8_lossy(&sealed);
         assert!(!hay.contains("secret-ua-marker") && !hay.contains("203.0.113.7"));
-        let mut back = RecordCipher::public_part(&s);
-        assert_eq!(back.ip, None);
+        let clear = ClearFields::of(&s, true);
+        assert_eq!(
+            (clear.ip, clear.user_agent, clear.metadata),
+            (None, None, &NULL)
+        );
+        let mut back = s.clone();
+        (back.ip, back.user_agent, back.metadata, back.location) =
+            (None, None, serde_json::Value::Null, None);
         c.open_into(&mut back, &sealed).unwrap();
         assert_eq!(back, s);
     }

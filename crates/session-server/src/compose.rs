@@ -141,11 +141,10 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
             };
             (sessions, Some(store))
         }
-        "redis" | "redis+cluster" => {
+        scheme if REDIS_SCHEMES.contains(&scheme) => {
             let options = RedisOptions {
-                allow_eviction: settings.redis_allow_eviction,
                 records: Some(records.clone()),
-                ..RedisOptions::default()
+                ..redis_options(settings)
             };
             // Connect now where Redis answers, so an evicting policy stops
             // the start with one line. Where Redis is unreachable, start
@@ -242,6 +241,17 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
     })
 }
 
+/// The URL schemes of a Redis session store.
+const REDIS_SCHEMES: [&str; 2] = ["redis", "redis+cluster"];
+
+/// The Redis options the settings give.
+fn redis_options(settings: &Settings) -> RedisOptions {
+    RedisOptions {
+        allow_eviction: settings.redis_allow_eviction,
+        ..RedisOptions::default()
+    }
+}
+
 /// The values a shared session store keeps for every instance (the key
 /// ring and the token secret), where the store is shared (Redis); `None`
 /// for the embedded store. Connects now: for `session-server rewrap`.
@@ -249,17 +259,13 @@ pub async fn shared_values(
     settings: &Settings,
 ) -> Result<Option<Arc<dyn session_core::shared::SharedValues>>, StartupError> {
     let url = settings.store.as_str();
-    if !(url.starts_with("redis://")
-        || url.starts_with("rediss://")
-        || url.starts_with("redis+cluster://"))
+    if !url
+        .split_once("://")
+        .is_some_and(|(scheme, _)| REDIS_SCHEMES.contains(&scheme))
     {
         return Ok(None);
     }
-    let options = RedisOptions {
-        allow_eviction: settings.redis_allow_eviction,
-        ..RedisOptions::default()
-    };
-    let store = RedisStore::connect_with(url, &settings.redis_prefix, &options)
+    let store = RedisStore::connect_with(url, &settings.redis_prefix, &redis_options(settings))
         .await
         .map_err(|source| StartupError::Store {
             what: "Redis store",

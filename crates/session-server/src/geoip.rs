@@ -104,15 +104,10 @@ impl Stamp {
     }
 }
 
-struct Loaded {
-    reader: Reader<Vec<u8>>,
-    stamp: Option<Stamp>,
-}
-
 /// A GeoIP database, swapped for a newer file while the server runs.
 pub struct GeoIp {
     path: PathBuf,
-    current: RwLock<Arc<Loaded>>,
+    current: RwLock<Arc<Reader<Vec<u8>>>>,
     /// The file version last read, good or not.
     tried: Mutex<Option<Stamp>>,
 }
@@ -125,33 +120,32 @@ impl std::fmt::Debug for GeoIp {
     }
 }
 
-fn load(path: &Path) -> Result<Loaded, GeoIpError> {
-    let stamp = Stamp::of(path);
-    let reader = Reader::open_readfile(path).map_err(|source| GeoIpError {
+fn load(path: &Path) -> Result<Reader<Vec<u8>>, GeoIpError> {
+    Reader::open_readfile(path).map_err(|source| GeoIpError {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(Loaded { reader, stamp })
+    })
 }
 
 impl GeoIp {
     /// Opens the database at `path`; an unreadable or malformed file is an
     /// error (the server stops at start with one line).
     pub fn open(path: &Path) -> Result<Self, GeoIpError> {
-        let loaded = load(path)?;
+        let stamp = Stamp::of(path);
+        let reader = load(path)?;
         tracing::info!(
             path = %path.display(),
-            kind = loaded.reader.metadata().database_type,
+            kind = reader.metadata().database_type,
             "GeoIP database opened"
         );
         Ok(Self {
             path: path.to_owned(),
-            tried: Mutex::new(loaded.stamp),
-            current: RwLock::new(Arc::new(loaded)),
+            tried: Mutex::new(stamp),
+            current: RwLock::new(Arc::new(reader)),
         })
     }
 
-    fn loaded(&self) -> Arc<Loaded> {
+    fn reader(&self) -> Arc<Reader<Vec<u8>>> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -160,8 +154,8 @@ impl GeoIp {
 
     /// Where `ip` is, or `None` where the database does not know it.
     pub fn lookup(&self, ip: IpAddr) -> Option<Location> {
-        let loaded = self.loaded();
-        let found = loaded.reader.lookup(ip).ok()?;
+        let reader = self.reader();
+        let found = reader.lookup(ip).ok()?;
         if !found.has_data() {
             return None;
         }
@@ -212,12 +206,12 @@ impl GeoIp {
             *tried = stamp;
         }
         match load(&self.path) {
-            Ok(loaded) => {
+            Ok(reader) => {
                 tracing::info!(path = %self.path.display(), "GeoIP database changed on disk; now in use");
                 *self
                     .current
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(loaded);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(reader);
                 true
             }
             Err(e) => {

@@ -21,7 +21,7 @@
 //! that expires with the grace window (see the crate documentation).
 
 use session_core::dpop::Jkt;
-use session_core::record::{RecordCipher, RecordError};
+use session_core::record::{ClearFields, RecordCipher, RecordError};
 use session_core::secret::TokenDigest;
 use session_core::session::{RefreshState, Revocation};
 use session_core::{RevokeReason, Session, SessionId};
@@ -102,13 +102,7 @@ pub(crate) fn index_score(t: OffsetDateTime) -> i64 {
 /// left out of the clear ones.
 pub(crate) fn encode(s: &Session, records: Option<&RecordCipher>) -> Result<Vec<u8>, RecordError> {
     let sealed = records.map(|r| r.seal(s)).transpose()?;
-    let cleared;
-    let s = if sealed.is_some() {
-        cleared = RecordCipher::public_part(s);
-        &cleared
-    } else {
-        s
-    };
+    let clear = ClearFields::of(s, sealed.is_some());
     let mut d = Vec::with_capacity(320);
     d.extend_from_slice(s.version.to_string().as_bytes());
     d.push(b';');
@@ -119,10 +113,10 @@ pub(crate) fn encode(s: &Session, records: Option<&RecordCipher>) -> Result<Vec<
     put_ts(&mut d, s.last_seen_at);
     put_ts(&mut d, s.idle_expires_at);
     put_ts(&mut d, s.absolute_expires_at);
-    put_opt_str(&mut d, s.ip.as_deref());
-    put_opt_str(&mut d, s.user_agent.as_deref());
+    put_opt_str(&mut d, clear.ip);
+    put_opt_str(&mut d, clear.user_agent);
     // A `Value` always serializes.
-    let meta = serde_json::to_vec(&s.metadata).unwrap_or_else(|_| b"null".to_vec());
+    let meta = serde_json::to_vec(clear.metadata).unwrap_or_else(|_| b"null".to_vec());
     put_str(&mut d, &meta);
     let r = &s.refresh;
     put_varint(&mut d, u128::from(r.generation));
@@ -154,11 +148,11 @@ pub(crate) fn encode(s: &Session, records: Option<&RecordCipher>) -> Result<Vec<
         None => d.push(0),
     }
     put_varint(&mut d, u128::from(s.epoch));
-    if let Some(jkt) = &s.dpop_jkt {
+    if let Some(jkt) = clear.dpop_jkt {
         d.push(TAG_DPOP_JKT);
         put_str(&mut d, jkt.as_str().as_bytes());
     }
-    if let Some(place) = &s.location
+    if let Some(place) = clear.location
         && let Ok(json) = serde_json::to_vec(place)
     {
         d.push(TAG_LOCATION);

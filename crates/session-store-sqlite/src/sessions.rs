@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteConnection};
 use time::{Duration, OffsetDateTime};
 
-use session_core::record::RecordCipher;
+use session_core::record::{ClearFields, RecordCipher};
 
 use crate::SqliteStore;
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
@@ -69,13 +69,7 @@ impl Encoded {
             .map(|r| r.seal(s))
             .transpose()
             .map_err(StoreError::unavailable)?;
-        let cleared;
-        let s = if sealed.is_some() {
-            cleared = RecordCipher::public_part(s);
-            &cleared
-        } else {
-            s
-        };
+        let clear = ClearFields::of(s, sealed.is_some());
         Ok(Self {
             id: s.id.to_string(),
             user_id: s.user_id.clone(),
@@ -83,9 +77,9 @@ impl Encoded {
             last_seen_at: instant(s.last_seen_at)?,
             idle_expires_at: instant(s.idle_expires_at)?,
             absolute_expires_at: instant(s.absolute_expires_at)?,
-            ip: s.ip.clone(),
-            user_agent: s.user_agent.clone(),
-            metadata: json_text(&s.metadata)?,
+            ip: clear.ip.map(str::to_owned),
+            user_agent: clear.user_agent.map(str::to_owned),
+            metadata: json_text(clear.metadata)?,
             generation: counter(s.refresh.generation, "generation")?,
             current_digest: s.refresh.current.as_bytes().to_vec(),
             previous_digest: s.refresh.previous.map(|d| d.as_bytes().to_vec()),
@@ -95,11 +89,10 @@ impl Encoded {
             revoked_at: s.revoked.map(|r| instant(r.at)).transpose()?,
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             version: counter(s.version, "version")?,
-            dpop_jkt: s.dpop_jkt.as_ref().map(|j| j.as_str().to_owned()),
+            dpop_jkt: clear.dpop_jkt.map(|j| j.as_str().to_owned()),
             epoch: counter(s.epoch, "epoch")?,
-            location: s
+            location: clear
                 .location
-                .as_ref()
                 .map(|l| serde_json::to_string(l).map_err(StoreError::backend))
                 .transpose()?,
             sealed,
