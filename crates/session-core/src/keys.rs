@@ -253,6 +253,39 @@ pub struct KeyInfo {
     pub public_jwk: Option<serde_json::Value>,
 }
 
+/// Public facts about a key dropped from the ring and kept in its archive
+/// (see [`KeyRing::archived`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchivedKeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlgorithm,
+    /// When it began to sign.
+    #[serde(with = "time::serde::rfc3339")]
+    pub activated_at: OffsetDateTime,
+    /// When it left the ring (and its private half was destroyed).
+    #[serde(with = "time::serde::rfc3339")]
+    pub dropped_at: OffsetDateTime,
+    /// When it was revoked, if it was (a suspected compromise): what it
+    /// signed after this instant proves nothing.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Public JWK.
+    pub public_jwk: serde_json::Value,
+}
+
+/// Why [`KeyRing::verify_detached`] refused a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DetachedError {
+    /// No key of the ring, live or archived, has this id.
+    #[error("no key of the ring, live or archived, has this id")]
+    UnknownKey,
+    /// The key is known and the signature does not verify under it.
+    #[error("the signature does not verify")]
+    BadSignature,
+}
+
 // ---------------------------------------------------------------------------
 // Key ring
 // ---------------------------------------------------------------------------
@@ -317,6 +350,8 @@ enum MaterialError {
     DuplicateKid(String),
     #[error("stored retired key {0:?} has no expiry")]
     RetiredWithoutExpiry(String),
+    #[error("archived key {0:?} has no valid public key")]
+    BadPublicKey(String),
 }
 
 impl From<MaterialError> for KeyError {
@@ -361,6 +396,9 @@ struct Key {
     /// The base64url of this key's JWS header, the same for every token.
     header_b64: String,
     public_jwk: Option<serde_json::Value>,
+    /// The raw public key (Ed25519: 32 bytes; P-256: the uncompressed SEC1
+    /// point), kept in the archive once the key is dropped; `None` for HS256.
+    public: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Key {
@@ -402,24 +440,14 @@ impl Key {
         material: Zeroizing<Vec<u8>>,
         created_at: OffsetDateTime,
     ) -> Result<Self, KeyError> {
-        let (encoding, decoding, public_jwk, signer) = match alg {
+        let (encoding, public, signer) = match alg {
             SigningAlgorithm::EdDSA => {
                 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
                 let sk = ed25519_dalek::SigningKey::from_pkcs8_der(&material)
                     .map_err(MaterialError::Ed25519)?;
-                let public = sk.verifying_key().to_bytes();
-                let jwk = serde_json::json!({
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "x": URL_SAFE_NO_PAD.encode(public),
-                    "kid": kid,
-                    "alg": "EdDSA",
-                    "use": "sig",
-                });
                 (
                     EncodingKey::from_ed_der(&material),
-                    DecodingKey::from_ed_der(&public),
-                    Some(jwk),
+                    Some(sk.verifying_key().to_bytes().to_vec()),
                     Some(Signer::Ed25519(Box::new(sk))),
                 )
             }
@@ -428,22 +456,9 @@ impl Key {
                 let sk = p256::ecdsa::SigningKey::from_pkcs8_der(&material)
                     .map_err(MaterialError::P256)?;
                 let point = sk.verifying_key().to_encoded_point(false);
-                let (Some(x), Some(y)) = (point.x(), point.y()) else {
-                    return Err(MaterialError::P256(p256::pkcs8::Error::KeyMalformed).into());
-                };
-                let jwk = serde_json::json!({
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": URL_SAFE_NO_PAD.encode(x),
-                    "y": URL_SAFE_NO_PAD.encode(y),
-                    "kid": kid,
-                    "alg": "ES256",
-                    "use": "sig",
-                });
                 (
                     EncodingKey::from_ec_der(&material),
-                    DecodingKey::from_ec_der(point.as_bytes()),
-                    Some(jwk),
+                    Some(point.as_bytes().to_vec()),
                     Some(Signer::P256(Box::new(sk))),
                 )
             }
@@ -451,13 +466,15 @@ impl Key {
                 if material.len() < MIN_HS256_SECRET_LEN {
                     return Err(KeyError::WeakSecret);
                 }
-                (
-                    EncodingKey::from_secret(&material),
-                    DecodingKey::from_secret(&material),
-                    None,
-                    None,
-                )
+                (EncodingKey::from_secret(&material), None, None)
             }
+        };
+        let (decoding, public_jwk) = match &public {
+            Some(public) => {
+                let (decoding, jwk) = public_key(alg, &kid, public)?;
+                (decoding, Some(jwk))
+            }
+            None => (DecodingKey::from_secret(&material), None),
         };
         let header = serde_json::json!({
             "alg": alg.as_str(),
@@ -477,6 +494,7 @@ impl Key {
             decoding,
             header_b64,
             public_jwk,
+            public,
         })
     }
 
@@ -628,6 +646,127 @@ fn kid_is_well_formed(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The verifying key and public JWK of an asymmetric key from its raw
+/// public half (Ed25519: 32 bytes; P-256: an uncompressed SEC1 point),
+/// which is checked to be a valid point first.
+fn public_key(
+    alg: SigningAlgorithm,
+    kid: &str,
+    public: &[u8],
+) -> Result<(DecodingKey, serde_json::Value), KeyError> {
+    let jwk = match alg {
+        SigningAlgorithm::EdDSA => {
+            let bytes: &[u8; 32] = public
+                .try_into()
+                .map_err(|_| MaterialError::BadPublicKey(kid.to_owned()))?;
+            ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                .map_err(|_| MaterialError::BadPublicKey(kid.to_owned()))?;
+            serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(public),
+                "kid": kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            })
+        }
+        SigningAlgorithm::ES256 => {
+            if public.len() != 65 || public[0] != 4 {
+                return Err(MaterialError::BadPublicKey(kid.to_owned()).into());
+            }
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(public)
+                .map_err(|_| MaterialError::BadPublicKey(kid.to_owned()))?;
+            serde_json::json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&public[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&public[33..]),
+                "kid": kid,
+                "alg": "ES256",
+                "use": "sig",
+            })
+        }
+        SigningAlgorithm::HS256 => {
+            return Err(MaterialError::BadPublicKey(kid.to_owned()).into());
+        }
+    };
+    let decoding = match alg {
+        SigningAlgorithm::EdDSA => DecodingKey::from_ed_der(public),
+        _ => DecodingKey::from_ec_der(public),
+    };
+    Ok((decoding, jwk))
+}
+
+/// A key dropped from the ring once nothing it signed for clients can still
+/// be live, kept for good for what it signed that lasts (audit-chain
+/// checkpoints): its public half and dates, no private material. It never
+/// signs, never verifies an access token and is never in the JWKS.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredArchived {
+    kid: String,
+    alg: SigningAlgorithm,
+    /// Unpadded base64url of the raw public key.
+    public: String,
+    #[serde(with = "time::serde::rfc3339")]
+    activated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    dropped_at: OffsetDateTime,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    revoked_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for StoredArchived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredArchived")
+            .field("kid", &self.kid)
+            .field("dropped_at", &self.dropped_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An archived key, its verifying key built once.
+struct Archived {
+    stored: StoredArchived,
+    decoding: DecodingKey,
+    public_jwk: serde_json::Value,
+}
+
+impl Archived {
+    fn parse(stored: &StoredArchived, alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        if stored.alg != alg {
+            return Err(MaterialError::MixedAlgorithms(stored.kid.clone(), stored.alg, alg).into());
+        }
+        if !kid_is_well_formed(&stored.kid) {
+            return Err(MaterialError::BadKid.into());
+        }
+        let public = URL_SAFE_NO_PAD
+            .decode(stored.public.as_bytes())
+            .map_err(MaterialError::Base64)?;
+        let (decoding, public_jwk) = public_key(alg, &stored.kid, &public)?;
+        Ok(Self {
+            stored: stored.clone(),
+            decoding,
+            public_jwk,
+        })
+    }
+
+    fn info(&self) -> ArchivedKeyInfo {
+        ArchivedKeyInfo {
+            kid: self.stored.kid.clone(),
+            alg: self.stored.alg,
+            activated_at: self.stored.activated_at,
+            dropped_at: self.stored.dropped_at,
+            revoked_at: self.stored.revoked_at,
+            public_jwk: self.public_jwk.clone(),
+        }
+    }
+}
+
 /// The signing and verification keys of the service: keys ordered by
 /// activation time. At any instant the last key activated signs; later
 /// ones are `next` (published, not signing); earlier ones are retired and
@@ -656,6 +795,8 @@ pub struct KeyRing {
 struct Keys {
     generation: u64,
     list: Vec<Key>,
+    /// Keys dropped from `list`, public halves only, oldest first.
+    archive: Vec<Archived>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -683,6 +824,9 @@ pub struct StoredKeys {
     #[serde(default)]
     generation: u64,
     keys: Vec<StoredKey>,
+    /// Public halves of the keys dropped from `keys`, never deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    archive: Vec<StoredArchived>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -743,6 +887,7 @@ impl fmt::Debug for StoredKeys {
             .field("version", &self.version)
             .field("generation", &self.generation)
             .field("keys", &self.keys)
+            .field("archive", &self.archive)
             .finish()
     }
 }
@@ -801,7 +946,12 @@ impl KeyRing {
     ) -> Result<KeyRing, KeyError> {
         let secret = configured_secret(alg, hs256_secret)?;
         let key = Key::generate(alg, now, secret.as_ref().map(|m| m.0.as_slice()))?;
-        Ok(Self::assemble(alg, policy, secret, vec![key], 1))
+        let keys = Keys {
+            generation: 1,
+            list: vec![key],
+            archive: Vec::new(),
+        };
+        Ok(Self::assemble(alg, policy, secret, keys))
     }
 
     /// The same ring under another schedule.
@@ -819,11 +969,11 @@ impl KeyRing {
         alg: SigningAlgorithm,
         mut policy: VerifyPolicy,
         configured_secret: Option<Material>,
-        list: Vec<Key>,
-        generation: u64,
+        keys: Keys,
     ) -> Self {
         policy.leeway = policy.leeway.clamp(Duration::ZERO, MAX_LEEWAY);
-        let observed = list
+        let observed = keys
+            .list
             .iter()
             .map(|k| k.created_at.unix_timestamp())
             .max()
@@ -835,7 +985,7 @@ impl KeyRing {
             policy,
             schedule: KeySchedule::default(),
             configured_secret,
-            keys: RwLock::new(Keys { generation, list }),
+            keys: RwLock::new(keys),
         }
     }
 
@@ -856,6 +1006,7 @@ impl KeyRing {
             version: STORED_KEYS_VERSION,
             generation: keys.generation,
             keys: keys.list.iter().map(Key::stored).collect(),
+            archive: keys.archive.iter().map(|a| a.stored.clone()).collect(),
         }
     }
 
@@ -873,8 +1024,8 @@ impl KeyRing {
     ) -> Result<KeyRing, KeyError> {
         let alg = stored_algorithm(&stored)?;
         let secret = configured_secret(alg, hs256_secret)?;
-        let (generation, list) = parse_stored(&stored, alg, secret.as_ref())?;
-        Ok(Self::assemble(alg, policy, secret, list, generation))
+        let keys = parse_stored(&stored, alg, secret.as_ref())?;
+        Ok(Self::assemble(alg, policy, secret, keys))
     }
 
     /// Replaces the ring's keys by `stored` (a newer document read back
@@ -884,8 +1035,7 @@ impl KeyRing {
         if alg != self.alg {
             return Err(MaterialError::MixedAlgorithms(String::new(), alg, self.alg).into());
         }
-        let (generation, list) = parse_stored(stored, alg, self.configured_secret.as_ref())?;
-        *self.write() = Keys { generation, list };
+        *self.write() = parse_stored(stored, alg, self.configured_secret.as_ref())?;
         Ok(())
     }
 
@@ -1141,6 +1291,18 @@ impl KeyRing {
         if expired.is_empty() && due.is_none() {
             return Ok(None);
         }
+        let dropped = expired.iter().filter_map(|&i| {
+            let k = &keys.list[i];
+            let public = k.public.as_ref()?;
+            Some(StoredArchived {
+                kid: k.kid.clone(),
+                alg: k.alg,
+                public: URL_SAFE_NO_PAD.encode(public),
+                activated_at: k.activates_at,
+                dropped_at: now,
+                revoked_at: k.revoked_at,
+            })
+        });
         let mut stored = StoredKeys {
             version: STORED_KEYS_VERSION,
             generation: keys.generation + 1,
@@ -1150,6 +1312,12 @@ impl KeyRing {
                 .enumerate()
                 .filter(|(i, _)| !expired.contains(i))
                 .map(|(_, k)| k.stored())
+                .collect(),
+            archive: keys
+                .archive
+                .iter()
+                .map(|a| a.stored.clone())
+                .chain(dropped)
                 .collect(),
         };
         let mut info = None;
@@ -1198,6 +1366,7 @@ impl KeyRing {
             version: STORED_KEYS_VERSION,
             generation: keys.generation + 1,
             keys: list,
+            archive: keys.archive.iter().map(|a| a.stored.clone()).collect(),
         };
         let state = if activates_at > now {
             KeyState::Next
@@ -1238,6 +1407,41 @@ impl KeyRing {
             .zip(phases)
             .map(|(k, p)| k.info(p))
             .collect()
+    }
+
+    /// The keys dropped from the ring and kept for what they signed, oldest
+    /// first.
+    pub fn archived(&self) -> Vec<ArchivedKeyInfo> {
+        self.read().archive.iter().map(Archived::info).collect()
+    }
+
+    /// Checks a detached signature made by [`KeyRing::sign_detached_at`]
+    /// (an audit checkpoint's) against the key `kid`: a key the ring holds,
+    /// whatever its state, or one of its archive. Time plays no part: a
+    /// retired or dropped key's old signatures stay good.
+    pub fn verify_detached(
+        &self,
+        kid: &str,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<(), DetachedError> {
+        let keys = self.read();
+        let decoding = keys
+            .list
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| &k.decoding)
+            .or_else(|| {
+                keys.archive
+                    .iter()
+                    .find(|a| a.stored.kid == kid)
+                    .map(|a| &a.decoding)
+            })
+            .ok_or(DetachedError::UnknownKey)?;
+        match jsonwebtoken::crypto::verify(signature, message, decoding, self.alg.jwt()) {
+            Ok(true) => Ok(()),
+            _ => Err(DetachedError::BadSignature),
+        }
     }
 
     /// Signs arbitrary header and claims bytes with the active key, for
@@ -1294,7 +1498,7 @@ fn parse_stored(
     stored: &StoredKeys,
     alg: SigningAlgorithm,
     secret: Option<&Material>,
-) -> Result<(u64, Vec<Key>), KeyError> {
+) -> Result<Keys, KeyError> {
     if stored.version == 1 {
         let actives = stored
             .keys
@@ -1337,7 +1541,18 @@ fn parse_stored(
         return Err(MaterialError::NoLiveKey.into());
     }
     keys.sort_by_key(|k| k.activates_at);
-    Ok((stored.generation, keys))
+    let mut archive: Vec<Archived> = Vec::with_capacity(stored.archive.len());
+    for a in &stored.archive {
+        if keys.iter().any(|k| k.kid == a.kid) || archive.iter().any(|b| b.stored.kid == a.kid) {
+            return Err(MaterialError::DuplicateKid(a.kid.clone()).into());
+        }
+        archive.push(Archived::parse(a, alg)?);
+    }
+    Ok(Keys {
+        generation: stored.generation,
+        list: keys,
+        archive,
+    })
 }
 
 fn configured_secret(

@@ -7,7 +7,8 @@ mod outbox;
 
 pub use error::{SchemaError, classify, is_unavailable, is_unique_violation};
 pub use log::{
-    BrokenLink, CHAIN_LOCK, ChainReport, Checkpoint, LinkProblem, MIGRATOR, MigrateMode,
-    PostgresAuditLog, check_schema, connect_options, migrate, pool_options, prepare_schema,
+    BrokenLink, CHAIN_LOCK, ChainCheck, ChainReport, Checkpoint, CheckpointVerifier, LinkProblem,
+    MIGRATOR, MigrateMode, PostgresAuditLog, SignatureFault, check_schema, connect_options,
+    migrate, pool_options, prepare_schema,
 };
 pub use outbox::{LOCK_FILE, OUTBOX_FILE, OutboxAuditLog, OutboxConfig, REJECTED_FILE};

@@ -2,6 +2,7 @@
 //! writer, queries, checkpoints and chain verification.
 
 use std::collections::{HashSet, VecDeque};
+use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -163,13 +164,50 @@ impl Checkpoint {
     }
 }
 
+/// Why a checkpoint's signature was not accepted, as the caller's verifier
+/// (which holds the signing keys) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFault {
+    /// No key the verifier knows, live or archived, has the checkpoint's
+    /// key id.
+    UnknownKey,
+    /// The key is known and the signature does not verify under it.
+    BadSignature,
+}
+
+/// Checks a checkpoint's signature over [`Checkpoint::message`].
+pub type CheckpointVerifier<'a> = &'a (dyn Fn(&Checkpoint) -> Result<(), SignatureFault> + Sync);
+
+/// What [`PostgresAuditLog::verify_chain_with`] checks beyond the links.
+#[derive(Clone, Copy, Default)]
+pub struct ChainCheck<'a> {
+    /// Checks every checkpoint's signature; `None`: signatures unchecked.
+    pub signatures: Option<CheckpointVerifier<'a>>,
+    /// Checkpoints kept outside the database (exported earlier): each must
+    /// agree with the chain as a stored one does, and one ahead of the
+    /// newest event means the log lost its tail.
+    pub exported: &'a [Checkpoint],
+}
+
+impl fmt::Debug for ChainCheck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainCheck")
+            .field("signatures", &self.signatures.is_some())
+            .field("exported", &self.exported.len())
+            .finish()
+    }
+}
+
 /// What [`PostgresAuditLog::verify_chain`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
     /// Events verified, in `seq` order, before the end or the first break.
     pub events: u64,
-    /// Checkpoints found to agree with the chain.
+    /// Stored checkpoints found to agree with the chain (and, when checked,
+    /// signed by a known key).
     pub checkpoints: u64,
+    /// Exported checkpoints found to agree with the chain.
+    pub exported_checkpoints: u64,
     /// The last verified event's `seq` and hash.
     pub head: Option<(i64, Hash)>,
     /// The first broken link, if any.
@@ -192,6 +230,11 @@ pub struct BrokenLink {
     pub id: Option<Uuid>,
     /// What is wrong.
     pub problem: LinkProblem,
+    /// The key id of the checkpoint concerned, if the break is at one.
+    pub kid: Option<String>,
+    /// Whether that checkpoint is an exported one (not read from the
+    /// database).
+    pub exported: bool,
 }
 
 /// Ways a link can break.
@@ -205,8 +248,31 @@ pub enum LinkProblem {
     /// A checkpoint's hash differs from the event's at that `seq`: the chain
     /// was rewritten after the checkpoint was signed.
     CheckpointMismatch,
-    /// A checkpoint names an event that is no longer there.
+    /// A checkpoint names an event that is no longer there, and later
+    /// events are.
     CheckpointedEventMissing,
+    /// A checkpoint (stored or exported) is ahead of the newest event: the
+    /// log lost its tail.
+    TruncatedTail,
+    /// A checkpoint's signature does not verify under its key.
+    CheckpointSignatureInvalid,
+    /// A checkpoint names a key the verifier does not know.
+    CheckpointKeyUnknown,
+}
+
+impl LinkProblem {
+    /// The problem's name in reports (`snake_case`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PrevHashMismatch => "prev_hash_mismatch",
+            Self::HashMismatch => "hash_mismatch",
+            Self::CheckpointMismatch => "checkpoint_mismatch",
+            Self::CheckpointedEventMissing => "checkpointed_event_missing",
+            Self::TruncatedTail => "truncated_tail",
+            Self::CheckpointSignatureInvalid => "checkpoint_signature_invalid",
+            Self::CheckpointKeyUnknown => "checkpoint_key_unknown",
+        }
+    }
 }
 
 impl PostgresAuditLog {
@@ -302,18 +368,48 @@ impl PostgresAuditLog {
     }
 
     /// Walks the whole chain in `seq` order, streaming rows (memory does not
-    /// grow with the log), and checks every link and every checkpoint's head
-    /// hash. Signatures are the caller's to check ([`Checkpoint::message`]).
+    /// grow with the log), and checks every link and every stored
+    /// checkpoint's head hash. Signatures are not checked: see
+    /// [`PostgresAuditLog::verify_chain_with`].
     pub async fn verify_chain(&self) -> Result<ChainReport, StoreError> {
-        let mut checkpoints: VecDeque<(i64, Hash)> = self
+        self.verify_chain_with(ChainCheck::default()).await
+    }
+
+    /// [`PostgresAuditLog::verify_chain`], and also every checkpoint's
+    /// signature (with `check.signatures`) and the exported checkpoints in
+    /// `check.exported`. A checkpoint whose signature fails is reported as
+    /// such before anything else about it.
+    pub async fn verify_chain_with(
+        &self,
+        check: ChainCheck<'_>,
+    ) -> Result<ChainReport, StoreError> {
+        let mut checkpoints: Vec<(Checkpoint, bool)> = self
             .checkpoints()
             .await?
             .into_iter()
-            .map(|c| (c.seq, c.head_hash))
+            .map(|c| (c, false))
+            .chain(check.exported.iter().map(|c| (c.clone(), true)))
             .collect();
+        checkpoints.sort_by_key(|(c, _)| c.seq);
+        let mut checkpoints = VecDeque::from(checkpoints);
+        let signature_problem = |c: &Checkpoint| {
+            check.signatures.and_then(|verify| match verify(c) {
+                Ok(()) => None,
+                Err(SignatureFault::UnknownKey) => Some(LinkProblem::CheckpointKeyUnknown),
+                Err(SignatureFault::BadSignature) => Some(LinkProblem::CheckpointSignatureInvalid),
+            })
+        };
+        let at_checkpoint = |(c, exported): &(Checkpoint, bool), id, problem| BrokenLink {
+            seq: c.seq,
+            id,
+            problem,
+            kid: Some(c.kid.clone()),
+            exported: *exported,
+        };
         let mut report = ChainReport {
             events: 0,
             checkpoints: 0,
+            exported_checkpoints: 0,
             head: None,
             broken: None,
         };
@@ -331,16 +427,16 @@ impl PostgresAuditLog {
                     seq,
                     id: Some(id),
                     problem,
+                    kid: None,
+                    exported: false,
                 })
             };
-            if let Some(&(cp_seq, _)) = checkpoints.front()
-                && cp_seq < seq
+            if let Some(front) = checkpoints.front()
+                && front.0.seq < seq
             {
-                report.broken = Some(BrokenLink {
-                    seq: cp_seq,
-                    id: None,
-                    problem: LinkProblem::CheckpointedEventMissing,
-                });
+                let problem =
+                    signature_problem(&front.0).unwrap_or(LinkProblem::CheckpointedEventMissing);
+                report.broken = Some(at_checkpoint(front, None, problem));
                 return Ok(report);
             }
             let at: OffsetDateTime = row.try_get("at").map_err(classify)?;
@@ -368,26 +464,30 @@ impl PostgresAuditLog {
                 report.broken = broken(LinkProblem::HashMismatch);
                 return Ok(report);
             }
-            if let Some(&(cp_seq, cp_hash)) = checkpoints.front()
-                && cp_seq == seq
+            while let Some(front) = checkpoints.front()
+                && front.0.seq == seq
             {
-                if cp_hash != hash {
-                    report.broken = broken(LinkProblem::CheckpointMismatch);
+                let problem = signature_problem(&front.0).or_else(|| {
+                    (front.0.head_hash != hash).then_some(LinkProblem::CheckpointMismatch)
+                });
+                if let Some(problem) = problem {
+                    report.broken = Some(at_checkpoint(front, Some(id), problem));
                     return Ok(report);
                 }
+                if front.1 {
+                    report.exported_checkpoints += 1;
+                } else {
+                    report.checkpoints += 1;
+                }
                 checkpoints.pop_front();
-                report.checkpoints += 1;
             }
             prev = hash;
             report.events += 1;
             report.head = Some((seq, hash));
         }
-        if let Some(&(cp_seq, _)) = checkpoints.front() {
-            report.broken = Some(BrokenLink {
-                seq: cp_seq,
-                id: None,
-                problem: LinkProblem::CheckpointedEventMissing,
-            });
+        if let Some(front) = checkpoints.front() {
+            let problem = signature_problem(&front.0).unwrap_or(LinkProblem::TruncatedTail);
+            report.broken = Some(at_checkpoint(front, None, problem));
         }
         Ok(report)
     }

@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use session_core::keys::{
-    AccessClaims, KeyError, KeyInfo, KeyRing, KeySchedule, KeyState, RotateError, SigningAlgorithm,
-    StoredKeys, TokenError, VerifyPolicy,
+    AccessClaims, DetachedError, KeyError, KeyInfo, KeyRing, KeySchedule, KeyState, RotateError,
+    SigningAlgorithm, StoredKeys, TokenError, VerifyPolicy,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -200,6 +200,94 @@ fn a_scheduled_key_is_published_before_it_signs_and_the_old_one_verifies_until_r
         let fresh = ring.sign(&claims(past)).unwrap();
         assert_eq!(kid_of(&fresh), info.kid);
         assert!(ring.verify(&fresh, past).is_ok());
+    }
+}
+
+#[test]
+fn a_dropped_key_is_archived_public_half_only_and_still_verifies_what_it_signed_detached() {
+    for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let ring = scheduled_ring(alg);
+        let (first_kid, first_sig) = ring.sign_detached_at(b"checkpoint 1", NOW).unwrap();
+        let token = ring.sign(&claims(NOW)).unwrap();
+        // A scheduled rotation, then an immediate one: two keys leave the
+        // ring in turn, one retired, one revoked.
+        let second = apply(&ring, ring.scheduled(NOW).unwrap());
+        let active = NOW + Duration::minutes(15);
+        let (second_kid, second_sig) = ring.sign_detached_at(b"checkpoint 2", active).unwrap();
+        assert_eq!(second_kid, second.kid);
+        let compromise = active + Duration::minutes(1);
+        apply(&ring, ring.rotated_now(compromise).unwrap());
+        // The first key retires when the third one signs (the revoked
+        // second is no successor), and is kept for its retention.
+        let past = compromise + Duration::minutes(16);
+        let (doc, _) = ring.ticked(past).unwrap().unwrap();
+        ring.load(&doc).unwrap();
+        assert_eq!(
+            ring.keys(past).len(),
+            1,
+            "{alg}: both dropped from the ring"
+        );
+
+        // Nothing private is kept; the document survives a round trip.
+        let json = serde_json::to_value(&doc).unwrap();
+        let archive = json["archive"].as_array().expect("an archive");
+        assert_eq!(archive.len(), 2, "{alg}: {archive:?}");
+        for entry in archive {
+            assert!(entry.get("private").is_none());
+        }
+        let reread = KeyRing::from_stored(
+            serde_json::from_value(json.clone()).unwrap(),
+            policy(),
+            None,
+        )
+        .unwrap();
+        let archived = reread.archived();
+        assert_eq!(
+            archived.iter().map(|a| a.kid.as_str()).collect::<Vec<_>>(),
+            [first_kid.as_str(), second_kid.as_str()]
+        );
+        assert_eq!(archived[0].revoked_at, None);
+        assert_eq!(archived[1].revoked_at, Some(compromise));
+        assert_eq!(archived[0].dropped_at, past);
+
+        // Their old detached signatures still verify; nothing else does.
+        assert_eq!(
+            reread.verify_detached(&first_kid, b"checkpoint 1", &first_sig),
+            Ok(())
+        );
+        assert_eq!(
+            reread.verify_detached(&second_kid, b"checkpoint 2", &second_sig),
+            Ok(())
+        );
+        assert_eq!(
+            reread.verify_detached(&first_kid, b"checkpoint 2", &first_sig),
+            Err(DetachedError::BadSignature)
+        );
+        assert_eq!(
+            reread.verify_detached(&first_kid, b"checkpoint 1", &second_sig),
+            Err(DetachedError::BadSignature)
+        );
+        assert_eq!(
+            reread.verify_detached("nobody", b"checkpoint 1", &first_sig),
+            Err(DetachedError::UnknownKey)
+        );
+        // An archived key never verifies an access token or joins the JWKS.
+        assert_eq!(reread.verify(&token, NOW), Err(TokenError::UnknownKey));
+        assert!(!jwks_kids(&reread, past).contains(&first_kid));
+
+        // Later changes keep the archive.
+        let (doc, _) = reread.scheduled(past).unwrap();
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["archive"].as_array().unwrap().len(), 2);
+
+        // A forged public key in the archive is refused at load.
+        let mut forged = serde_json::to_value(reread.to_stored()).unwrap();
+        forged["archive"][0]["public"] = "AAAA".into();
+        let forged: StoredKeys = serde_json::from_value(forged).unwrap();
+        assert!(matches!(
+            KeyRing::from_stored(forged, policy(), None),
+            Err(KeyError::InvalidKey(_))
+        ));
     }
 }
 

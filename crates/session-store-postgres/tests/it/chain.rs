@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use session_core::{AuditLog, AuditQuery, StoreError};
 use session_store_postgres::chain::{self, GENESIS};
-use session_store_postgres::{LinkProblem, MigrateMode, PostgresAuditLog, SchemaError, migrate};
+use session_store_postgres::{
+    ChainCheck, Checkpoint, LinkProblem, MigrateMode, PostgresAuditLog, SchemaError,
+    SignatureFault, migrate,
+};
 use sha2::{Digest, Sha256};
 use sqlx::{Executor, Row};
 
@@ -161,6 +164,179 @@ async fn a_recomputed_chain_disagrees_with_its_signed_checkpoint() {
     let broken = report.broken.expect("the rewrite is found");
     assert_eq!(broken.problem, LinkProblem::CheckpointMismatch);
     assert_eq!((broken.seq, broken.id), (cp.seq, Some(events[5].id)));
+}
+
+/// A keyed-hash "signature" standing for the ring's: `kid` names the key.
+fn mac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(key)
+        .chain_update(msg)
+        .finalize()
+        .to_vec()
+}
+
+/// The verifier a server builds from its ring: knows `k1` and `k2` only.
+fn verify_known(c: &Checkpoint) -> Result<(), SignatureFault> {
+    let key: &[u8] = match c.kid.as_str() {
+        "k1" => b"key one",
+        "k2" => b"key two",
+        _ => return Err(SignatureFault::UnknownKey),
+    };
+    if mac(key, &c.message()) == c.signature {
+        Ok(())
+    } else {
+        Err(SignatureFault::BadSignature)
+    }
+}
+
+/// Inserts a checkpoint row as someone with the database's keys would.
+async fn insert_checkpoint(db: &TestDb, seq: i64, head: &[u8], signature: &[u8], kid: &str) {
+    let mut c = db.superuser().await;
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, head_hash, signature, kid) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(seq)
+    .bind(head)
+    .bind(signature)
+    .bind(kid)
+    .execute(&mut c)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_signatures_are_checked_and_a_forged_or_unknown_one_is_named() {
+    let db = TestDb::create().await;
+    let log = db.log().await;
+    let sign1 = |m: &[u8]| mac(b"key one", m);
+    let sign2 = |m: &[u8]| mac(b"key two", m);
+    log.append_batch(&(0..3).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let first = log.checkpoint(&sign1, "k1").await.unwrap().unwrap();
+    log.append_batch(&(3..6).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    log.checkpoint(&sign2, "k2").await.unwrap().unwrap();
+    let check = ChainCheck {
+        signatures: Some(&verify_known),
+        exported: &[],
+    };
+    let report = log.verify_chain_with(check).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checkpoints, 2);
+
+    // A checkpoint written by someone without the key: right hash, made-up
+    // signature. The hash-only walk cannot tell; the signature check can.
+    log.append_batch(&(6..8).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let (seq, head) = log.head().await.unwrap().unwrap();
+    insert_checkpoint(&db, seq, &head, &mac(b"guessed key", b"x"), "k1").await;
+    assert!(log.verify_chain().await.unwrap().is_intact());
+    let broken = log.verify_chain_with(check).await.unwrap().broken.unwrap();
+    assert_eq!(broken.problem, LinkProblem::CheckpointSignatureInvalid);
+    assert_eq!((broken.seq, broken.kid.as_deref()), (seq, Some("k1")));
+    assert!(!broken.exported);
+
+    // One signed by a key the ring never had.
+    log.append(&revocation(8)).await.unwrap();
+    let db2 = TestDb::create().await;
+    let log2 = db2.log().await;
+    log2.append_batch(&(0..3).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    log2.checkpoint(&|m: &[u8]| mac(b"key nine", m), "k9")
+        .await
+        .unwrap();
+    let broken = log2.verify_chain_with(check).await.unwrap().broken.unwrap();
+    assert_eq!(broken.problem, LinkProblem::CheckpointKeyUnknown);
+    assert_eq!(broken.kid.as_deref(), Some("k9"));
+
+    // A good signature over another head is still refused: it signs a
+    // different message.
+    let db3 = TestDb::create().await;
+    let log3 = db3.log().await;
+    log3.append_batch(&(0..3).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let (seq, head) = log3.head().await.unwrap().unwrap();
+    insert_checkpoint(&db3, seq, &head, &first.signature, "k1").await;
+    let broken = log3.verify_chain_with(check).await.unwrap().broken.unwrap();
+    assert_eq!(broken.problem, LinkProblem::CheckpointSignatureInvalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tail_is_found_by_a_stored_or_an_exported_checkpoint() {
+    let db = TestDb::create().await;
+    let log = db.log().await;
+    let sign = |m: &[u8]| mac(b"key one", m);
+    log.append_batch(&(0..10).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let early = log.checkpoint(&sign, "k1").await.unwrap().unwrap();
+    log.append_batch(&(10..15).map(revocation).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let late = log.checkpoint(&sign, "k1").await.unwrap().unwrap();
+    let exported = vec![early.clone(), late.clone()];
+    let check = ChainCheck {
+        signatures: Some(&verify_known),
+        exported: &exported,
+    };
+    let report = log.verify_chain_with(check).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.checkpoints, report.exported_checkpoints), (2, 2));
+
+    // Someone with the database's keys deletes the last three events: the
+    // links that remain are whole, but the newest checkpoint is ahead.
+    let mut c = db.superuser().await;
+    c.execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE seq > $1")
+        .bind(late.seq - 3)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let broken = log.verify_chain().await.unwrap().broken.unwrap();
+    assert_eq!(broken.problem, LinkProblem::TruncatedTail);
+    assert_eq!((broken.seq, broken.id), (late.seq, None));
+
+    // They delete the checkpoint too: the database alone now looks whole,
+    // the exported copy does not.
+    sqlx::query("DELETE FROM audit_checkpoints WHERE seq = $1")
+        .bind(late.seq)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let alone = ChainCheck {
+        signatures: Some(&verify_known),
+        exported: &[],
+    };
+    assert!(log.verify_chain_with(alone).await.unwrap().is_intact());
+    let report = log.verify_chain_with(check).await.unwrap();
+    let broken = report.broken.unwrap();
+    assert_eq!(broken.problem, LinkProblem::TruncatedTail);
+    assert_eq!((broken.seq, broken.exported), (late.seq, true));
+    assert_eq!(report.exported_checkpoints, 1, "the early one still holds");
+
+    // An exported checkpoint whose head differs from the event at its seq:
+    // the chain was rewritten after it was exported.
+    let mut rewritten = early.clone();
+    rewritten.head_hash[0] ^= 1;
+    rewritten.signature = sign(&rewritten.message());
+    let broken = log
+        .verify_chain_with(ChainCheck {
+            signatures: Some(&verify_known),
+            exported: &[rewritten],
+        })
+        .await
+        .unwrap()
+        .broken
+        .unwrap();
+    assert_eq!(broken.problem, LinkProblem::CheckpointMismatch);
+    assert_eq!((broken.seq, broken.exported), (early.seq, true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
