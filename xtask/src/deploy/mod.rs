@@ -59,7 +59,7 @@ fn run_checks(deploy: &Path) -> Result<Report> {
     report.ran("systemd unit keys", check_unit(&unit));
     let env = read(&deploy.join("systemd/session-server.env.example"))?;
     report.ran("systemd env example", check_env_example(&env));
-    match find_program("systemd-analyze") {
+    match cmd::find_program("systemd-analyze") {
         Some(program) => {
             report.ran("systemd-analyze verify", systemd_verify(&program, &unit)?);
             match systemd_security(&program, &unit)? {
@@ -84,7 +84,7 @@ fn run_checks(deploy: &Path) -> Result<Report> {
         "nginx template rules",
         check_nginx_template(&auth_conf, &nginx_conf),
     );
-    match find_program("nginx") {
+    match cmd::find_program("nginx") {
         Some(program) => report.ran(
             "nginx -t (templated copy)",
             nginx_test(&program, &auth_conf, &nginx_conf)?,
@@ -186,20 +186,6 @@ fn check_headers(deploy: &Path) -> Result<Vec<String>> {
     Ok(problems)
 }
 
-/// An executable named `name` on `PATH` or in the sbin directories, which
-/// are often not on an unprivileged user's `PATH` (nginx lives there).
-fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 fn run_captured(command: &mut Command) -> Result<(bool, String)> {
     let shown = cmd::display(command);
     println!("deploy-check: $ {shown}");
@@ -262,12 +248,12 @@ mod tests {
         let report = run_checks(&cmd::root().join("deploy")).unwrap();
         assert_eq!(report.problems, Vec::<String>::new());
         let ran = |name: &str| report.ran.iter().any(|r| r == name);
-        let nginx = find_program("nginx").is_some();
+        let nginx = cmd::find_program("nginx").is_some();
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             assert!(nginx, "install nginx (apt-get install nginx-light)");
         }
         assert_eq!(ran("nginx -t (templated copy)"), nginx, "{report:#?}");
-        if find_program("systemd-analyze").is_some() {
+        if cmd::find_program("systemd-analyze").is_some() {
             assert!(ran("systemd-analyze verify"), "{report:#?}");
         }
         for always in [

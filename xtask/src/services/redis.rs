@@ -53,7 +53,7 @@ pub(super) fn answers_ping(port: u16) -> bool {
 /// The `redis-server` binary (not resolved through symlinks: Debian's is a
 /// link to `redis-check-rdb`, which picks its role from its name).
 pub(super) fn server_binary() -> Result<PathBuf> {
-    cmd::find_on_path("redis-server")
+    cmd::find_program("redis-server")
         .context("redis-server not found: install it with `apt-get install redis-server`")
 }
 
@@ -94,7 +94,7 @@ pub(super) fn start_cluster(
     dir: &RunDir,
     ports: &mut Ports,
 ) -> Result<(Vec<Server>, Vec<String>)> {
-    let cli = cmd::find_on_path("redis-cli")
+    let cli = cmd::find_program("redis-cli")
         .context("redis-cli not found: install it with `apt-get install redis-tools`")?;
     let mut servers = Vec::new();
     let mut nodes = Vec::new();
