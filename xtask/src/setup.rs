@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd;
+use crate::{cmd, services};
 
 /// The Python packages of the tests' virtual environment, pinned.
 const PYTHON_PACKAGES: &[&str] = &["openapi-spec-validator==0.7.1"];
@@ -31,12 +31,9 @@ fn installed(name: &str) -> bool {
     cmd::find_program(name).is_some()
 }
 
+/// Found where the services look for it (`services::pg_bindir`).
 fn pg_server() -> bool {
-    installed("initdb")
-        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|dirs| {
-            dirs.flatten()
-                .any(|d| d.path().join("bin/initdb").is_file())
-        })
+    services::pg_bindir().is_ok()
 }
 
 fn python_venv() -> bool {
