@@ -88,10 +88,49 @@ pub(crate) fn succeeds(command: &mut Command) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// The first `name` found on `PATH`, as found (symlinks not resolved).
-pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// An executable named `name` on `PATH` or in the sbin and bin
+/// directories, which are often not on an unprivileged user's `PATH`
+/// (nginx lives there); as found, symlinks not resolved (Debian's
+/// `redis-server` is a link to `redis-check-rdb`, which picks its role
+/// from its name). xtask's one way of finding a program.
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    first_executable(dirs, name)
+}
+
+/// The first `dir/name` that is an executable file.
+fn first_executable(dirs: impl IntoIterator<Item = PathBuf>, name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    dirs.into_iter()
         .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn find_program_finds_executables_only() {
+        assert!(find_program("sh").is_some());
+        assert_eq!(find_program("no-such-program-in-xtask"), None);
+
+        let plain = tempfile::tempdir().unwrap();
+        let runnable = tempfile::tempdir().unwrap();
+        std::fs::write(plain.path().join("tool"), "").unwrap();
+        std::fs::create_dir(plain.path().join("dir")).unwrap();
+        let tool = runnable.path().join("tool");
+        std::fs::write(&tool, "").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dirs = || [plain.path().to_owned(), runnable.path().to_owned()];
+        assert_eq!(first_executable(dirs(), "tool"), Some(tool));
+        assert_eq!(first_executable(dirs(), "dir"), None);
+    }
 }

@@ -1,6 +1,7 @@
-//! A minimal blocking RESP2 client for the benchmark's Redis chores:
-//! picking and flushing a database, `INFO memory`, and summing
-//! `MEMORY USAGE` over a database's keys (pipelined).
+//! A minimal blocking RESP2 client, xtask's one: the benchmark's Redis
+//! chores (picking and flushing a database, `INFO memory`, and summing
+//! `MEMORY USAGE` over a database's keys, pipelined) and the services'
+//! probes of the Redis servers they use or start.
 
 use std::io::{BufRead as _, BufReader, BufWriter, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -43,10 +44,15 @@ pub(crate) struct Resp {
 
 impl Resp {
     pub(crate) fn connect(addr: SocketAddr) -> Result<Self> {
+        Self::connect_with_timeout(addr, Duration::from_secs(30))
+    }
+
+    /// Connects (within a second); reads and writes time out after `io`.
+    pub(crate) fn connect_with_timeout(addr: SocketAddr, io: Duration) -> Result<Self> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
             .with_context(|| format!("connecting to Redis at {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(io))?;
+        stream.set_write_timeout(Some(io))?;
         Ok(Self {
             reader: BufReader::new(stream.try_clone()?),
             writer: BufWriter::new(stream),

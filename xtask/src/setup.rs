@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd;
+use crate::{cmd, services};
 
 /// The Python packages of the tests' virtual environment, pinned.
 const PYTHON_PACKAGES: &[&str] = &["openapi-spec-validator==0.7.1"];
@@ -27,16 +27,13 @@ struct Tool {
     present: fn() -> bool,
 }
 
-fn on_path_or(name: &str, fallbacks: &[&str]) -> bool {
-    cmd::find_on_path(name).is_some() || fallbacks.iter().any(|f| Path::new(f).is_file())
+fn installed(name: &str) -> bool {
+    cmd::find_program(name).is_some()
 }
 
+/// Found where the services look for it (`services::pg_bindir`).
 fn pg_server() -> bool {
-    on_path_or("initdb", &[])
-        || std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|dirs| {
-            dirs.flatten()
-                .any(|d| d.path().join("bin/initdb").is_file())
-        })
+    services::pg_bindir().is_ok()
 }
 
 fn python_venv() -> bool {
@@ -47,12 +44,12 @@ const TOOLS: &[Tool] = &[
     Tool {
         what: "redis-server",
         package: "redis-server",
-        present: || on_path_or("redis-server", &[]),
+        present: || installed("redis-server"),
     },
     Tool {
         what: "redis-cli",
         package: "redis-tools",
-        present: || on_path_or("redis-cli", &[]),
+        present: || installed("redis-cli"),
     },
     Tool {
         what: "PostgreSQL server (initdb, pg_ctl, postgres)",
@@ -62,27 +59,27 @@ const TOOLS: &[Tool] = &[
     Tool {
         what: "psql",
         package: "postgresql-client",
-        present: || on_path_or("psql", &[]),
+        present: || installed("psql"),
     },
     Tool {
         what: "nginx",
         package: "nginx-light",
-        present: || on_path_or("nginx", &["/usr/sbin/nginx"]),
+        present: || installed("nginx"),
     },
     Tool {
         what: "chromium",
         package: "chromium",
-        present: || on_path_or("chromium", &["/usr/bin/chromium"]),
+        present: || installed("chromium"),
     },
     Tool {
         what: "chromedriver",
         package: "chromium-driver",
-        present: || on_path_or("chromedriver", &["/usr/bin/chromedriver"]),
+        present: || installed("chromedriver"),
     },
     Tool {
         what: "curl",
         package: "curl",
-        present: || on_path_or("curl", &[]),
+        present: || installed("curl"),
     },
     Tool {
         what: "python3 with venv",
@@ -96,7 +93,7 @@ fn is_root() -> bool {
 }
 
 fn is_debian() -> bool {
-    Path::new("/etc/debian_version").is_file() && on_path_or("apt-get", &[])
+    Path::new("/etc/debian_version").is_file() && installed("apt-get")
 }
 
 /// Where the tests' Python lives (`target/ci-venv`).
@@ -194,7 +191,7 @@ fn ensure_real_geoip_db() -> Result<()> {
 /// `deploy-check` runs `systemd-analyze` on the shipped unit when it is
 /// there, and says so when it is not; as root on Debian, try to add it.
 fn optional_systemd_analyze() {
-    if on_path_or("systemd-analyze", &[]) || !(is_root() && is_debian()) {
+    if installed("systemd-analyze") || !(is_root() && is_debian()) {
         return;
     }
     eprintln!("setup: installing systemd (for systemd-analyze; optional)");

@@ -5,6 +5,7 @@ mod postgres;
 mod process;
 mod redis;
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
@@ -117,6 +118,12 @@ impl Services {
     fn check_running(&mut self) -> Result<()> {
         self.servers.iter_mut().try_for_each(Server::check_running)
     }
+}
+
+/// The directory holding PostgreSQL's `initdb`, `pg_ctl` and `postgres`,
+/// where the services look for it (`setup` asks the same).
+pub(crate) fn pg_bindir() -> Result<PathBuf> {
+    postgres::bindir()
 }
 
 /// A variable the developer set already, which then wins.

@@ -37,7 +37,7 @@ pub(super) fn bindir() -> Result<PathBuf> {
         .collect();
     versioned.sort();
     // Debian links /usr/local/bin/initdb into the versioned bindir.
-    let from_path = cmd::find_on_path("initdb")
+    let from_path = cmd::find_program("initdb")
         .and_then(|initdb| std::fs::canonicalize(initdb).ok())
         .and_then(|initdb| initdb.parent().map(Path::to_owned));
     from_pg_config
@@ -56,7 +56,7 @@ pub(super) fn shared_url(bindir: &Path) -> Option<String> {
     let psql = [bindir.join("psql")]
         .into_iter()
         .find(|psql| psql.is_file())
-        .or_else(|| cmd::find_on_path("psql"))?;
+        .or_else(|| cmd::find_program("psql"))?;
     ["root", "postgres"].into_iter().find_map(|user| {
         let answer = cmd::output(
             Command::new(&psql)

@@ -1,16 +1,16 @@
 //! Redis: the shared server when it answers, else a throwaway one; and a
-//! throwaway three-node Redis Cluster. Spoken to in raw RESP.
+//! throwaway three-node Redis Cluster. Spoken to in RESP (`load_resp`).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use super::process::{Ports, RunDir, Server};
 use crate::cmd;
+use crate::load_resp::{Reply, Resp};
 
 pub(super) const SHARED_PORT: u16 = 6379;
 
@@ -18,31 +18,10 @@ pub(super) const SHARED_PORT: u16 = 6379;
 /// string); a Redis error reply is an error.
 pub(super) fn query(port: u16, args: &[&str]) -> Result<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end();
-    match line.split_at_checked(1) {
-        Some(("+" | ":", rest)) => Ok(rest.to_owned()),
-        Some(("-", rest)) => bail!("redis replied: {rest}"),
-        Some(("$", len)) => {
-            let len: usize = len
-                .parse()
-                .with_context(|| format!("bad RESP length {len}"))?;
-            let mut body = vec![0; len + 2];
-            reader.read_exact(&mut body)?;
-            body.truncate(len);
-            Ok(String::from_utf8_lossy(&body).into_owned())
-        }
-        _ => bail!("unexpected RESP reply {line:?}"),
+    let mut conn = Resp::connect_with_timeout(addr, Duration::from_secs(2))?;
+    match conn.cmd(args)? {
+        Reply::Int(n) => Ok(n.to_string()),
+        reply => reply.text(),
     }
 }
 
@@ -53,7 +32,7 @@ pub(super) fn answers_ping(port: u16) -> bool {
 /// The `redis-server` binary (not resolved through symlinks: Debian's is a
 /// link to `redis-check-rdb`, which picks its role from its name).
 pub(super) fn server_binary() -> Result<PathBuf> {
-    cmd::find_on_path("redis-server")
+    cmd::find_program("redis-server")
         .context("redis-server not found: install it with `apt-get install redis-server`")
 }
 
@@ -94,7 +73,7 @@ pub(super) fn start_cluster(
     dir: &RunDir,
     ports: &mut Ports,
 ) -> Result<(Vec<Server>, Vec<String>)> {
-    let cli = cmd::find_on_path("redis-cli")
+    let cli = cmd::find_program("redis-cli")
         .context("redis-cli not found: install it with `apt-get install redis-tools`")?;
     let mut servers = Vec::new();
     let mut nodes = Vec::new();
