@@ -224,8 +224,25 @@ pub(crate) enum AuditCommand {
         page_size: u32,
     },
 
-    /// Check the audit log's hash chain (PostgreSQL audit log only).
-    Verify,
+    /// Check the audit log's hash chain and every checkpoint's signature
+    /// (PostgreSQL audit log only).
+    Verify {
+        /// Checkpoints exported earlier (`audit checkpoints --export`): the
+        /// database must still agree with each, and a tail lost since the
+        /// export is found.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+    },
+
+    /// List the chain's signed checkpoints, or keep them outside the
+    /// database (PostgreSQL audit log only).
+    Checkpoints {
+        /// Sign the current head, then add every checkpoint to FILE (JSON),
+        /// keeping the ones already in it: a checkpoint the database has
+        /// since lost stays in the file as evidence.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
 }
 
 /// Filters common to the audit commands.

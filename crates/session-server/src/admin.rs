@@ -1,6 +1,8 @@
 //! The admin listener: trusted backends and operators, behind the admin
 //! bearer token (every route but `/healthz`).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -14,6 +16,7 @@ use session_core::rotation::RefreshStanding;
 use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId};
 use time::OffsetDateTime;
 
+use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
 use crate::keyring::RingError;
@@ -41,6 +44,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/v1/users/{username}/password", post(set_password))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", post(verify_audit))
+        .route(
+            "/admin/v1/audit/checkpoints",
+            get(list_checkpoints).post(take_checkpoint),
+        )
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/openapi.json", get(openapi))
@@ -562,20 +569,70 @@ pub(crate) async fn audit(
     Ok(Json(serde_json::json!({ "events": events, "next_before": next })).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/v1/audit/verify", tag = "admin", responses((status = 200, description = "{\"intact\": bool, \"events\": n, \"broken\": {seq, id, problem}|null}"), (status = 404, description = "the audit log has no hash chain (SQLite)")), security(("admin_token" = [])))]
-pub(crate) async fn verify_audit(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let chain = state
+fn audit_chain(state: &AppState) -> Result<&Arc<dyn crate::state::AuditChain>, ApiError> {
+    state
         .info
         .audit_chain
         .as_ref()
-        .ok_or_else(|| ApiError::not_found("the configured audit log has no hash chain"))?;
-    Ok(Json(chain.verify().await?).into_response())
+        .ok_or_else(|| ApiError::not_found("the configured audit log has no hash chain"))
 }
 
-#[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", responses((status = 200, description = "{\"keys\": [...]}")), security(("admin_token" = [])))]
+/// Walks the chain and checks every stored checkpoint's signature against
+/// the key ring (live keys and the archive of dropped ones); with a body,
+/// the exported checkpoints in it as well, so that a database that lost
+/// its tail, or rewrote it after an export, is found.
+#[utoipa::path(post, path = "/admin/v1/audit/verify", tag = "admin", request_body(content = Option<CheckpointList>, description = "optional: checkpoints exported earlier (`GET /admin/v1/audit/checkpoints`)"), responses((status = 200, description = "{\"intact\": bool, \"events\": n, \"checkpoints\": n, \"exported_checkpoints\": n, \"head\": {seq, hash}|null, \"broken\": {seq, id, problem, kid, exported}|null}; problem is one of prev_hash_mismatch, hash_mismatch, checkpoint_mismatch, checkpointed_event_missing, truncated_tail, checkpoint_signature_invalid, checkpoint_key_unknown"), (status = 400, description = "a malformed exported checkpoint"), (status = 404, description = "the audit log has no hash chain (SQLite)")), security(("admin_token" = [])))]
+pub(crate) async fn verify_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let chain = audit_chain(&state)?;
+    // No body (no Content-Type) is the plain check.
+    let exported = if headers.contains_key(header::CONTENT_TYPE) {
+        let list: CheckpointList =
+            crate::extract::read_json(&headers, body, state.settings.body_limit).await?;
+        list.checkpoints
+            .iter()
+            .map(CheckpointView::to_checkpoint)
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(chain.verify(state.service.keys(), &exported).await?).into_response())
+}
+
+/// Every stored checkpoint, oldest first: what `session-admin audit
+/// checkpoints --export` keeps outside the database.
+#[utoipa::path(get, path = "/admin/v1/audit/checkpoints", tag = "admin", responses((status = 200, body = CheckpointList), (status = 404, description = "the audit log has no hash chain (SQLite)")), security(("admin_token" = [])))]
+pub(crate) async fn list_checkpoints(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let list = CheckpointList {
+        checkpoints: audit_chain(&state)?
+            .checkpoints()
+            .await?
+            .iter()
+            .map(CheckpointView::from)
+            .collect(),
+    };
+    Ok(Json(list).into_response())
+}
+
+/// Signs the chain's head now (the server also does so every five
+/// minutes), for an export that covers everything written so far.
+#[utoipa::path(post, path = "/admin/v1/audit/checkpoints", tag = "admin", responses((status = 201, body = CheckpointView, description = "the checkpoint of the current head (the same one again if nothing was written since)"), (status = 404, description = "no hash chain (SQLite), or an empty log")), security(("admin_token" = [])))]
+pub(crate) async fn take_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let checkpoint = audit_chain(&state)?
+        .checkpoint(state.service.keys(), state.service.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("the audit log is empty: nothing to sign"))?;
+    Ok((StatusCode::CREATED, Json(CheckpointView::from(&checkpoint))).into_response())
+}
+
+#[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", responses((status = 200, description = "{\"keys\": [...], \"archived\": [...]}: the ring's keys with their states, and the public halves of the keys dropped from it (kept to verify audit checkpoints they signed)")), security(("admin_token" = [])))]
 pub(crate) async fn list_keys(State(state): State<AppState>) -> Response {
-    let keys: Vec<KeyInfo> = state.service.keys().keys(state.service.now());
-    Json(serde_json::json!({ "keys": keys })).into_response()
+    let ring = state.service.keys();
+    let keys: Vec<KeyInfo> = ring.keys(state.service.now());
+    Json(serde_json::json!({ "keys": keys, "archived": ring.archived() })).into_response()
 }
 
 /// `?immediate=true`: a suspected compromise.

@@ -408,7 +408,9 @@ async fn housekeeping(state: AppState) {
         minutes += 1;
         if let Some(chain) = &state.info.audit_chain
             && minutes.is_multiple_of(5)
-            && let Err(e) = chain.checkpoint(state.service.keys()).await
+            && let Err(e) = chain
+                .checkpoint(state.service.keys(), state.service.now())
+                .await
         {
             tracing::warn!(error = %e, "audit chain checkpoint failed; will retry");
         }

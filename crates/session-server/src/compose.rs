@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use session_store_postgres::{MigrateMode, OutboxAuditLog, OutboxConfig};
+use session_store_postgres::{ChainCheck, Checkpoint, MigrateMode, OutboxAuditLog, OutboxConfig};
 use session_store_redis::{RedisOptions, RedisStore};
 use session_store_sqlite::SqliteStore;
 
@@ -278,36 +278,62 @@ struct PostgresChain(Arc<OutboxAuditLog>);
 
 #[async_trait::async_trait]
 impl AuditChain for PostgresChain {
-    async fn verify(&self) -> Result<serde_json::Value, StoreError> {
-        let report = self.0.postgres().verify_chain().await?;
+    async fn verify(
+        &self,
+        keys: &KeyRing,
+        exported: &[Checkpoint],
+    ) -> Result<serde_json::Value, StoreError> {
+        let signatures = |c: &Checkpoint| crate::checkpoint::verify_signature(keys, c);
+        let report = self
+            .0
+            .postgres()
+            .verify_chain_with(ChainCheck {
+                signatures: Some(&signatures),
+                exported,
+            })
+            .await?;
         let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
         Ok(serde_json::json!({
             "intact": report.is_intact(),
             "events": report.events,
             "checkpoints": report.checkpoints,
+            "exported_checkpoints": report.exported_checkpoints,
             "head": report.head.map(|(seq, hash)| serde_json::json!({ "seq": seq, "hash": hex(&hash) })),
             "broken": report.broken.map(|b| serde_json::json!({
                 "seq": b.seq,
                 "id": b.id.map(|id| id.to_string()),
-                "problem": format!("{:?}", b.problem),
+                "problem": b.problem.as_str(),
+                "kid": b.kid,
+                "exported": b.exported,
             })),
         }))
     }
 
-    async fn checkpoint(&self, keys: &KeyRing) -> Result<(), StoreError> {
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.0.postgres().checkpoints().await
+    }
+
+    async fn checkpoint(
+        &self,
+        keys: &KeyRing,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<Checkpoint>, StoreError> {
         // Sign with the key that is active now; a signing failure leaves no
-        // checkpoint rather than a bad one.
-        let (kid, _) = keys.sign_detached(b"probe").map_err(StoreError::backend)?;
+        // checkpoint rather than a bad one. What the outbox holds goes to
+        // PostgreSQL first, so the checkpoint covers every event already
+        // answered for (if PostgreSQL is down, signing fails below anyway).
+        self.0.flush(std::time::Duration::from_secs(2)).await;
+        // Both calls sign as of `now`, so with the same key even across an
+        // activation.
+        let (kid, _) = keys
+            .sign_detached_at(b"probe", now)
+            .map_err(StoreError::backend)?;
         let signer = |msg: &[u8]| {
-            keys.sign_detached(msg)
+            keys.sign_detached_at(msg, now)
                 .map(|(_, sig)| sig.into_bytes())
                 .unwrap_or_default()
         };
-        self.0
-            .postgres()
-            .checkpoint(&signer, &kid)
-            .await
-            .map(|_| ())
+        self.0.postgres().checkpoint(&signer, &kid).await
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod browser;
+pub mod checkpoint;
 pub mod compose;
 pub mod config;
 pub mod conn;

@@ -6,6 +6,7 @@ use utoipa::OpenApi;
 use crate::admin::{
     AdminSessionView, CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest,
 };
+use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::public::{
     DeviceList, DeviceView, LocationView, LoginRequest, RefreshRequest, SessionView, TokenResponse,
 };
@@ -39,6 +40,8 @@ use crate::public::{
         crate::admin::set_password,
         crate::admin::audit,
         crate::admin::verify_audit,
+        crate::admin::list_checkpoints,
+        crate::admin::take_checkpoint,
         crate::admin::list_keys,
         crate::admin::rotate_keys,
         crate::admin::metrics,
@@ -62,6 +65,8 @@ use crate::public::{
         AdminSessionView,
         CreateUserRequest,
         PasswordRequest,
+        CheckpointView,
+        CheckpointList,
     ))
 )]
 struct ApiDoc;

@@ -29,10 +29,23 @@ use session_core::sealing::MasterKey;
 /// periodically with the service's signing key.
 #[async_trait::async_trait]
 pub trait AuditChain: Send + Sync {
-    /// Walks the chain; the report as JSON (`intact`, `events`, `broken`…).
-    async fn verify(&self) -> Result<serde_json::Value, StoreError>;
-    /// Signs the current head with the active signing key.
-    async fn checkpoint(&self, keys: &KeyRing) -> Result<(), StoreError>;
+    /// Walks the chain, checking every checkpoint's signature against
+    /// `keys` (its live keys and its archive) and the `exported` checkpoints
+    /// as well; the report as JSON (`intact`, `events`, `broken`…).
+    async fn verify(
+        &self,
+        keys: &KeyRing,
+        exported: &[session_store_postgres::Checkpoint],
+    ) -> Result<serde_json::Value, StoreError>;
+    /// Signs the current head with the key active at `now`; `None` when
+    /// the log is empty.
+    async fn checkpoint(
+        &self,
+        keys: &KeyRing,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<session_store_postgres::Checkpoint>, StoreError>;
+    /// Every stored checkpoint, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<session_store_postgres::Checkpoint>, StoreError>;
 }
 
 /// The stores a server runs on, chosen by the composition root.

@@ -1,7 +1,9 @@
-//! `audit`, `audit --follow`, `audit export`, `audit verify`.
+//! `audit`, `audit --follow`, `audit export`, `audit verify`, `audit
+//! checkpoints`.
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::Context as _;
 use reqwest::{Method, StatusCode};
@@ -22,7 +24,8 @@ const FOLLOW_BACKLOG: u32 = 10;
 pub(super) async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
     match args.action {
         Some(AuditCommand::Export { filter, page_size }) => export(ctx, &filter, page_size).await,
-        Some(AuditCommand::Verify) => verify(ctx).await,
+        Some(AuditCommand::Verify { checkpoints }) => verify(ctx, checkpoints.as_deref()).await,
+        Some(AuditCommand::Checkpoints { export }) => checkpoints(ctx, export.as_deref()).await,
         None if args.follow => follow(ctx, &args).await,
         None => list(ctx, &args).await,
     }
@@ -301,21 +304,194 @@ fn emit<'a>(
     Ok(())
 }
 
-async fn verify(ctx: &Ctx) -> anyhow::Result<()> {
-    let answer = ctx
-        .authed()?
+/// Exported checkpoints sent with one verification at most (the newest
+/// ones not also in the database): well within the default body limit.
+const MAX_EXPORTED_SENT: usize = 200;
+
+/// The answer when the audit log keeps no chain.
+fn no_chain() -> anyhow::Error {
+    Failure::Refused(
+        "the configured audit log has no chain (only the PostgreSQL audit log keeps one)"
+            .to_owned(),
+    )
+    .into()
+}
+
+/// The server's stored checkpoints, oldest first.
+async fn stored_checkpoints(client: &AdminClient) -> anyhow::Result<Vec<Value>> {
+    let answer = client
         .raw(
-            Method::POST,
-            &["admin", "v1", "audit", "verify"],
+            Method::GET,
+            &["admin", "v1", "audit", "checkpoints"],
             &[],
             NO_BODY,
         )
         .await?;
-    if answer.status == StatusCode::NOT_FOUND || answer.status == StatusCode::METHOD_NOT_ALLOWED {
-        return Err(Failure::Refused(
-            "the configured audit log has no chain to verify (only the PostgreSQL audit log keeps one)".to_owned(),
+    if answer.status == StatusCode::NOT_FOUND {
+        return Err(no_chain());
+    }
+    if let Some(refusal) = answer.refusal() {
+        return Err(anyhow::Error::new(refusal).context("audit checkpoints"));
+    }
+    Ok(array(&answer.body, "checkpoints")?.to_vec())
+}
+
+/// What makes two checkpoints the same one.
+fn identity(c: &Value) -> String {
+    ["seq", "head_hash", "kid", "signature"]
+        .map(|k| c.get(k).map(Value::to_string).unwrap_or_default())
+        .join("/")
+}
+
+/// The checkpoints of an export file; a file that is not one is refused
+/// (and, when exporting, left as it is).
+fn read_export(path: &Path) -> anyhow::Result<Vec<Value>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let list = doc
+        .get("checkpoints")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "{} is not a checkpoint export (no \"checkpoints\" list)",
+                path.display()
+            ))
+        })?;
+    Ok(list.clone())
+}
+
+/// `exported` merged into `kept`: every checkpoint once, by `seq`.
+fn merge(mut kept: Vec<Value>, exported: Vec<Value>) -> (Vec<Value>, usize) {
+    let mut seen: HashSet<String> = kept.iter().map(identity).collect();
+    let before = kept.len();
+    for c in exported {
+        if seen.insert(identity(&c)) {
+            kept.push(c);
+        }
+    }
+    let added = kept.len() - before;
+    kept.sort_by_key(|c| c.get("seq").and_then(Value::as_i64).unwrap_or(i64::MAX));
+    (kept, added)
+}
+
+async fn checkpoints(ctx: &Ctx, export: Option<&Path>) -> anyhow::Result<()> {
+    let client = ctx.authed()?;
+    let Some(path) = export else {
+        let list = stored_checkpoints(client).await?;
+        if ctx.json {
+            return output::json(&serde_json::json!({ "checkpoints": list }));
+        }
+        let mut table = Table::new(["SEQ", "KEY", "AT", "HEAD"]);
+        for c in &list {
+            table.row(vec![
+                text(c.get("seq")),
+                text(c.get("kid")),
+                ctx.local.time(c.get("at")),
+                shorten(&text(c.get("head_hash")), Some(16)),
+            ]);
+        }
+        return output::print(&table.render());
+    };
+    // Read what the file holds first: a file that is not an export stops
+    // everything before anything is signed or written.
+    let kept = if path.exists() {
+        read_export(path)?
+    } else {
+        Vec::new()
+    };
+    let signed = client
+        .raw(
+            Method::POST,
+            &["admin", "v1", "audit", "checkpoints"],
+            &[],
+            NO_BODY,
         )
-        .into());
+        .await?;
+    match signed.status {
+        StatusCode::CREATED => {}
+        // An empty log has no head to sign; a log without a chain is
+        // named by the listing below.
+        StatusCode::NOT_FOUND => {}
+        _ => {
+            if let Some(refusal) = signed.refusal() {
+                return Err(anyhow::Error::new(refusal).context("signing the audit chain's head"));
+            }
+        }
+    }
+    let stored = stored_checkpoints(client).await?;
+    let (all, added) = merge(kept, stored);
+    let doc = serde_json::json!({ "checkpoints": all });
+    let mut text = serde_json::to_string_pretty(&doc)?;
+    text.push('\n');
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "file": path.display().to_string(),
+            "checkpoints": all.len(),
+            "added": added,
+        }))
+    } else {
+        output::println(&format!(
+            "{} in {} ({added} new)",
+            count(u64::try_from(all.len()).unwrap_or(u64::MAX), "checkpoint"),
+            path.display()
+        ))
+    }
+}
+
+async fn verify(ctx: &Ctx, exported: Option<&Path>) -> anyhow::Result<()> {
+    let client = ctx.authed()?;
+    let mut file_note = None;
+    let body = match exported {
+        None => None,
+        Some(path) => {
+            let exported = read_export(path)?;
+            let stored: HashSet<String> = stored_checkpoints(client)
+                .await?
+                .iter()
+                .map(identity)
+                .collect();
+            // The server checks its stored checkpoints anyway; an exported
+            // one adds something only where the database no longer has it.
+            let (mut extra, _) = merge(
+                Vec::new(),
+                exported
+                    .iter()
+                    .filter(|c| !stored.contains(&identity(c)))
+                    .cloned()
+                    .collect(),
+            );
+            let skipped = extra.len().saturating_sub(MAX_EXPORTED_SENT);
+            extra.drain(..skipped);
+            file_note = Some(format!(
+                "{}, {} not in the database{}",
+                count(
+                    u64::try_from(exported.len()).unwrap_or(u64::MAX),
+                    "checkpoint"
+                ),
+                extra.len() + skipped,
+                if skipped > 0 {
+                    format!(" (the newest {MAX_EXPORTED_SENT} checked)")
+                } else {
+                    String::new()
+                }
+            ));
+            Some(serde_json::json!({ "checkpoints": extra }))
+        }
+    };
+    let answer = client
+        .raw(
+            Method::POST,
+            &["admin", "v1", "audit", "verify"],
+            &[],
+            body.as_ref(),
+        )
+        .await?;
+    if answer.status == StatusCode::NOT_FOUND || answer.status == StatusCode::METHOD_NOT_ALLOWED {
+        return Err(no_chain());
     }
     if let Some(refusal) = answer.refusal() {
         return Err(anyhow::Error::new(refusal).context("audit chain"));
@@ -329,6 +505,9 @@ async fn verify(ctx: &Ctx) -> anyhow::Result<()> {
             for (k, v) in fields {
                 table.row(vec![k.replace('_', " "), text(Some(v))]);
             }
+        }
+        if let Some(note) = file_note {
+            table.row(vec!["exported file".to_owned(), note]);
         }
         let verdict = if broken {
             "audit chain BROKEN"

@@ -229,3 +229,151 @@ async fn verify_says_when_the_audit_log_has_no_chain() {
         assert!(line.contains("has no chain"), "{line}");
     }
 }
+
+/// A fresh PostgreSQL database with the audit schema, dropped at the end.
+struct AuditDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl AuditDb {
+    async fn create() -> Self {
+        use sqlx::Connection as _;
+        let admin = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("admin_cli_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL reachable at DATABASE_URL (cargo xtask test sets it)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        // Migrated as its owner, as `session-server migrate` does.
+        session_store_postgres::PostgresAuditLog::connect(
+            &url,
+            session_store_postgres::MigrateMode::Apply,
+        )
+        .await
+        .unwrap();
+        Self { admin, name, url }
+    }
+
+    /// Connected as the superuser with triggers off: someone with the
+    /// database's keys, not the signing key.
+    async fn tamper(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("SET session_replication_role = replica")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+}
+
+impl Drop for AuditDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_checkpoints_outlive_the_database_and_verify_names_the_lost_tail() {
+    let db = AuditDb::create().await;
+    let env = Env::start_with_audit(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoints.json");
+    let file_arg = file.to_str().unwrap();
+    env.add_user("carol").await;
+    env.login("carol", PASSWORD).await.unwrap();
+
+    let out = env
+        .run(&["audit", "checkpoints", "--export", file_arg])
+        .await;
+    assert!(out.ok().contains("(1 new)"), "{}", out.stdout);
+    let first: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(first["checkpoints"].as_array().unwrap().len(), 1);
+    let kept_seq = first["checkpoints"][0]["seq"].as_i64().unwrap();
+
+    env.login("carol", PASSWORD).await.unwrap();
+    env.login("carol", PASSWORD).await.unwrap();
+    env.run(&["audit", "checkpoints", "--export", file_arg])
+        .await
+        .ok();
+    let both: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let both = both["checkpoints"].as_array().unwrap().clone();
+    assert_eq!(both.len(), 2, "{both:?}");
+    let lost_seq = both[1]["seq"].as_i64().unwrap();
+    assert!(lost_seq > kept_seq);
+    let listed = env.run(&["audit", "checkpoints", "--json"]).await.json();
+    assert_eq!(listed["checkpoints"].as_array().unwrap(), &both);
+    let table = env.run(&["audit", "checkpoints"]).await;
+    assert!(table.ok().starts_with("SEQ"), "{}", table.stdout);
+
+    let verified = env
+        .run(&["audit", "verify", "--checkpoints", file_arg, "--json"])
+        .await
+        .json();
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(verified["checkpoints"], 2, "{verified}");
+
+    // The newest events and their checkpoint vanish from the database.
+    db.tamper(&format!("DELETE FROM audit_events WHERE seq > {kept_seq}"))
+        .await;
+    db.tamper(&format!(
+        "DELETE FROM audit_checkpoints WHERE seq > {kept_seq}"
+    ))
+    .await;
+    env.run(&["audit", "verify"]).await.ok();
+    let out = env
+        .run(&["audit", "verify", "--checkpoints", file_arg])
+        .await;
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("audit chain BROKEN"), "{}", out.stdout);
+    assert!(out.stdout.contains("truncated_tail"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("1 not in the database"),
+        "{}",
+        out.stdout
+    );
+
+    // Exporting again keeps the evidence the database lost.
+    env.run(&["audit", "checkpoints", "--export", file_arg])
+        .await
+        .ok();
+    let kept: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        kept["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["seq"] == lost_seq),
+        "{kept}"
+    );
+
+    // A file that is not an export is refused and left alone.
+    std::fs::write(&file, "not json").unwrap();
+    let out = env
+        .run(&["audit", "checkpoints", "--export", file_arg])
+        .await;
+    out.fails(1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not json");
+}

@@ -86,6 +86,18 @@ impl Env {
         }
     }
 
+    /// Starts a server whose audit log is the PostgreSQL database `url`.
+    pub(crate) async fn start_with_audit(url: &str) -> Self {
+        let url = url.to_owned();
+        let server = TestServer::start_with(move |raw| raw.set("audit", url))
+            .await
+            .expect("the test server starts");
+        Self {
+            server,
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// The CLI pointed at this server, finding the token the way an
     /// operator's does: `<data dir>/admin-token` via `SESSION_DATA_DIR`.
     pub(crate) fn cli(&self) -> tokio::process::Command {

@@ -310,3 +310,168 @@ async fn started_while_postgres_is_down_the_server_keeps_every_event_in_its_outb
         .unwrap();
     assert!(ready["audit_backlog"].as_u64().unwrap() >= 2, "{ready}");
 }
+
+/// `url`'s database as its superuser, triggers off: someone with the
+/// database's keys, not the signing key.
+async fn tamperer(url: &str) -> sqlx::PgConnection {
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
+async fn verify_with(app: &App, exported: Option<&Value>) -> Value {
+    let mut req = app.admin_req(Method::POST, "/admin/v1/audit/verify");
+    if let Some(body) = exported {
+        req = req.json(body);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn checkpoint_signatures_are_verified_against_the_ring_and_an_export_finds_a_lost_tail() {
+    let db = FreshDb::create().await;
+    assert!(migrate_as_owner(&db.url).status.success());
+    let url = db.url.clone();
+    let app = App::start_with(move |raw| raw.set("audit", url)).await;
+
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/audit/checkpoints")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (StatusCode::NOT_FOUND, "not_found".into()),
+        "an empty log has no head to sign"
+    );
+    for i in 0..3 {
+        app.admin_session(&format!("cp-user-{i}")).await;
+    }
+    let take = || async {
+        let r = app
+            .admin_req(Method::POST, "/admin/v1/audit/checkpoints")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()
+    };
+    let early = take().await;
+    assert_eq!(early["seq"], 3, "{early}");
+    let keys: Value = app
+        .admin_req(Method::GET, "/admin/v1/keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        early["kid"], keys["keys"][0]["kid"],
+        "signed by the ring's key"
+    );
+    for i in 3..6 {
+        app.admin_session(&format!("cp-user-{i}")).await;
+    }
+    let late = take().await;
+    let export: Value = app
+        .admin_req(Method::GET, "/admin/v1/audit/checkpoints")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["checkpoints"].as_array().unwrap().len(), 2);
+    let report = verify_with(&app, Some(&export)).await;
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(
+        (&report["checkpoints"], &report["exported_checkpoints"]),
+        (&2.into(), &2.into()),
+        "{report}"
+    );
+
+    // The last three events and the late checkpoint vanish: the database
+    // alone looks whole; the export does not agree.
+    let mut c = tamperer(&db.url).await;
+    for sql in [
+        "DELETE FROM audit_events WHERE seq > 3",
+        "DELETE FROM audit_checkpoints WHERE seq > 3",
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+    let alone = verify_with(&app, None).await;
+    assert_eq!(alone["intact"], true, "{alone}");
+    let report = verify_with(&app, Some(&export)).await;
+    assert_eq!(report["intact"], false, "{report}");
+    assert_eq!(report["broken"]["problem"], "truncated_tail", "{report}");
+    assert_eq!(report["broken"]["seq"], late["seq"]);
+    assert_eq!(report["broken"]["exported"], true);
+
+    // A checkpoint row with a key id the ring never had.
+    let (seq, head): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let forged = |kid: &str, signature: &str| {
+        let kid = kid.to_owned();
+        let signature = signature.as_bytes().to_vec();
+        let head = head.clone();
+        let url = db.url.clone();
+        async move {
+            let mut c = tamperer(&url).await;
+            sqlx::query("DELETE FROM audit_checkpoints WHERE seq = $1")
+                .bind(seq)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (seq, head_hash, signature, kid) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(seq)
+            .bind(head)
+            .bind(signature)
+            .bind(kid)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    };
+    let real_sig = early["signature"].as_str().unwrap();
+    forged("not-a-key-of-the-ring", real_sig).await;
+    let report = verify_with(&app, None).await;
+    assert_eq!(
+        report["broken"]["problem"], "checkpoint_key_unknown",
+        "{report}"
+    );
+    assert_eq!(report["broken"]["kid"], "not-a-key-of-the-ring");
+
+    // The ring's key id with a signature over another message (the early
+    // checkpoint's, copied): forged.
+    assert_eq!(seq, 3);
+    let mut other = real_sig.to_owned();
+    let last = other.pop().unwrap();
+    other.push(if last == 'A' { 'Q' } else { 'A' });
+    forged(early["kid"].as_str().unwrap(), &other).await;
+    let report = verify_with(&app, None).await;
+    assert_eq!(
+        report["broken"]["problem"], "checkpoint_signature_invalid",
+        "{report}"
+    );
+    assert_eq!(report["broken"]["seq"], 3);
+
+    // A malformed export is a 400, never a 500.
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/audit/verify")
+        .json(&serde_json::json!({ "checkpoints": [{ "seq": 1, "head_hash": "xyz", "kid": "k", "signature": "s", "at": "2026-01-01T00:00:00Z" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
