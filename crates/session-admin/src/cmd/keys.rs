@@ -21,7 +21,32 @@ pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
             if keys.is_empty() {
                 return output::println("the server has no signing keys");
             }
-            output::print(&key_table(keys, ctx.local, ctx.now()).render())
+            let mut table = key_table(keys, ctx.local, ctx.now());
+            // Keys that have left the ring: public halves kept to verify the
+            // audit checkpoints they signed.
+            for k in body
+                .get("archived")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let state = if k.get("revoked_at").is_some_and(|v| !v.is_null()) {
+                    "archived (revoked)"
+                } else {
+                    "archived"
+                };
+                table.row(vec![
+                    text(k.get("kid")),
+                    text(k.get("alg")),
+                    state.to_owned(),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                    ctx.local.time(k.get("activated_at")),
+                    ctx.local.time(k.get("dropped_at")),
+                    "public half only".to_owned(),
+                ]);
+            }
+            output::print(&table.render())
         }
         KeysCommand::Rotate { immediate } => {
             let query: Vec<(&str, String)> = if immediate {

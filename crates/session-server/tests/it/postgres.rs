@@ -475,3 +475,91 @@ async fn checkpoint_signatures_are_verified_against_the_ring_and_an_export_finds
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_checkpoint_signed_by_a_key_that_has_left_the_ring_still_verifies_after_a_restart() {
+    let db = FreshDb::create().await;
+    assert!(migrate_as_owner(&db.url).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let url = db.url.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            App {
+                server: session_server::testing::TestServer::start_in(&dir, move |raw| {
+                    raw.set("audit", url)
+                })
+                .await
+                .unwrap(),
+                http: client(),
+            }
+        }
+    };
+    let app = start().await;
+    app.admin_session("archive-user").await;
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/audit/checkpoints")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let checkpoint: Value = r.json().await.unwrap();
+    let old_kid = checkpoint["kid"].as_str().unwrap().to_owned();
+
+    // A suspected compromise: the key is revoked now, and the schedule
+    // (every second) drops it from the ring.
+    let r = app
+        .admin_req(Method::POST, "/admin/v1/keys/rotate?immediate=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let keys = loop {
+        let keys: Value = app
+            .admin_req(Method::GET, "/admin/v1/keys")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let in_ring = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == old_kid.as_str());
+        if !in_ring {
+            break keys;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the revoked key is still in the ring: {keys}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let archived = keys["archived"].as_array().unwrap();
+    assert_eq!(archived.len(), 1, "{keys}");
+    assert_eq!(archived[0]["kid"], old_kid.as_str());
+    assert!(archived[0]["revoked_at"].is_string(), "{keys}");
+    assert_eq!(archived[0]["public_jwk"]["kid"], old_kid.as_str());
+    assert!(
+        archived[0]["public_jwk"].get("d").is_none(),
+        "public half only"
+    );
+
+    // The archive is part of the stored ring: a restarted server still
+    // verifies the old checkpoint.
+    app.server.stop().await;
+    let app = start().await;
+    let report: Value = app
+        .admin_req(Method::POST, "/admin/v1/audit/verify")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(report["checkpoints"], 1, "{report}");
+}
