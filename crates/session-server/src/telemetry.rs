@@ -110,16 +110,19 @@ impl Telemetry {
 pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
     let provider = tracer_provider(settings.otlp_endpoint.as_deref())?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = use_ansi(
+        settings.log_format,
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let log = match settings.log_format {
         LogFormat::Json => fmt::layer()
             .json()
-            .with_ansi(false)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
-        // Colour only where a person reads it: a file, a pipe or a log
-        // collector gets plain text.
         LogFormat::Text => fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
     }
@@ -143,6 +146,20 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(TelemetryError::Subscriber)?;
     Ok(Telemetry { provider })
+}
+
+/// Whether the log layer writes ANSI colour codes: only for text logs on a
+/// terminal (the log goes to stderr), where a person reads them. A file, a
+/// pipe or a log collector gets plain text, JSON never carries them (an
+/// escape code inside a JSON string breaks parsers downstream), and a
+/// non-empty `NO_COLOR` (<https://no-color.org>) turns them off even on a
+/// terminal, as `tracing_subscriber` does when colour is not set
+/// explicitly.
+fn use_ansi(format: LogFormat, stderr_is_terminal: bool, no_color: bool) -> bool {
+    match format {
+        LogFormat::Json => false,
+        LogFormat::Text => stderr_is_terminal && !no_color,
+    }
 }
 
 fn is_exporter_internal(target: &str) -> bool {
@@ -342,6 +359,20 @@ mod tests {
             "http://c/?a=b",
         ] {
             assert!(traces_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn colour_only_for_text_on_a_terminal_without_no_color() {
+        assert!(use_ansi(LogFormat::Text, true, false));
+        assert!(!use_ansi(LogFormat::Text, false, false), "file or pipe");
+        assert!(!use_ansi(LogFormat::Text, true, true), "NO_COLOR");
+        assert!(!use_ansi(LogFormat::Text, false, true));
+        for (terminal, no_color) in [(true, false), (false, false), (true, true), (false, true)] {
+            assert!(
+                !use_ansi(LogFormat::Json, terminal, no_color),
+                "json, terminal={terminal}, no_color={no_color}"
+            );
         }
     }
 

@@ -1,11 +1,15 @@
 //! The revocation feed: a pub/sub subscription in a background task that
-//! reconnects by itself.
+//! reconnects by itself, started by the store's [`RevocationFeed`]
+//! implementation.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::StreamExt as _;
-use session_core::{FeedEvent, SessionId};
+use session_core::{FeedEvent, RevocationFeed, SessionId, StoreError};
 use tokio::sync::mpsc;
+
+use crate::RedisStore;
 
 /// First pause before reconnecting; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -118,5 +122,16 @@ async fn pump(
             }
             () = tx.closed() => return false,
         }
+    }
+}
+
+#[async_trait]
+impl RevocationFeed for RedisStore {
+    async fn subscribe(&self) -> Result<mpsc::Receiver<FeedEvent>, StoreError> {
+        Ok(spawn(
+            self.feed_nodes.as_ref().clone(),
+            self.keys.channel().to_owned(),
+            self.timeout,
+        ))
     }
 }

@@ -316,3 +316,48 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
         "ANSI escape codes in a log file: {log:?}"
     );
 }
+
+/// Stderr piped to another process (systemd's journal, a container
+/// runtime, `| tee`) is no terminal either: in both formats the lines the
+/// server logs before it stops on an error carry no colour codes, and the
+/// JSON ones stay parseable.
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    // A taken public port: the server logs "starting", then stops on the bind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap();
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_session-server"))
+            .env("SESSION_DATA_DIR", dir.path().join("data"))
+            .env("SESSION_PUBLIC_ADDR", taken.to_string())
+            .env("SESSION_ADMIN_ADDR", "127.0.0.1:0")
+            .env("SESSION_LOG_FORMAT", format)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{format}: {stderr}");
+        assert!(
+            stderr.contains("starting") && stderr.contains("stopped on error"),
+            "{format}: the server logged nothing through the pipe: {stderr}"
+        );
+        assert!(
+            !stderr.contains('\u{1b}'),
+            "{format}: ANSI escape codes in piped logs: {stderr:?}"
+        );
+        if format == "json" {
+            for line in stderr
+                .lines()
+                .filter(|l| !l.starts_with("session-server: error:"))
+            {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+            }
+        }
+    }
+}
