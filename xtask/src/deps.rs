@@ -1,5 +1,5 @@
-//! Dependencies point one way: stores → core; server → core + stores;
-//! admin → core; nothing → xtask. Checked on `cargo metadata`'s resolve
+//! Dependencies point one way: stores → core; axum → core; server → core +
+//! axum + stores; admin → core; nothing → xtask. Checked on `cargo metadata`'s resolve
 //! graph, so that a dependency added anywhere cannot bend the arrows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -13,6 +13,7 @@ const CORE: &str = "session-core";
 const CONFORMANCE: &str = "session-conformance";
 const SERVER: &str = "session-server";
 const ADMIN: &str = "session-admin";
+const AXUM: &str = "session-axum";
 const XTASK: &str = "xtask";
 const STORE_PREFIX: &str = "session-store-";
 
@@ -207,6 +208,13 @@ impl Graph {
                 for dep in non_dev.iter().filter(|dep| **dep != CORE) {
                     found.push(format!(
                         "`{name}` depends on workspace crate `{dep}` (only `{CORE}` is allowed, others as dev-dependencies)"
+                    ));
+                }
+            }
+            if name == AXUM {
+                for dep in non_dev.iter().filter(|dep| **dep != CORE) {
+                    found.push(format!(
+                        "`{AXUM}` depends on workspace crate `{dep}` (only `{CORE}` is allowed: it reaches every store through session-core's traits)"
                     ));
                 }
             }

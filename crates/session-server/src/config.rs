@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ipnet::IpNet;
+pub use session_axum::ValidationMode;
 use session_core::AnomalyAction;
 use session_core::keys::SigningAlgorithm;
 use time::Duration;
@@ -267,44 +268,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-/// How access tokens are validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValidationMode {
-    /// Signature and claims only: revocation is felt at expiry.
-    Stateless,
-    /// Plus a store lookup on every request.
-    Strict,
-    /// Signature and claims, a cache of tokens seen valid, and an
-    /// in-process revocation set kept current by the store's feed.
-    Cached,
-}
-
-impl ValidationMode {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stateless => "stateless",
-            Self::Strict => "strict",
-            Self::Cached => "cached",
-        }
-    }
-}
-
-impl FromStr for ValidationMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "stateless" => Ok(Self::Stateless),
-            "strict" => Ok(Self::Strict),
-            "cached" => Ok(Self::Cached),
-            other => Err(format!(
-                "expected stateless, strict or cached, not {other:?}"
-            )),
-        }
     }
 }
 

@@ -15,16 +15,12 @@ use session_core::ClientInfo;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Name of the access-token cookie.
-pub const ACCESS_COOKIE: &str = "__Host-session";
-/// Name of the refresh-token cookie.
-pub const REFRESH_COOKIE: &str = "__Secure-refresh";
-/// Name of the readable CSRF cookie (not `HttpOnly`: the page reads it).
-pub const CSRF_COOKIE: &str = "__Host-csrf";
+pub use session_axum::token::{
+    ACCESS_COOKIE, CSRF_COOKIE, MAX_TOKEN_HEADER, REFRESH_COOKIE, bearer, cookie, wants_bearer,
+};
+
 /// Deepest JSON nesting accepted.
 pub const MAX_JSON_DEPTH: usize = 32;
-/// Longest header value read for tokens.
-pub const MAX_TOKEN_HEADER: usize = 8192;
 /// Longest user agent kept; longer ones are cut (on a char boundary).
 pub const MAX_USER_AGENT: usize = 512;
 
@@ -279,40 +275,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
-}
-
-/// The value of the cookie `name`, by exact name only.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_TOKEN_HEADER)
-}
-
-/// The bearer token of the `Authorization` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    if v.len() > MAX_TOKEN_HEADER {
-        return None;
-    }
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// Whether the client asked for bearer transport.
-pub fn wants_bearer(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-session-transport")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("bearer"))
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ pub mod state;
 pub mod telemetry;
 pub mod testing;
 pub mod ui;
-pub mod validate;
 
 pub use app::{admin_app, public_app, serve};
 pub use config::{RawSettings, Settings};

@@ -25,7 +25,7 @@ use crate::extract::{
     wants_bearer,
 };
 use crate::state::AppState;
-use crate::validate::{AuthError, Authenticated};
+use session_axum::{AuthError, Authenticated};
 
 /// The public router (state applied by the caller).
 pub fn router() -> Router<AppState> {

@@ -22,7 +22,7 @@ use crate::config::{ConfigError, Settings};
 use crate::geoip::GeoIp;
 use crate::keyring::{FileHome, KeyManager};
 use crate::ratelimit::RateLimits;
-use crate::validate::Validator;
+use session_axum::Validator;
 use session_core::sealing::MasterKey;
 
 /// A tamper-evident audit log's chain: verified on demand, signed

@@ -22,6 +22,7 @@
 //!   `strict` until every cached token that could belong to it has expired.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration as StdDuration, Instant};
@@ -31,7 +32,43 @@ use session_core::service::SessionService;
 use session_core::{FeedEvent, RevocationFeed, Session, SessionId, StoreError};
 use sha2::{Digest, Sha256};
 
-use crate::config::ValidationMode;
+/// How access tokens are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationMode {
+    /// Signature and claims only: revocation is felt at expiry.
+    Stateless,
+    /// Plus a store lookup on every request.
+    Strict,
+    /// Signature and claims, a cache of tokens seen valid, and an
+    /// in-process revocation set kept current by the store's feed.
+    Cached,
+}
+
+impl ValidationMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stateless => "stateless",
+            Self::Strict => "strict",
+            Self::Cached => "cached",
+        }
+    }
+}
+
+impl FromStr for ValidationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stateless" => Ok(Self::Stateless),
+            "strict" => Ok(Self::Strict),
+            "cached" => Ok(Self::Cached),
+            other => Err(format!(
+                "expected stateless, strict or cached, not {other:?}"
+            )),
+        }
+    }
+}
 
 /// A request that presented a valid access token.
 #[derive(Debug, Clone)]
@@ -165,6 +202,11 @@ impl Validator {
             #[cfg(test)]
             after_store_read: tests::Hook::default(),
         }
+    }
+
+    /// The service it checks sessions with.
+    pub fn service(&self) -> &Arc<SessionService> {
+        &self.service
     }
 
     /// The mode configured.
