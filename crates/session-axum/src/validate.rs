@@ -84,6 +84,7 @@ pub struct Authenticated {
 
 /// Why a token did not authenticate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// Invalid, expired, or its session is revoked or gone.
     #[error("invalid token")]

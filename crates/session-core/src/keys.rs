@@ -119,6 +119,7 @@ pub struct VerifyPolicy {
 
 /// Why an access token was refused. Carries no part of the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Longer than [`MAX_ACCESS_TOKEN_LEN`].
     #[error("token too long")]
@@ -163,6 +164,7 @@ pub enum TokenError {
 
 /// Key-management failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Key material could not be made or read.
     #[error("invalid key material")]
@@ -177,6 +179,7 @@ pub enum KeyError {
 
 /// Why a rotation was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RotateError {
     /// A scheduled rotation while a `next` key is already pending.
     #[error("a next key is already scheduled")]
@@ -277,6 +280,7 @@ pub struct ArchivedKeyInfo {
 
 /// Why [`KeyRing::verify_detached`] refused a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DetachedError {
     /// No key of the ring, live or archived, has this id.
     #[error("no key of the ring, live or archived, has this id")]

@@ -31,6 +31,7 @@ const AAD_LABEL: &[u8] = b"session-record/v1\0";
 
 /// Why a record could not be sealed or opened. Never carries plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// The cipher has no key yet (the server's secrets are not loaded).
     #[error("the record key is not loaded yet")]

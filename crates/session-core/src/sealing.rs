@@ -27,6 +27,7 @@ const NONCE_BYTES: usize = 24;
 /// Why a master key or a sealed value was refused. Never carries key
 /// material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SealError {
     /// The master key is not 64 hex digits.
     #[error("a master key is 64 hex digits (32 bytes)")]

@@ -50,6 +50,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// Why a presented secret was refused. Carries no part of the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecretError {
     /// Not the shape of the secret asked for (length, prefix, alphabet).
     #[error("malformed token")]

@@ -54,6 +54,7 @@ pub struct Issued {
 
 /// Why an operation was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     /// Unknown user or wrong password (indistinguishable on purpose).
     #[error("invalid credentials")]

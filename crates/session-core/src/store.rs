@@ -16,6 +16,7 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// What can go wrong in a store. "Not found" is an `Option`, not an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot answer (connection refused, timeout, I/O). The
     /// request must be refused (503), never waved through.

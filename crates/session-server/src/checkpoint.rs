@@ -104,7 +104,8 @@ pub fn verify_signature(keys: &KeyRing, c: &Checkpoint) -> Result<(), SignatureF
     keys.verify_detached(&c.kid, &c.message(), signature)
         .map_err(|e| match e {
             DetachedError::UnknownKey => SignatureFault::UnknownKey,
-            DetachedError::BadSignature => SignatureFault::BadSignature,
+            // BadSignature, and any refusal added later.
+            _ => SignatureFault::BadSignature,
         })
 }
 

@@ -335,6 +335,7 @@ pub struct Settings {
 
 /// A setting that could not be read. Never carries a secret's value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The TOML file could not be read.
     #[error("cannot read config file {path}")]

@@ -195,7 +195,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) | StoreError::Contention => Self::store_unavailable(),
             StoreError::Conflict => Self::new(StatusCode::CONFLICT, "conflict", "already exists"),
             StoreError::Superseded => Self::superseded(),
-            StoreError::Corrupt(_) | StoreError::Backend(_) => Self::store_unavailable(),
+            // Corrupt, Backend, and any kind added later: refused, not
+            // waved through.
+            _ => Self::store_unavailable(),
         }
     }
 }
@@ -207,7 +209,7 @@ fn store_error_kind(e: &StoreError) -> &'static str {
         StoreError::Contention => "contention",
         StoreError::Superseded => "superseded",
         StoreError::Corrupt(_) => "corrupt",
-        StoreError::Backend(_) => "backend",
+        _ => "backend",
     }
 }
 
@@ -246,6 +248,10 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Password(e) => {
                 log_chain("password hashing failed", &e);
+                Self::internal()
+            }
+            e => {
+                log_chain("service error", &e);
                 Self::internal()
             }
         }

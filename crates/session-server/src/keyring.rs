@@ -28,6 +28,7 @@ const ATTEMPTS: usize = 5;
 
 /// Why the ring could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RingError {
     /// The ring's home could not be read or written.
     #[error("cannot {what} the signing keys")]

@@ -332,8 +332,8 @@ pub(crate) async fn authenticate(
         .record(started.elapsed().as_secs_f64());
     let auth = match result {
         Ok(a) => a,
-        Err(AuthError::Invalid) => return Err(ApiError::invalid_token()),
         Err(AuthError::Store(e)) => return Err(e.into()),
+        Err(_) => return Err(ApiError::invalid_token()),
     };
     match (&auth.claims.cnf, scheme) {
         (None, Some(Scheme::Dpop)) | (Some(_), None | Some(Scheme::Bearer)) => {

@@ -87,6 +87,7 @@ impl std::fmt::Debug for Backends {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartupError {
     /// Bad configuration.
     #[error(transparent)]

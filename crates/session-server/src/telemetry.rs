@@ -49,6 +49,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
     /// `otlp_endpoint` is not an absolute `http://` or `https://` URL.
     #[error("invalid otlp_endpoint: {reason}")]

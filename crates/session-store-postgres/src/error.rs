@@ -62,6 +62,7 @@ pub(crate) fn migrate(e: sqlx::migrate::MigrateError) -> StoreError {
 
 /// The schema is not what this build expects.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemaError {
     /// A migration of this build has not been applied.
     #[error(
@@ -103,6 +104,7 @@ pub(crate) fn share(e: &Arc<StoreError>) -> StoreError {
         StoreError::Contention => StoreError::Contention,
         StoreError::Superseded => StoreError::Superseded,
         StoreError::Corrupt(_) => StoreError::corrupt(wrapped),
-        StoreError::Backend(_) => StoreError::backend(wrapped),
+        // Backend, and any kind added later.
+        _ => StoreError::backend(wrapped),
     }
 }

@@ -8,6 +8,7 @@ use session_core::StoreError;
 
 /// Why [`RedisStore::connect`](crate::RedisStore::connect) refused its arguments.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The URL is neither `redis://…` nor `redis+cluster://…`, or is malformed.
     #[error(
