@@ -12,15 +12,24 @@ use session_core::RevocationFeed;
 use session_core::service::SessionService;
 use tower::{Layer, Service};
 
+use crate::jwks::JwksVerifier;
 use crate::token::{ACCESS_COOKIE, bearer, cookie};
 use crate::validate::{AuthError, Authenticated, ValidationMode, Validator};
 
-/// Puts the [`Validator`] in every request's extensions, where the
+/// What checks a request's token: the session service (any validation
+/// mode), or only the issuer's published keys.
+#[derive(Debug, Clone)]
+enum Checker {
+    Service(Arc<Validator>),
+    Jwks(Arc<JwksVerifier>),
+}
+
+/// Puts the token checker in every request's extensions, where the
 /// extractors find it. Clone it freely: every clone shares one validator
 /// (one cache, one revocation set).
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
-    validator: Arc<Validator>,
+    checker: Checker,
 }
 
 impl SessionLayer {
@@ -31,7 +40,7 @@ impl SessionLayer {
     pub fn new(service: Arc<SessionService>, mode: ValidationMode) -> Self {
         let validator = Arc::new(Validator::new(mode, service, false));
         validator.follow_service();
-        Self { validator }
+        Self::from_validator(validator)
     }
 
     /// As [`SessionLayer::new`], and follows `feed` (a Redis store's
@@ -47,17 +56,35 @@ impl SessionLayer {
         let validator = Arc::new(Validator::new(mode, service, true));
         validator.follow_service();
         validator.follow_feed(feed);
-        Self { validator }
+        Self::from_validator(validator)
     }
 
     /// A layer over an existing validator (the server shares its own).
     pub fn from_validator(validator: Arc<Validator>) -> Self {
-        Self { validator }
+        Self {
+            checker: Checker::Service(validator),
+        }
     }
 
-    /// The validator the extractors use.
-    pub fn validator(&self) -> &Arc<Validator> {
-        &self.validator
+    /// For an app with no access to the session store: tokens are checked
+    /// against the issuer's JWKS only (signature and claims, the
+    /// `stateless` mode), so a revoked session's token is accepted until it
+    /// expires. A state change authenticated by the cookie is refused (the
+    /// CSRF token cannot be checked without the service): such apps take
+    /// bearer tokens.
+    pub fn jwks(verifier: Arc<JwksVerifier>) -> Self {
+        Self {
+            checker: Checker::Jwks(verifier),
+        }
+    }
+
+    /// The validator the extractors use, unless the layer checks the JWKS
+    /// only.
+    pub fn validator(&self) -> Option<&Arc<Validator>> {
+        match &self.checker {
+            Checker::Service(v) => Some(v),
+            Checker::Jwks(_) => None,
+        }
     }
 }
 
@@ -67,7 +94,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SessionMiddleware {
             inner,
-            validator: Arc::clone(&self.validator),
+            checker: self.checker.clone(),
         }
     }
 }
@@ -76,7 +103,7 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Debug, Clone)]
 pub struct SessionMiddleware<S> {
     inner: S,
-    validator: Arc<Validator>,
+    checker: Checker,
 }
 
 impl<S, B> Service<Request<B>> for SessionMiddleware<S>
@@ -92,7 +119,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        req.extensions_mut().insert(Arc::clone(&self.validator));
+        req.extensions_mut().insert(self.checker.clone());
         self.inner.call(req)
     }
 }
@@ -179,9 +206,9 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection> {
-    let validator = parts
+    let checker = parts
         .extensions
-        .get::<Arc<Validator>>()
+        .get::<Checker>()
         .cloned()
         .ok_or(Rejection::MissingLayer)?;
     let (token, from_cookie) = if let Some(t) = bearer(&parts.headers) {
@@ -195,10 +222,24 @@ async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection>
     } else {
         return Ok(None);
     };
-    let auth = match validator.authenticate(token, false).await {
-        Ok(auth) => auth,
-        Err(AuthError::Invalid) => return Err(Rejection::InvalidToken),
-        Err(AuthError::Store(e)) => return Err(Rejection::StoreUnavailable(e)),
+    let auth = match &checker {
+        Checker::Service(validator) => match validator.authenticate(token, false).await {
+            Ok(auth) => auth,
+            Err(AuthError::Store(e)) => return Err(Rejection::StoreUnavailable(e)),
+            Err(_) => return Err(Rejection::InvalidToken),
+        },
+        Checker::Jwks(verifier) => {
+            let claims = verifier
+                .verify(token)
+                .await
+                .map_err(|_| Rejection::InvalidToken)?;
+            let session_id = claims.sid.parse().map_err(|_| Rejection::InvalidToken)?;
+            Authenticated {
+                claims,
+                session_id,
+                session: None,
+            }
+        }
     };
     if auth.claims.cnf.is_some() {
         return Err(Rejection::InvalidToken);
@@ -213,6 +254,11 @@ async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection>
             .and_then(|v| v.to_str().ok())
         else {
             return Err(Rejection::CsrfFailed("missing X-CSRF-Token header"));
+        };
+        let Checker::Service(validator) = &checker else {
+            return Err(Rejection::CsrfFailed(
+                "a change made with the cookie needs the session service; send the token as a bearer token",
+            ));
         };
         // Against the session's live refresh generation: a refresh in
         // another tab moves it.

@@ -1119,119 +1119,24 @@ impl KeyRing {
     /// checked against `now` and the policy's leeway. Duplicate keys in
     /// header or claims are refused.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
-        if token.len() > MAX_ACCESS_TOKEN_LEN {
-            return Err(TokenError::TooLong);
-        }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-
-        let mut header_buf = [0u8; MAX_SEGMENT_BYTES];
-        let header_len = decode_segment(header_b64, &mut header_buf)?;
-        let header: RawHeader<'_> =
-            serde_json::from_slice(&header_buf[..header_len]).map_err(|_| TokenError::Malformed)?;
-        match &header.alg {
-            Some(alg) if alg.as_str() == self.alg.as_str() => {}
-            _ => return Err(TokenError::AlgorithmNotAccepted),
-        }
-        if header.typ.as_ref().map(Str::as_str) != Some(ACCESS_TOKEN_TYPE) {
-            return Err(TokenError::WrongType);
-        }
-        if let Some(name) = header.forbidden() {
-            return Err(TokenError::ForbiddenHeader(name));
-        }
-        let kid = match &header.kid {
-            Some(kid) if kid_is_well_formed(kid.as_str()) => kid.as_str(),
-            _ => return Err(TokenError::BadKeyId),
-        };
-
-        let keys = self.read();
-        let key = keys
-            .list
-            .iter()
-            .position(|k| k.kid == kid)
-            .filter(|&i| phase_of(&keys.list, i, now, self.schedule.retain).verifies(now))
-            .map(|i| &keys.list[i])
-            .ok_or(TokenError::UnknownKey)?;
-
-        let mut signature_buf = [0u8; MAX_SIGNATURE_BYTES];
-        decode_segment(signature_b64, &mut signature_buf).map_err(|_| TokenError::BadSignature)?;
-        let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            signed.as_bytes(),
-            &key.decoding,
-            key.alg.jwt(),
+        verify_strictly(
+            token,
+            now,
+            self.alg,
+            &self.policy,
+            self.leeway_secs,
+            |kid, signed, signature_b64| {
+                let keys = self.read();
+                let key = keys
+                    .list
+                    .iter()
+                    .position(|k| k.kid == kid)
+                    .filter(|&i| phase_of(&keys.list, i, now, self.schedule.retain).verifies(now))
+                    .map(|i| &keys.list[i])
+                    .ok_or(TokenError::UnknownKey)?;
+                check_signature(signed, signature_b64, &key.decoding, self.alg)
+            },
         )
-        .map_err(|_| TokenError::BadSignature)?;
-        if !valid {
-            return Err(TokenError::BadSignature);
-        }
-        drop(keys);
-
-        let mut payload_buf = [0u8; MAX_SEGMENT_BYTES];
-        let payload_len = decode_segment(payload_b64, &mut payload_buf)?;
-        let claims: RawClaims<'_> =
-            serde_json::from_slice(&payload_buf[..payload_len]).map_err(|e| {
-                if e.is_data() {
-                    TokenError::InvalidClaims
-                } else {
-                    TokenError::Malformed
-                }
-            })?;
-        self.check_claims(claims, now)
-    }
-
-    fn check_claims(
-        &self,
-        claims: RawClaims<'_>,
-        now: OffsetDateTime,
-    ) -> Result<AccessClaims, TokenError> {
-        let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
-            return Err(TokenError::InvalidClaims);
-        };
-        match &claims.iss {
-            Some(iss) if iss.as_str() == self.policy.issuer => {}
-            _ => return Err(TokenError::WrongIssuer),
-        }
-        let audience_ok = match &claims.aud {
-            Some(Audience::One(aud)) => aud.as_str() == self.policy.audience,
-            Some(Audience::Many(auds)) => auds.iter().any(|a| a.as_str() == self.policy.audience),
-            None => false,
-        };
-        if !audience_ok {
-            return Err(TokenError::WrongAudience);
-        }
-        let now = now.unix_timestamp();
-        if now >= exp.saturating_add(self.leeway_secs) {
-            return Err(TokenError::Expired);
-        }
-        let latest = now.saturating_add(self.leeway_secs);
-        if claims.nbf.is_some_and(|nbf| nbf > latest) || iat > latest {
-            return Err(TokenError::NotYetValid);
-        }
-        let (Some(sub), Some(sid), Some(jti)) = (claims.sub, claims.sid, claims.jti) else {
-            return Err(TokenError::InvalidClaims);
-        };
-        if sub.is_empty() || sid.is_empty() || jti.is_empty() {
-            return Err(TokenError::InvalidClaims);
-        }
-        Ok(AccessClaims {
-            iss: self.policy.issuer.clone(),
-            aud: self.policy.audience.clone(),
-            sub,
-            sid,
-            iat,
-            exp,
-            nbf: claims.nbf,
-            jti,
-            client_id: claims.client_id,
-            auth_time: claims.auth_time,
-            cnf: claims.cnf,
-        })
     }
 
     /// The document after a scheduled rotation: a new key, published now,
@@ -1474,6 +1379,157 @@ impl KeyRing {
     }
 }
 
+/// The public keys an issuer publishes as a JWKS (RFC 7517), for a service
+/// that verifies access tokens it does not sign (an app in front of
+/// session-server): the same strict checks as [`KeyRing::verify`], with the
+/// keys taken from the issuer's `/.well-known/jwks.json`.
+///
+/// Only keys of the configured algorithm are taken (`kty`/`crv` to match,
+/// `use` absent or `sig`, `alg` absent or equal); each is checked to be a
+/// valid curve point. A set that fails to load leaves the keys as they
+/// were. HS256 has no public key and is refused.
+pub struct PublicKeySet {
+    alg: SigningAlgorithm,
+    policy: VerifyPolicy,
+    leeway_secs: i64,
+    keys: RwLock<Vec<(String, DecodingKey)>>,
+}
+
+impl fmt::Debug for PublicKeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKeySet")
+            .field("alg", &self.alg)
+            .field("policy", &self.policy)
+            .field("kids", &self.kids())
+            .finish()
+    }
+}
+
+/// Why a JWKS was not loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// HS256 keys are secret: there is no public key set to verify with.
+    #[error("HS256 has no public keys")]
+    NoPublicKeys,
+    /// Not a JSON object with a `keys` array.
+    #[error("not a JWKS: no \"keys\" array")]
+    NotAJwks,
+    /// A key of the configured algorithm is malformed.
+    #[error("key {kid:?} of the JWKS is malformed")]
+    BadKey {
+        /// Its `kid`, as given.
+        kid: String,
+    },
+    /// No key of the configured algorithm.
+    #[error("the JWKS has no {0} key")]
+    NoKey(SigningAlgorithm),
+}
+
+impl PublicKeySet {
+    /// An empty set for tokens signed with `alg` and checked against
+    /// `policy` (its leeway clamped to `0..=`[`MAX_LEEWAY`]).
+    pub fn new(alg: SigningAlgorithm, mut policy: VerifyPolicy) -> Result<Self, JwksError> {
+        if alg == SigningAlgorithm::HS256 {
+            return Err(JwksError::NoPublicKeys);
+        }
+        policy.leeway = policy.leeway.clamp(Duration::ZERO, MAX_LEEWAY);
+        Ok(Self {
+            alg,
+            leeway_secs: policy.leeway.whole_seconds(),
+            policy,
+            keys: RwLock::default(),
+        })
+    }
+
+    /// Replaces the keys by those of `jwks`; how many were taken.
+    pub fn load_jwks(&self, jwks: &serde_json::Value) -> Result<usize, JwksError> {
+        let list = jwks
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or(JwksError::NotAJwks)?;
+        let (kty, crv) = match self.alg {
+            SigningAlgorithm::EdDSA => ("OKP", "Ed25519"),
+            _ => ("EC", "P-256"),
+        };
+        let mut keys = Vec::new();
+        for jwk in list {
+            let field = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
+            let ours = field("kty") == Some(kty)
+                && field("crv") == Some(crv)
+                && field("use").is_none_or(|u| u == "sig")
+                && field("alg").is_none_or(|a| a == self.alg.as_str());
+            if !ours {
+                continue;
+            }
+            let kid = field("kid").unwrap_or_default();
+            let bad = || JwksError::BadKey {
+                kid: kid.chars().take(MAX_KID_LEN).collect(),
+            };
+            if !kid_is_well_formed(kid) || keys.iter().any(|(k, _)| k == kid) {
+                return Err(bad());
+            }
+            let coordinate = |name: &str| {
+                field(name)
+                    .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(bad)
+            };
+            let raw = match self.alg {
+                SigningAlgorithm::EdDSA => coordinate("x")?,
+                _ => [&[4u8][..], &coordinate("x")?, &coordinate("y")?].concat(),
+            };
+            let (decoding, _) = public_key(self.alg, kid, &raw).map_err(|_| bad())?;
+            keys.push((kid.to_owned(), decoding));
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoKey(self.alg));
+        }
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        Ok(n)
+    }
+
+    /// The key ids loaded.
+    pub fn kids(&self) -> Vec<String> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Whether a key of this id is loaded.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(k, _)| k == kid)
+    }
+
+    /// Verifies an access token as [`KeyRing::verify`] does, against the
+    /// keys loaded; a `kid` not loaded is [`TokenError::UnknownKey`].
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<AccessClaims, TokenError> {
+        verify_strictly(
+            token,
+            now,
+            self.alg,
+            &self.policy,
+            self.leeway_secs,
+            |kid, signed, signature_b64| {
+                let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+                let (_, key) = keys
+                    .iter()
+                    .find(|(k, _)| k == kid)
+                    .ok_or(TokenError::UnknownKey)?;
+                check_signature(signed, signature_b64, key, self.alg)
+            },
+        )
+    }
+}
+
 /// Inserts `key` after every key activated no later than it.
 fn insert_sorted(list: &mut Vec<StoredKey>, key: StoredKey) {
     let at = key.activates_at.unwrap_or(key.created_at);
@@ -1570,6 +1626,131 @@ fn configured_secret(
         (SigningAlgorithm::HS256, Some(s)) => Ok(Some(Material(Zeroizing::new(s.to_vec())))),
         _ => Ok(None),
     }
+}
+
+/// The strict checks of an access token, in order: length; three segments
+/// of unpadded base64url; a header whose `alg` is exactly `alg`, whose `typ`
+/// is `at+jwt`, with none of `jku`, `x5u`, `jwk`, `x5c`, `crit`, and a
+/// well-formed `kid`; then `signature(kid, signed bytes, signature)` (the
+/// key lookup and the signature check of the caller's key set); then the
+/// claims against `policy` and `now`.
+fn verify_strictly(
+    token: &str,
+    now: OffsetDateTime,
+    alg: SigningAlgorithm,
+    policy: &VerifyPolicy,
+    leeway_secs: i64,
+    signature: impl FnOnce(&str, &[u8], &str) -> Result<(), TokenError>,
+) -> Result<AccessClaims, TokenError> {
+    if token.len() > MAX_ACCESS_TOKEN_LEN {
+        return Err(TokenError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+
+    let mut header_buf = [0u8; MAX_SEGMENT_BYTES];
+    let header_len = decode_segment(header_b64, &mut header_buf)?;
+    let header: RawHeader<'_> =
+        serde_json::from_slice(&header_buf[..header_len]).map_err(|_| TokenError::Malformed)?;
+    match &header.alg {
+        Some(a) if a.as_str() == alg.as_str() => {}
+        _ => return Err(TokenError::AlgorithmNotAccepted),
+    }
+    if header.typ.as_ref().map(Str::as_str) != Some(ACCESS_TOKEN_TYPE) {
+        return Err(TokenError::WrongType);
+    }
+    if let Some(name) = header.forbidden() {
+        return Err(TokenError::ForbiddenHeader(name));
+    }
+    let kid = match &header.kid {
+        Some(kid) if kid_is_well_formed(kid.as_str()) => kid.as_str(),
+        _ => return Err(TokenError::BadKeyId),
+    };
+
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    signature(kid, signed.as_bytes(), signature_b64)?;
+
+    let mut payload_buf = [0u8; MAX_SEGMENT_BYTES];
+    let payload_len = decode_segment(payload_b64, &mut payload_buf)?;
+    let claims: RawClaims<'_> =
+        serde_json::from_slice(&payload_buf[..payload_len]).map_err(|e| {
+            if e.is_data() {
+                TokenError::InvalidClaims
+            } else {
+                TokenError::Malformed
+            }
+        })?;
+    check_claims(claims, now, policy, leeway_secs)
+}
+
+/// The JWS signature check of `signed` under `key`: strict base64url of
+/// at most the longest signature first.
+fn check_signature(
+    signed: &[u8],
+    signature_b64: &str,
+    key: &DecodingKey,
+    alg: SigningAlgorithm,
+) -> Result<(), TokenError> {
+    let mut signature_buf = [0u8; MAX_SIGNATURE_BYTES];
+    decode_segment(signature_b64, &mut signature_buf).map_err(|_| TokenError::BadSignature)?;
+    match jsonwebtoken::crypto::verify(signature_b64, signed, key, alg.jwt()) {
+        Ok(true) => Ok(()),
+        _ => Err(TokenError::BadSignature),
+    }
+}
+
+fn check_claims(
+    claims: RawClaims<'_>,
+    now: OffsetDateTime,
+    policy: &VerifyPolicy,
+    leeway_secs: i64,
+) -> Result<AccessClaims, TokenError> {
+    let (Some(exp), Some(iat)) = (claims.exp, claims.iat) else {
+        return Err(TokenError::InvalidClaims);
+    };
+    match &claims.iss {
+        Some(iss) if iss.as_str() == policy.issuer => {}
+        _ => return Err(TokenError::WrongIssuer),
+    }
+    let audience_ok = match &claims.aud {
+        Some(Audience::One(aud)) => aud.as_str() == policy.audience,
+        Some(Audience::Many(auds)) => auds.iter().any(|a| a.as_str() == policy.audience),
+        None => false,
+    };
+    if !audience_ok {
+        return Err(TokenError::WrongAudience);
+    }
+    let now = now.unix_timestamp();
+    if now >= exp.saturating_add(leeway_secs) {
+        return Err(TokenError::Expired);
+    }
+    let latest = now.saturating_add(leeway_secs);
+    if claims.nbf.is_some_and(|nbf| nbf > latest) || iat > latest {
+        return Err(TokenError::NotYetValid);
+    }
+    let (Some(sub), Some(sid), Some(jti)) = (claims.sub, claims.sid, claims.jti) else {
+        return Err(TokenError::InvalidClaims);
+    };
+    if sub.is_empty() || sid.is_empty() || jti.is_empty() {
+        return Err(TokenError::InvalidClaims);
+    }
+    Ok(AccessClaims {
+        iss: policy.issuer.clone(),
+        aud: policy.audience.clone(),
+        sub,
+        sid,
+        iat,
+        exp,
+        nbf: claims.nbf,
+        jti,
+        client_id: claims.client_id,
+        auth_time: claims.auth_time,
+        cnf: claims.cnf,
+    })
 }
 
 /// Decodes one segment as strict base64url: no padding, no standard

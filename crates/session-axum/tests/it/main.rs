@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // reason: tests
 
+mod jwks;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +52,7 @@ async fn start(redis: &str, prefix: &str, keys: &Arc<KeyRing>, mode: ValidationM
         config: ServiceConfig::default(),
     }));
     let layer = SessionLayer::with_feed(service.clone(), mode, store);
-    let validator = layer.validator().clone();
+    let validator = layer.validator().unwrap().clone();
     let app = Router::new()
         .route("/me", get(me))
         .route("/change", post(me))

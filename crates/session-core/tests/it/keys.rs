@@ -4,8 +4,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use session_core::keys::{
-    AccessClaims, DetachedError, KeyError, KeyInfo, KeyRing, KeySchedule, KeyState, RotateError,
-    SigningAlgorithm, StoredKeys, TokenError, VerifyPolicy,
+    AccessClaims, DetachedError, JwksError, KeyError, KeyInfo, KeyRing, KeySchedule, KeyState,
+    PublicKeySet, RotateError, SigningAlgorithm, StoredKeys, TokenError, VerifyPolicy,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -631,4 +631,75 @@ fn the_key_ring_is_shared_across_threads() {
     for h in handles {
         assert!(h.join().unwrap());
     }
+}
+
+#[test]
+fn a_public_key_set_from_the_jwks_verifies_what_the_ring_signs_and_nothing_else() {
+    for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256] {
+        let ring = scheduled_ring(alg);
+        let set = PublicKeySet::new(alg, policy()).unwrap();
+        assert_eq!(set.load_jwks(&ring.jwks(NOW)).unwrap(), 1, "{alg}");
+        let token = ring.sign(&claims(NOW)).unwrap();
+        assert_eq!(set.verify(&token, NOW), ring.verify(&token, NOW), "{alg}");
+        assert!(set.verify(&token, NOW).is_ok());
+
+        // Another issuer's key, a tampered payload, an expired token.
+        let other = scheduled_ring(alg).sign(&claims(NOW)).unwrap();
+        assert_eq!(set.verify(&other, NOW), Err(TokenError::UnknownKey));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = {
+            let mut c = claims(NOW);
+            c.sub = "mallory".into();
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap())
+        };
+        parts[1] = &forged_claims;
+        assert_eq!(
+            set.verify(&parts.join("."), NOW),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            set.verify(&token, NOW + Duration::hours(1)),
+            Err(TokenError::Expired)
+        );
+
+        // A published next key is taken; once it signs, its tokens verify.
+        let next = apply(&ring, ring.scheduled(NOW).unwrap());
+        assert_eq!(set.load_jwks(&ring.jwks(NOW)).unwrap(), 2);
+        assert!(set.contains(&next.kid));
+        let later = NOW + Duration::minutes(15);
+        let new = ring.sign(&claims(later)).unwrap();
+        assert_eq!(kid_of(&new), next.kid);
+        assert!(set.verify(&new, later).is_ok());
+
+        // A malformed key refuses the whole set and keeps the last good one.
+        let mut broken = ring.jwks(NOW);
+        broken["keys"][0]["x"] = "AAAA".into();
+        assert!(matches!(
+            set.load_jwks(&broken),
+            Err(JwksError::BadKey { .. })
+        ));
+        assert_eq!(set.kids().len(), 2);
+        assert!(matches!(
+            set.load_jwks(&serde_json::json!({ "keys": [] })),
+            Err(JwksError::NoKey(_))
+        ));
+        assert!(matches!(
+            set.load_jwks(&serde_json::json!([])),
+            Err(JwksError::NotAJwks)
+        ));
+        // Keys of the other curve are not ours.
+        let foreign = if alg == SigningAlgorithm::EdDSA {
+            SigningAlgorithm::ES256
+        } else {
+            SigningAlgorithm::EdDSA
+        };
+        assert!(matches!(
+            set.load_jwks(&scheduled_ring(foreign).jwks(NOW)),
+            Err(JwksError::NoKey(_))
+        ));
+    }
+    assert!(matches!(
+        PublicKeySet::new(SigningAlgorithm::HS256, policy()),
+        Err(JwksError::NoPublicKeys)
+    ));
 }
