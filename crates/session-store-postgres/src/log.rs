@@ -22,7 +22,7 @@ use crate::chain::{self, Fields, GENESIS, Hash};
 use crate::error::{self, SchemaError, classify};
 
 /// The schema's migrations, embedded at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The transaction-scoped advisory lock that serializes appends, so the
 /// chain stays linear across writers and processes ("audit_lg" in ASCII).
@@ -863,7 +863,7 @@ fn to_hash(bytes: Vec<u8>) -> Result<Hash, StoreError> {
 mod tests {
     #[test]
     fn the_migration_takes_the_same_chain_lock() {
-        let sql = include_str!("../../../migrations/postgres/20261126000001_audit_log.sql");
+        let sql = include_str!("../migrations/20261126000001_audit_log.sql");
         assert!(sql.contains(&format!("pg_advisory_xact_lock({})", super::CHAIN_LOCK)));
     }
 }

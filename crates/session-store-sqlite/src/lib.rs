@@ -95,7 +95,7 @@ impl SqliteStore {
     }
 
     async fn from_pool_at(pool: SqlitePool, path: PathBuf) -> Result<Self, StoreError> {
-        sqlx::migrate!("../../migrations/sqlite")
+        sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(classify_migration)?;
