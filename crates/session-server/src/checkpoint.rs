@@ -4,6 +4,7 @@
 //! /admin/v1/audit/verify` takes them back in to check the database against.
 
 use serde::{Deserialize, Serialize};
+use session_core::TokenDigest;
 use session_core::keys::{DetachedError, KeyRing, MAX_KID_LEN};
 use session_store_postgres::{Checkpoint, SignatureFault};
 use time::OffsetDateTime;
@@ -47,7 +48,7 @@ impl From<&Checkpoint> for CheckpointView {
     fn from(c: &Checkpoint) -> Self {
         Self {
             seq: c.seq,
-            head_hash: c.head_hash.iter().map(|b| format!("{b:02x}")).collect(),
+            head_hash: TokenDigest::from_bytes(c.head_hash).to_hex(),
             kid: c.kid.clone(),
             // Written by the server as base64url text; anything else was
             // not, and shows as such.
@@ -69,18 +70,10 @@ impl CheckpointView {
                 "a checkpoint's seq is a positive integer",
             ));
         }
-        let hex = self.head_hash.as_bytes();
-        if hex.len() != 64 {
-            return Err(bad("head_hash is 64 hex digits"));
-        }
-        let mut head_hash = [0u8; 32];
-        for (out, pair) in head_hash.iter_mut().zip(hex.chunks_exact(2)) {
-            let digit = |c: u8| (c as char).to_digit(16);
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(h), Some(l)) => *out = u8::try_from(h * 16 + l).unwrap_or_default(),
-                _ => return Err(bad("head_hash is 64 hex digits")),
-            }
-        }
+        // The chain hash is a SHA-256 digest: the digests' hex codec.
+        let head_hash = *TokenDigest::from_hex(&self.head_hash)
+            .ok_or_else(|| bad("head_hash is 64 hex digits"))?
+            .as_bytes();
         if self.kid.is_empty() || self.kid.len() > MAX_KID_LEN {
             return Err(bad("kid is 1 to 64 characters"));
         }

@@ -292,13 +292,15 @@ impl AuditChain for PostgresChain {
                 exported,
             })
             .await?;
-        let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
         Ok(serde_json::json!({
             "intact": report.is_intact(),
             "events": report.events,
             "checkpoints": report.checkpoints,
             "exported_checkpoints": report.exported_checkpoints,
-            "head": report.head.map(|(seq, hash)| serde_json::json!({ "seq": seq, "hash": hex(&hash) })),
+            "head": report.head.map(|(seq, hash)| serde_json::json!({
+                "seq": seq,
+                "hash": session_core::TokenDigest::from_bytes(hash).to_hex(),
+            })),
             "broken": report.broken.map(|b| serde_json::json!({
                 "seq": b.seq,
                 "id": b.id.map(|id| id.to_string()),
