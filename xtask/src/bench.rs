@@ -22,6 +22,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -96,6 +97,10 @@ pub(crate) struct BenchArgs {
     /// building them (when the tree does not build at the moment).
     #[arg(long)]
     no_build: bool,
+    /// Also sample each server with `perf record` during each workload and
+    /// print its top symbols by share of the server's CPU.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +138,17 @@ struct Row {
     mode: String,
     #[serde(flatten)]
     report: Report,
+    /// The server's top symbols by share of its samples (`--profile`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<Symbol>,
+}
+
+/// One line of a `perf report`: a symbol and its share of the samples.
+#[derive(Debug, Serialize)]
+struct Symbol {
+    percent: f64,
+    dso: String,
+    symbol: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,6 +255,84 @@ impl Drop for RedisDb {
     }
 }
 
+// ------------------------------------------------------------ profiles
+
+/// `perf record` attached to one server for the length of a workload.
+struct Profiler {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Profiler {
+    /// Records `pid` into `target/bench-profiles/<name>.data`, kept for
+    /// `perf report -i` afterwards.
+    fn start(name: &str, pid: u32) -> Result<Self> {
+        let dir = cmd::root().join("target").join("bench-profiles");
+        std::fs::create_dir_all(&dir)?;
+        let file: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let data = dir.join(format!("{file}.data"));
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "1999",
+                "-g",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("could not start `perf record` (is linux-perf installed?)")?;
+        Ok(Self { child, data })
+    }
+
+    /// Stops the recording and reads the top symbols (at least 1 % each).
+    fn finish(mut self) -> Result<Vec<Symbol>> {
+        cmd::run(Command::new("kill").args(["-INT", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        // perf finishes its file on SIGINT, then ends by that signal.
+        if !status.success() && status.signal() != Some(2) {
+            // A run too short for perf to start, or a kernel that refuses.
+            eprintln!("bench: `perf record` ended with {status}; no profile for this run");
+            return Ok(Vec::new());
+        }
+        let output = Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol"])
+            .args(["--percent-limit", "1", "-q", "-i"])
+            .arg(&self.data)
+            .output()
+            .context("could not run `perf report`")?;
+        eprintln!("bench: profile kept in {}", self.data.display());
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.lines().filter_map(parse_perf_line).collect())
+    }
+}
+
+/// `  12.34%  session-server  [.] symbol` → its share, object and symbol.
+fn parse_perf_line(line: &str) -> Option<Symbol> {
+    let mut words = line.split_whitespace();
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let dso = words.next()?.to_owned();
+    let _kind = words.next()?;
+    let symbol = words
+        .take_while(|w| *w != "-")
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(Symbol {
+        percent,
+        dso,
+        symbol,
+    })
+}
+
 // ------------------------------------------------------------- servers
 
 /// Where the binaries are and how to start them.
@@ -252,6 +346,7 @@ struct Setup {
     connections: usize,
     duration: u64,
     audit: Option<String>,
+    profile: bool,
 }
 
 impl Setup {
@@ -292,6 +387,30 @@ impl Setup {
         let stdout = String::from_utf8(output.stdout)?;
         let last = stdout.lines().last().unwrap_or_default();
         serde_json::from_str(last).with_context(|| format!("reading the report of `{shown}`"))
+    }
+
+    /// One table row: runs the load job and, with `--profile`, samples
+    /// `server` with `perf record` while it runs.
+    fn row(&self, workload: &str, mode: &str, server: &Server, args: &[String]) -> Result<Row> {
+        let recording = if self.profile {
+            Some(Profiler::start(
+                &format!("{workload}-{mode}"),
+                server.child.id(),
+            )?)
+        } else {
+            None
+        };
+        let report = self.load(args)?;
+        let profile = match recording {
+            Some(recording) => recording.finish()?,
+            None => Vec::new(),
+        };
+        Ok(Row {
+            workload: workload.to_owned(),
+            mode: mode.to_owned(),
+            report,
+            profile,
+        })
     }
 
     fn common(&self, server: &[&Server], warmup: f64) -> Vec<String> {
@@ -497,6 +616,7 @@ fn http(args: &BenchArgs) -> Result<()> {
         connections: args.connections,
         duration: args.duration,
         audit: args.audit.clone(),
+        profile: args.profile,
     };
     let mut results = Results {
         command: std::iter::once("cargo xtask bench".to_owned())
@@ -621,11 +741,9 @@ fn http(args: &BenchArgs) -> Result<()> {
                     load_args.push("--fresh".to_owned());
                 }
                 load_args.extend(setup.common(&[&server], if fresh { 0.2 } else { 2.0 }));
-                results.rows.push(Row {
-                    workload: label.to_owned(),
-                    mode: mode.to_owned(),
-                    report: setup.load(&load_args)?,
-                });
+                results
+                    .rows
+                    .push(setup.row(label, mode, &server, &load_args)?);
             }
         }
     }
@@ -639,11 +757,12 @@ fn http(args: &BenchArgs) -> Result<()> {
         let mut load_args = public_and_admin("validate-dpop", &server, &token_file);
         load_args.extend(["--hot".to_owned(), HOT_SESSIONS.to_string()]);
         load_args.extend(setup.common(&[&server], 2.0));
-        results.rows.push(Row {
-            workload: "validate with DPoP (1,000 sessions, a new proof each)".to_owned(),
-            mode: "cached".to_owned(),
-            report: setup.load(&load_args)?,
-        });
+        results.rows.push(setup.row(
+            "validate with DPoP (1,000 sessions, a new proof each)",
+            "cached",
+            &server,
+            &load_args,
+        )?);
     }
 
     if selected(Workload::Refresh) || selected(Workload::Create) {
@@ -655,11 +774,9 @@ fn http(args: &BenchArgs) -> Result<()> {
             eprintln!("bench: refresh");
             let mut load_args = public_and_admin("refresh", &server, &token_file);
             load_args.extend(setup.common(&[&server], 2.0));
-            results.rows.push(Row {
-                workload: "refresh".to_owned(),
-                mode: "cached".to_owned(),
-                report: setup.load(&load_args)?,
-            });
+            results
+                .rows
+                .push(setup.row("refresh", "cached", &server, &load_args)?);
         }
         if selected(Workload::Create) {
             eprintln!("bench: create");
@@ -671,11 +788,9 @@ fn http(args: &BenchArgs) -> Result<()> {
                 token_file.clone(),
             ];
             load_args.extend(setup.common(&[&server], 2.0));
-            results.rows.push(Row {
-                workload: "create".to_owned(),
-                mode: "cached".to_owned(),
-                report: setup.load(&load_args)?,
-            });
+            results
+                .rows
+                .push(setup.row("create", "cached", &server, &load_args)?);
         }
     }
     drop(first);
@@ -706,6 +821,7 @@ fn http(args: &BenchArgs) -> Result<()> {
                 workload: "revoke propagation (A → B)".to_owned(),
                 mode: "cached".to_owned(),
                 report: setup.load(&load_args)?,
+                profile: Vec::new(),
             });
         } else {
             results.skipped.push(
@@ -794,6 +910,15 @@ fn table(results: &Results) -> String {
              benchmark database\n",
             m.sessions, m.used_memory_per_session, m.memory_usage_per_session, m.keys
         ));
+    }
+    for row in results.rows.iter().filter(|r| !r.profile.is_empty()) {
+        out.push_str(&format!(
+            "\nperf: {}, {}: top symbols by share of the server's samples\n\n",
+            row.workload, row.mode
+        ));
+        for s in &row.profile {
+            out.push_str(&format!("- {:5.1} %  {}  {}\n", s.percent, s.dso, s.symbol));
+        }
     }
     for skipped in &results.skipped {
         out.push_str(&format!("\nskipped: {skipped}\n"));
