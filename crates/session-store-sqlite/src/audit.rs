@@ -14,12 +14,6 @@ use crate::SqliteStore;
 use crate::codec::{audit_from_row, instant, json_text};
 use crate::error::classify;
 
-const APPEND: &str = concat!(
-    "INSERT INTO audit_events (",
-    audit_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING"
-);
-
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
@@ -170,24 +164,30 @@ async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), 
             _ => Failure::Other(message),
         }
     };
-    let mut tx = pool.begin().await.map_err(fail)?;
-    for (r, _) in batch {
-        sqlx::query(APPEND)
-            .bind(&r.id)
-            .bind(r.at)
-            .bind(r.kind)
-            .bind(&r.session_id)
-            .bind(&r.user_id)
-            .bind(r.actor)
-            .bind(&r.ip)
-            .bind(&r.user_agent)
-            .bind(&r.reason)
-            .bind(&r.details)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-    }
-    tx.commit().await.map_err(fail)
+    // One multi-row statement: atomic by itself, so a batch costs one trip
+    // to sqlx's worker thread and one commit (one fsync), not one trip per
+    // event plus BEGIN and COMMIT.
+    let mut sql: QueryBuilder<'_, Sqlite> = QueryBuilder::new(concat!(
+        "INSERT INTO audit_events (",
+        audit_columns!(),
+        ") "
+    ));
+    sql.push_values(batch, |mut values, (r, _)| {
+        values
+            .push_bind(r.id.as_str())
+            .push_bind(r.at)
+            .push_bind(r.kind)
+            .push_bind(r.session_id.as_deref())
+            .push_bind(r.user_id.as_deref())
+            .push_bind(r.actor)
+            .push_bind(r.ip.as_deref())
+            .push_bind(r.user_agent.as_deref())
+            .push_bind(r.reason.as_deref())
+            .push_bind(r.details.as_str());
+    });
+    sql.push(" ON CONFLICT (id) DO NOTHING");
+    sql.build().execute(pool).await.map_err(fail)?;
+    Ok(())
 }
 
 impl SqliteStore {
