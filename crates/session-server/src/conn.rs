@@ -48,25 +48,41 @@ const NEVER: u64 = u64::MAX;
 
 /// What one connection is doing, shared by its reader, its service and
 /// its watchdog. Times are milliseconds since `epoch`.
+///
+/// The watchdog is woken only when a deadline comes nearer than the one it
+/// sleeps towards: when bytes start a request's head, or a request ends
+/// and the keep-alive limit is the shorter one. Otherwise it finds out
+/// what changed when it wakes, so with the default limits a busy keep-alive
+/// connection costs it nothing per request.
 #[derive(Debug)]
 struct Activity {
     epoch: Instant,
+    /// The header-read limit, in ms.
+    head_limit: u64,
+    /// The keep-alive limit, in ms.
+    idle_limit: u64,
     in_flight: AtomicUsize,
     idle_since: AtomicU64,
     head_started: AtomicU64,
-    /// Wakes the watchdog when a request begins or ends.
+    /// The deadline the watchdog sleeps towards; `NEVER` while it is
+    /// working one out.
+    wake_at: AtomicU64,
+    /// Wakes the watchdog when a request's head starts.
     changed: Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(limits: ConnLimits) -> Self {
         Self {
             epoch: Instant::now(),
+            head_limit: ms(limits.header_read),
+            idle_limit: ms(limits.keepalive),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             // A new connection owes its first head at once: connecting and
             // sending nothing is the cheapest way to hold a connection.
             head_started: AtomicU64::new(0),
+            wake_at: AtomicU64::new(NEVER),
             changed: Notify::new(),
         }
     }
@@ -75,57 +91,78 @@ impl Activity {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NEVER - 1)
     }
 
-    /// Bytes arrived: with no request in progress they start one's head.
+    /// Bytes arrived: with no request in progress they start one's head,
+    /// whose deadline may be nearer than the watchdog's.
     fn read(&self) {
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ = self.head_started.compare_exchange(
-                NEVER,
-                self.now(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let now = self.now();
+            if self
+                .head_started
+                .compare_exchange(NEVER, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.deadline_set(now.saturating_add(self.head_limit));
+            }
+        }
+    }
+
+    /// Wakes the watchdog if `deadline` is nearer than the one it sleeps
+    /// towards (or it is working one out).
+    fn deadline_set(&self, deadline: u64) {
+        if deadline < self.wake_at.load(Ordering::SeqCst) {
+            self.changed.notify_one();
         }
     }
 
     /// A whole head arrived: the request is in the handler's hands.
     fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(NEVER, Ordering::Release);
-        self.changed.notify_one();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_started.store(NEVER, Ordering::SeqCst);
     }
 
     /// A request was answered.
     fn end(&self) {
-        self.idle_since.store(self.now(), Ordering::Release);
-        self.head_started.store(NEVER, Ordering::Release);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.changed.notify_one();
+        let now = self.now();
+        self.idle_since.store(now, Ordering::SeqCst);
+        self.head_started.store(NEVER, Ordering::SeqCst);
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.deadline_set(now.saturating_add(self.idle_limit));
+        }
     }
 
     /// Resolves when the connection has outstayed a limit.
-    async fn expired(&self, limits: ConnLimits) {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NEVER / 2);
-        let (head, idle) = (ms(limits.header_read), ms(limits.keepalive));
+    async fn expired(&self) {
+        let (head, idle) = (self.head_limit, self.idle_limit);
         loop {
+            // Any head started from here on notifies (see `read`).
+            self.wake_at.store(NEVER, Ordering::SeqCst);
             let now = self.now();
-            let deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
+            let deadline = if self.in_flight.load(Ordering::SeqCst) > 0 {
                 // The request timeout bounds the handler; look again later.
                 now + head.min(idle)
             } else {
-                match self.head_started.load(Ordering::Acquire) {
-                    NEVER => self.idle_since.load(Ordering::Acquire).saturating_add(idle),
+                match self.head_started.load(Ordering::SeqCst) {
+                    NEVER => self.idle_since.load(Ordering::SeqCst).saturating_add(idle),
                     started => started.saturating_add(head),
                 }
             };
             if deadline <= now {
                 return;
             }
+            self.wake_at.store(deadline, Ordering::SeqCst);
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(deadline - now)) => {}
                 () = self.changed.notified() => {}
             }
         }
     }
+}
+
+/// A limit in milliseconds, capped far below [`NEVER`].
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(NEVER / 2)
+        .min(NEVER / 2)
 }
 
 /// A connection's socket that reports arriving bytes to its [`Activity`].
@@ -223,7 +260,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(limits));
         let io = TokioIo::new(Watched {
             inner: stream,
             activity: activity.clone(),
@@ -248,7 +285,7 @@ pub async fn serve(
             metrics::gauge!("session_http_open_connections", "listener" => name).increment(1);
             tokio::select! {
                 _ = conn => {}
-                () = activity.expired(limits) => {
+                () = activity.expired() => {
                     metrics::counter!("session_http_connections_timed_out_total", "listener" => name)
                         .increment(1);
                 }

@@ -471,6 +471,40 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
 }
 
 #[tokio::test]
+async fn a_partial_head_after_an_idle_pause_gets_the_header_timeout_not_the_keepalive_one() {
+    use tokio::io::AsyncWriteExt as _;
+    // The connection's watchdog sleeps towards the 10 s keep-alive deadline
+    // while it is idle; the first bytes of the next head must bring its
+    // 1 s header deadline forward.
+    let app = impatient(&[("keepalive_timeout", "10")]).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
+        .await
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        closed_within(&mut s, std::time::Duration::from_secs(5)).await,
+        "a partial head held its connection for 5 s"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(700),
+        "closed after {waited:?}, before the 1 s header timeout"
+    );
+}
+
+#[tokio::test]
 async fn a_body_that_never_arrives_times_out_the_request() {
     use tokio::io::AsyncWriteExt as _;
     let app = impatient(&[("header_read_timeout", "10"), ("keepalive_timeout", "10")]).await;
