@@ -224,7 +224,7 @@ async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection>
     };
     let auth = match &checker {
         Checker::Service(validator) => match validator.authenticate(token, false).await {
-            Ok(auth) => auth,
+            Ok(auth) => Arc::unwrap_or_clone(auth),
             Err(AuthError::Store(e)) => return Err(Rejection::StoreUnavailable(e)),
             Err(_) => return Err(Rejection::InvalidToken),
         },

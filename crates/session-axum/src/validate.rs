@@ -96,7 +96,7 @@ pub enum AuthError {
 
 #[derive(Debug)]
 struct Entry {
-    auth: Authenticated,
+    auth: Arc<Authenticated>,
     /// The epoch read before the store read this entry comes from; the
     /// entry is trusted only while the epoch has not moved since.
     epoch: u64,
@@ -251,12 +251,12 @@ impl Validator {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Checks an access token.
+    /// Checks an access token. A cached answer is shared, not copied.
     pub async fn authenticate(
         &self,
         token: &str,
         need_session: bool,
-    ) -> Result<Authenticated, AuthError> {
+    ) -> Result<Arc<Authenticated>, AuthError> {
         let now = self.service.now().unix_timestamp();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // The epoch is read before the mode and before any store read.
@@ -307,11 +307,11 @@ impl Validator {
             }
             Some(Arc::new(s))
         };
-        let auth = Authenticated {
+        let auth = Arc::new(Authenticated {
             claims,
             session_id,
             session,
-        };
+        });
         if mode != ValidationMode::Strict && self.epoch.load(Ordering::SeqCst) == epoch {
             self.cache.insert(
                 digest,

@@ -1,6 +1,7 @@
 //! The public listener: login, refresh, logout, who-am-I, devices,
 //! forward-auth, JWKS, health.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -316,7 +317,7 @@ pub(crate) async fn authenticate(
     need_session: bool,
     dpop: &DpopRequest,
     target: Target,
-) -> Result<(Authenticated, Source), ApiError> {
+) -> Result<(Arc<Authenticated>, Source), ApiError> {
     let (token, source, scheme) = match crate::dpop::authorization(headers) {
         Some((scheme, t)) => (t, Source::Header, Some(scheme)),
         None if !wants_bearer(headers) => (
@@ -551,7 +552,7 @@ pub(crate) async fn whoami(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (auth, source) = authenticate(&state, &headers, true, &dpop, Target::This).await?;
-    let session = auth.session.ok_or_else(ApiError::invalid_token)?;
+    let session = auth.session.clone().ok_or_else(ApiError::invalid_token)?;
     let mut view = SessionView::from(session.as_ref());
     if source == Source::Cookie {
         view.csrf_token = Some(state.service.csrf_token(&session).expose().to_owned());

@@ -477,9 +477,23 @@ impl Pending {
     }
 }
 
-/// What every handler sees.
+/// What every handler sees: one reference-counted [`Shared`], so that the
+/// clones axum makes for each request's middleware and extractors cost one
+/// atomic increment each.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of an [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The session service.
     pub service: Arc<SessionService>,
     /// Settings.
@@ -500,7 +514,7 @@ pub struct AppState {
     pub geoip: Option<Arc<GeoIp>>,
 }
 
-impl AppState {
+impl Shared {
     /// Where the GeoIP database places `client`'s address, where there is
     /// a database and it knows the address.
     pub fn locate(&self, ip: Option<&str>) -> Option<session_core::Location> {
@@ -640,7 +654,7 @@ impl AppState {
             settings.rate_limit_refresh,
             settings.rate_limit_create,
         ));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             geoip,
             keys: key_manager,
             service,
@@ -655,7 +669,7 @@ impl AppState {
                 audit_chain: backends.audit_chain,
             },
             settings: Arc::new(settings),
-        })
+        })))
     }
 
     /// The token secret and key ring of the data directory, sealed under

@@ -246,6 +246,11 @@ pub fn request_span(method: &Method, route: Option<&str>) -> Span {
         outcome = Empty,
         session.id = Empty,
     );
+    if span.is_disabled() {
+        // No subscriber wants it (no exporter, the log filters it out):
+        // build nothing for it.
+        return span;
+    }
     match route {
         Some(route) => {
             span.record("http.route", route);
