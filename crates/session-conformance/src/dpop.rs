@@ -11,6 +11,7 @@ use session_core::store::SessionStore;
 use crate::fixtures::{
     base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
 };
+use session_core::ApplyRefresh as _;
 
 fn random_key() -> [u8; 32] {
     session_core::secret::random_bytes::<32>()

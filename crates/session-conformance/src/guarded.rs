@@ -8,11 +8,9 @@
 
 use async_trait::async_trait;
 use session_core::audit::{AuditEvent, AuditQuery};
-use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::session::{RevokeReason, Session};
-use session_core::store::RefreshResult;
 use session_core::user::User;
-use session_core::{AuditLog, PresentedRefresh, SessionId, SessionStore, StoreError, UserStore};
+use session_core::{AuditLog, SessionId, SessionStore, StoreError, UserStore, WriteHints};
 use time::OffsetDateTime;
 
 /// `store`, plus a `guard` dropped after it.
@@ -50,19 +48,21 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         self.store.get(id).await
     }
 
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        self.store.replace(session, expected_version).await
-    }
-
-    async fn replace_refreshed(
+    async fn replace(
         &self,
         session: &Session,
         expected_version: u64,
-        params: &RefreshParams,
+        hints: WriteHints,
     ) -> Result<bool, StoreError> {
-        self.store
-            .replace_refreshed(session, expected_version, params)
-            .await
+        self.store.replace(session, expected_version, hints).await
+    }
+
+    async fn clear_expired_grace(
+        &self,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.store.clear_expired_grace(id, now).await
     }
 
     async fn revoke(
@@ -93,16 +93,6 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         self.store.list_user(user_id, now).await
-    }
-
-    async fn refresh(
-        &self,
-        presented: &PresentedRefresh,
-        next: &NextRefresh,
-        params: &RefreshParams,
-        now: OffsetDateTime,
-    ) -> Result<RefreshResult, StoreError> {
-        self.store.refresh(presented, next, params, now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

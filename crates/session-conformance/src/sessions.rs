@@ -18,6 +18,8 @@ pub use crate::dpop::{
 use crate::fixtures::{
     base_time, default_grace, mint, open_session, params, secrets, secs, unique_user,
 };
+use session_core::ApplyRefresh as _;
+use session_core::WriteHints;
 
 /// Opens a session with default lifetimes and stores it.
 async fn opened(
@@ -207,7 +209,7 @@ pub async fn replace_with_a_stale_version_fails(store: Arc<dyn SessionStore>) {
     first.metadata = serde_json::json!({ "writer": "first" });
     assert!(
         store
-            .replace(&first, session.version)
+            .replace(&first, session.version, WriteHints::NONE)
             .await
             .expect("replace"),
         "the version read is current"
@@ -218,7 +220,7 @@ pub async fn replace_with_a_stale_version_fails(store: Arc<dyn SessionStore>) {
     second.metadata = serde_json::json!({ "writer": "second" });
     assert!(
         !store
-            .replace(&second, session.version)
+            .replace(&second, session.version, WriteHints::NONE)
             .await
             .expect("replace"),
         "a stale version loses"
@@ -232,7 +234,7 @@ pub async fn replace_with_a_stale_version_fails(store: Arc<dyn SessionStore>) {
     let (ghost, _, _) = open_session(&secrets, &session.user_id, &Lifetimes::default(), now);
     assert!(
         !store
-            .replace(&ghost, ghost.version)
+            .replace(&ghost, ghost.version, WriteHints::NONE)
             .await
             .expect("replace unknown"),
         "replacing an unknown session fails"
@@ -263,7 +265,7 @@ pub async fn replace_never_clears_a_revocation(store: Arc<dyn SessionStore>) {
     revived.metadata = serde_json::json!({ "revived": true });
     assert!(
         !store
-            .replace(&revived, tombstone.version)
+            .replace(&revived, tombstone.version, WriteHints::NONE)
             .await
             .expect("replace"),
         "a write that clears the revocation is refused"
@@ -279,7 +281,7 @@ pub async fn replace_never_clears_a_revocation(store: Arc<dyn SessionStore>) {
     annotated.metadata = serde_json::json!({ "note": "kept revoked" });
     assert!(
         store
-            .replace(&annotated, tombstone.version)
+            .replace(&annotated, tombstone.version, WriteHints::NONE)
             .await
             .expect("replace"),
         "a write that keeps the revocation goes through"
@@ -876,7 +878,9 @@ pub async fn revoke_user_refuses_creates_begun_before_it(store: Arc<dyn SessionS
 
 /// Defence in depth: a refresh never gives tokens to an active session
 /// whose epoch is behind its user's (one a revoke-all should have ended):
-/// the outcome is `Revoked` and nothing is written.
+/// the outcome is `Revoked`, and the session ends revoked (`revoke_all`),
+/// since the epoch is read alongside the rotation's write; a later replay
+/// of the token gets nothing either.
 pub async fn refresh_refuses_a_session_of_an_older_epoch(store: Arc<dyn SessionStore>) {
     let secrets = secrets();
     let now = base_time();
@@ -896,7 +900,7 @@ pub async fn refresh_refuses_a_session_of_an_older_epoch(store: Arc<dyn SessionS
     stale.version += 1;
     assert!(
         store
-            .replace(&stale, session.version)
+            .replace(&stale, session.version, WriteHints::NONE)
             .await
             .expect("replace")
     );
@@ -907,7 +911,28 @@ pub async fn refresh_refuses_a_session_of_an_older_epoch(store: Arc<dyn SessionS
         .await
         .expect("refresh");
     assert_eq!(result.outcome, RefreshOutcome::Revoked);
-    assert_eq!(stored(&*store, &session.id).await, stale, "nothing written");
+    assert!(result.revoked_here, "this refresh ended the session");
+    let after = stored(&*store, &session.id).await;
+    assert_eq!(
+        after.revoked.map(|r| r.reason),
+        Some(RevokeReason::RevokeAll),
+        "the session is revoked, not left rotated"
+    );
+    for at in [2, 3_600] {
+        let (_, _, next) = mint(&secrets, &session.id, 1);
+        let again = store
+            .refresh(&p0, &next, &params(default_grace()), secs(now, at))
+            .await
+            .expect("refresh");
+        assert!(
+            !matches!(
+                again.outcome,
+                RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
+            ),
+            "a replay {at} s later got tokens: {:?}",
+            again.outcome
+        );
+    }
 }
 
 /// Hundreds of creates racing one `revoke_user` (each reads the user's

@@ -75,6 +75,7 @@ fn access(c: &mut Criterion) {
 // --- Rotation on the in-memory store -----------------------------------------
 
 use criterion::BatchSize;
+use session_core::ApplyRefresh as _;
 use session_core::memory::MemoryStore;
 use session_core::rotation::{NextRefresh, RefreshOutcome, RefreshParams};
 use session_core::store::SessionStore;

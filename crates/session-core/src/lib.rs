@@ -23,4 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use geo::Location;
 pub use secret::{CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenDigest, TokenSecrets};
 pub use session::{Lifetimes, RevokeReason, Session};
-pub use store::{AuditLog, FeedEvent, RevocationFeed, SessionStore, StoreError, UserStore};
+pub use store::{
+    ApplyRefresh, AuditLog, FeedEvent, RevocationFeed, SessionStore, StoreError, UserStore,
+    WriteHints,
+};

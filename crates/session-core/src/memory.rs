@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditQuery};
 use crate::secret::SessionId;
 use crate::session::{RevokeReason, Session};
-use crate::store::{AuditLog, SessionStore, StoreError, UserStore};
+use crate::store::{AuditLog, SessionStore, StoreError, UserStore, WriteHints};
 use crate::user::User;
 
 /// Sessions, users and audit events held in memory.
@@ -152,7 +152,12 @@ impl SessionStore for MemoryStore {
         Ok(lock(&self.sessions).get(id).cloned())
     }
 
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
+    async fn replace(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        _hints: WriteHints,
+    ) -> Result<bool, StoreError> {
         let mut sessions = lock(&self.sessions);
         match sessions.get_mut(&session.id) {
             // A write never un-revokes (see the trait).

@@ -17,7 +17,7 @@ use crate::secret::{
     CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenSecrets, random_bytes,
 };
 use crate::session::{Lifetimes, RevokeReason, Session};
-use crate::store::{AuditLog, SessionStore, StoreError, UserStore};
+use crate::store::{ApplyRefresh as _, AuditLog, SessionStore, StoreError, UserStore};
 use crate::user::{self, User};
 
 /// A signed access token (JWT). Never prints itself.
@@ -564,6 +564,14 @@ impl SessionService {
             (RefreshOutcome::AnomalyRevoked, Some(session)) => {
                 audit.note(
                     self.revoked_event(&session, RevokeReason::Anomaly, Actor::System, client)
+                        .await,
+                );
+                audit.finish()?;
+                Err(ServiceError::SessionRevoked)
+            }
+            (RefreshOutcome::Revoked, Some(session)) if result.revoked_here => {
+                audit.note(
+                    self.revoked_event(&session, RevokeReason::RevokeAll, Actor::System, client)
                         .await,
                 );
                 audit.finish()?;

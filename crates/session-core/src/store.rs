@@ -67,10 +67,43 @@ pub struct RefreshResult {
     pub session: Option<Session>,
     /// Anomaly rules that fired.
     pub anomalies: Vec<crate::anomaly::Anomaly>,
+    /// This refresh revoked the session (reason `revoke_all`): its user's
+    /// epoch had moved past it (a revoke-all or password change still in
+    /// progress, or one that stopped halfway), found only after the
+    /// rotation was written. The caller records the revocation.
+    pub revoked_here: bool,
 }
 
 /// How often [`refresh_with_cas`] re-reads after losing a race.
 pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// What a write to an existing session knows beyond the session itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteHints {
+    /// Until when the session's sealed grace successor is needed: its
+    /// rotation plus the grace window, known on the refresh path. `None`
+    /// keeps it until the session's own deadline. A store may drop the
+    /// successor any time after this (Redis expires it, SQLite purges it).
+    pub grace_until: Option<OffsetDateTime>,
+}
+
+impl WriteHints {
+    /// No hints: keep everything to the session's deadline.
+    pub const NONE: Self = Self { grace_until: None };
+
+    /// A refresh's write of `session` with grace window `grace`.
+    pub fn refresh(session: &Session, grace: time::Duration) -> Self {
+        Self {
+            grace_until: session
+                .refresh
+                .grace_successor
+                .as_ref()
+                .and(session.refresh.rotated_at)
+                .map(|at| at + grace),
+        }
+    }
+}
 
 /// The sessions and their refresh-token families.
 #[async_trait]
@@ -116,12 +149,18 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Replaces the stored session with `session` if the stored version is
     /// still `expected_version`; false when another writer got there first
-    /// or the session is gone.
+    /// or the session is gone. `hints` say how long parts of the record
+    /// are needed (see [`WriteHints`]).
     ///
     /// **A write never un-revokes a session**: when the stored session is
     /// revoked and `session` is not, nothing is written and the answer is
     /// false, whatever the version. Revocation is final for every store.
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError>;
+    async fn replace(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<bool, StoreError>;
 
     /// Revokes one session. `Some(session)` when this call revoked an
     /// active session, `None` when it was unknown, expired or already revoked.
@@ -157,30 +196,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError>;
 
-    /// [`SessionStore::replace`] as a refresh does it. Stores that keep the
-    /// sealed grace successor apart, expiring with the grace window
-    /// (`params.grace`), override this; the default is `replace`.
-    async fn replace_refreshed(
+    /// Drops session `id`'s sealed grace successor if its window (the
+    /// [`WriteHints::grace_until`] it was written with) has passed by
+    /// `now`. Refresh calls it before reading, so a successor is not kept
+    /// at rest past its window while a purge is pending. Stores whose
+    /// backend expires the successor by itself keep the default.
+    async fn clear_expired_grace(
         &self,
-        session: &Session,
-        expected_version: u64,
-        params: &RefreshParams,
-    ) -> Result<bool, StoreError> {
-        let _ = params;
-        self.replace(session, expected_version).await
-    }
-
-    /// Applies a refresh: the core decision plus one atomic write. The
-    /// default reads, decides with [`plan_refresh`] and writes with
-    /// [`SessionStore::replace_refreshed`], retrying when it loses a race.
-    async fn refresh(
-        &self,
-        presented: &PresentedRefresh,
-        next: &NextRefresh,
-        params: &RefreshParams,
-        now: OffsetDateTime,
-    ) -> Result<RefreshResult, StoreError> {
-        refresh_with_cas(self, presented, next, params, now).await
+        _id: &SessionId,
+        _now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Whether the backend answers.
@@ -205,7 +231,44 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The read-decide-compare-and-swap loop behind [`SessionStore::refresh`].
+/// The refresh algorithm, over any [`SessionStore`]: read, decide with
+/// [`plan_refresh`], compare-and-swap with [`SessionStore::replace`],
+/// again when a concurrent writer won. Blanket-implemented for every
+/// store, so that no store can fork it; [`crate::SessionService`] is its
+/// caller.
+#[async_trait]
+pub trait ApplyRefresh: SessionStore {
+    /// Applies one refresh at `now`.
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError>;
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> ApplyRefresh for S {
+    async fn refresh(
+        &self,
+        presented: &PresentedRefresh,
+        next: &NextRefresh,
+        params: &RefreshParams,
+        now: OffsetDateTime,
+    ) -> Result<RefreshResult, StoreError> {
+        refresh_with_cas(self, presented, next, params, now).await
+    }
+}
+
+/// The loop behind [`ApplyRefresh::refresh`].
+///
+/// Defence in depth: a session opened under an older epoch of its user
+/// (one that a revoke-all or password change should have ended) is never
+/// given new tokens. Where the rotation writes, the epoch is read alongside
+/// the write (one round trip for both on a networked store); when it turns
+/// out to have moved on, the rotation just written is revoked and no token
+/// is issued.
 pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
     store: &S,
     presented: &PresentedRefresh,
@@ -213,49 +276,54 @@ pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
     params: &RefreshParams,
     now: OffsetDateTime,
 ) -> Result<RefreshResult, StoreError> {
+    let answer = |outcome, session, anomalies| RefreshResult {
+        outcome,
+        session,
+        anomalies,
+        revoked_here: false,
+    };
+    store
+        .clear_expired_grace(&presented.session_id, now)
+        .await?;
     for _ in 0..MAX_CAS_ATTEMPTS {
         let Some(session) = store.get(&presented.session_id).await? else {
-            return Ok(RefreshResult {
-                outcome: RefreshOutcome::Expired,
-                session: None,
-                anomalies: Vec::new(),
-            });
+            return Ok(answer(RefreshOutcome::Expired, None, Vec::new()));
         };
         let plan = plan_refresh(&session, presented, next, params, now);
         let issues = matches!(
             plan.outcome,
             RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
         );
-        // Defence in depth: a session opened under an older epoch of its
-        // user (one that a revoke-all or password change should have
-        // ended) is never given new tokens.
-        if issues && session.epoch < store.user_epoch(&session.user_id).await? {
+        let Some(new) = plan.write else {
+            if issues && session.epoch < store.user_epoch(&session.user_id).await? {
+                return Ok(answer(RefreshOutcome::Revoked, Some(session), Vec::new()));
+            }
+            return Ok(answer(plan.outcome, Some(session), plan.anomalies));
+        };
+        let hints = WriteHints::refresh(&new, params.grace);
+        let write = store.replace(&new, session.version, hints);
+        if !issues {
+            if write.await? {
+                return Ok(answer(plan.outcome, Some(new), plan.anomalies));
+            }
+            continue;
+        }
+        let (written, epoch) = tokio::join!(write, store.user_epoch(&session.user_id));
+        let (written, epoch) = (written?, epoch?);
+        if session.epoch < epoch {
+            if !written {
+                return Ok(answer(RefreshOutcome::Revoked, Some(session), Vec::new()));
+            }
+            let revoked = store.revoke(&new.id, RevokeReason::RevokeAll, now).await?;
             return Ok(RefreshResult {
                 outcome: RefreshOutcome::Revoked,
-                session: Some(session),
+                revoked_here: revoked.is_some(),
+                session: Some(revoked.unwrap_or(new)),
                 anomalies: Vec::new(),
             });
         }
-        match plan.write {
-            None => {
-                return Ok(RefreshResult {
-                    outcome: plan.outcome,
-                    session: Some(session),
-                    anomalies: plan.anomalies,
-                });
-            }
-            Some(new) => {
-                if store
-                    .replace_refreshed(&new, session.version, params)
-                    .await?
-                {
-                    return Ok(RefreshResult {
-                        outcome: plan.outcome,
-                        session: Some(new),
-                        anomalies: plan.anomalies,
-                    });
-                }
-            }
+        if written {
+            return Ok(answer(plan.outcome, Some(new), plan.anomalies));
         }
     }
     Err(StoreError::Contention)

@@ -7,9 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Value;
 use session_core::record::RecordError;
-use session_core::rotation::RefreshParams;
 use session_core::store::MAX_CAS_ATTEMPTS;
-use session_core::{RevokeReason, Session, SessionId, SessionStore, StoreError};
+use session_core::{RevokeReason, Session, SessionId, SessionStore, StoreError, WriteHints};
 use time::OffsetDateTime;
 
 use crate::error::Unexpected;
@@ -79,17 +78,18 @@ impl RedisStore {
     }
 
     /// The compare-and-swap behind every write to an existing session.
-    /// `grace` (known on the refresh path) bounds how long the sealed
-    /// successor is kept; without it, it is kept to the session's deadline.
+    /// `hints.grace_until` (known on the refresh path) bounds how long the
+    /// sealed successor is kept; without it, it is kept to the session's
+    /// deadline.
     async fn write(
         &self,
         session: &Session,
         expected_version: u64,
-        grace: Option<time::Duration>,
+        hints: WriteHints,
     ) -> Result<bool, StoreError> {
         let value = self.encode(session)?;
         let deadline = codec::deadline_ms(session.expires_at());
-        let (g, g_deadline) = grace_field(session, grace);
+        let (g, g_deadline) = grace_field(session, hints);
         let written: i64 = self
             .invoke(
                 scripts::REPLACE
@@ -132,7 +132,7 @@ impl RedisStore {
             }
             let expected = session.version;
             session.revoke(reason, now);
-            if self.write(&session, expected, None).await? {
+            if self.write(&session, expected, WriteHints::NONE).await? {
                 return Ok(Some(session));
             }
         }
@@ -253,15 +253,14 @@ impl RedisStore {
 /// The grace successor to store, and until when: the grace window (plus a
 /// margin for clock skew between servers and Redis) after the rotation,
 /// never past the session's deadline.
-fn grace_field(session: &Session, grace: Option<time::Duration>) -> (Vec<u8>, i64) {
+fn grace_field(session: &Session, hints: WriteHints) -> (Vec<u8>, i64) {
     let deadline = session.expires_at();
     let Some(sealed) = session.refresh.grace_successor.clone() else {
         return (Vec::new(), codec::deadline_ms(deadline));
     };
-    let until = match (grace, session.refresh.rotated_at) {
-        (Some(grace), Some(at)) => (at + grace + GRACE_SKEW_MARGIN).min(deadline),
-        _ => deadline,
-    };
+    let until = hints
+        .grace_until
+        .map_or(deadline, |until| (until + GRACE_SKEW_MARGIN).min(deadline));
     (sealed, codec::deadline_ms(until))
 }
 
@@ -291,7 +290,7 @@ impl SessionStore for RedisStore {
         if indexed != 1 {
             return Err(StoreError::Superseded);
         }
-        let (g, g_deadline) = grace_field(session, None);
+        let (g, g_deadline) = grace_field(session, WriteHints::NONE);
         let created: i64 = self
             .invoke(
                 scripts::CREATE
@@ -345,8 +344,13 @@ impl SessionStore for RedisStore {
         self.read(id).await
     }
 
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        self.write(session, expected_version, None).await
+    async fn replace(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<bool, StoreError> {
+        self.write(session, expected_version, hints).await
     }
 
     async fn revoke(
@@ -402,18 +406,6 @@ impl SessionStore for RedisStore {
         let mut all = self.user_sessions(user_id, now).await?;
         all.retain(|s| s.is_active(now));
         Ok(all)
-    }
-
-    async fn replace_refreshed(
-        &self,
-        session: &Session,
-        expected_version: u64,
-        params: &RefreshParams,
-    ) -> Result<bool, StoreError> {
-        // The grace window is known here, so the sealed successor is kept
-        // for that window only (core's read-decide-CAS loop calls this).
-        self.write(session, expected_version, Some(params.grace))
-            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

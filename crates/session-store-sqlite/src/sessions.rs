@@ -2,13 +2,11 @@
 //! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction.
 
 use async_trait::async_trait;
-use session_core::rotation::{NextRefresh, RefreshParams};
 use session_core::session::{RevokeReason, Session};
-use session_core::store::{RefreshResult, refresh_with_cas};
-use session_core::{PresentedRefresh, SessionId, SessionStore, StoreError};
+use session_core::{SessionId, SessionStore, StoreError, WriteHints};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteConnection};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
 use session_core::record::{ClearFields, RecordCipher};
 
@@ -48,21 +46,20 @@ struct Encoded {
 /// Until when a session's sealed successor may be kept: the end of the
 /// grace window after its rotation where the window is known, else the
 /// session's deadline; none without a successor.
-fn grace_until(s: &Session, grace: Option<Duration>) -> Result<Option<i64>, StoreError> {
+fn grace_until(s: &Session, hints: WriteHints) -> Result<Option<i64>, StoreError> {
     if s.refresh.grace_successor.is_none() {
         return Ok(None);
     }
-    let until = match (grace, s.refresh.rotated_at) {
-        (Some(grace), Some(at)) => (at + grace).min(s.expires_at()),
-        _ => s.expires_at(),
-    };
+    let until = hints
+        .grace_until
+        .map_or(s.expires_at(), |until| until.min(s.expires_at()));
     instant(until).map(Some)
 }
 
 impl Encoded {
     fn new(
         s: &Session,
-        grace: Option<Duration>,
+        hints: WriteHints,
         records: Option<&RecordCipher>,
     ) -> Result<Self, StoreError> {
         let sealed = records
@@ -96,7 +93,7 @@ impl Encoded {
                 .map(|l| serde_json::to_string(l).map_err(StoreError::backend))
                 .transpose()?,
             sealed,
-            grace_until: grace_until(s, grace)?,
+            grace_until: grace_until(s, hints)?,
         })
     }
 
@@ -252,15 +249,15 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
 }
 
 impl SqliteStore {
-    /// The compare-and-swap behind `replace` and `replace_refreshed`.
+    /// The compare-and-swap behind `replace`.
     async fn write(
         &self,
         session: &Session,
         expected_version: u64,
-        grace: Option<Duration>,
+        hints: WriteHints,
     ) -> Result<bool, StoreError> {
         let expected = counter(expected_version, "version")?;
-        let done = Encoded::new(session, grace, self.records.as_ref())?
+        let done = Encoded::new(session, hints, self.records.as_ref())?
             .bind(sqlx::query(REPLACE))
             .bind(expected)
             .execute(&self.pool)
@@ -290,7 +287,7 @@ impl SessionStore for SqliteStore {
         max: u32,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let encoded = Encoded::new(session, None, self.records.as_ref())?;
+        let encoded = Encoded::new(session, WriteHints::NONE, self.records.as_ref())?;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -348,37 +345,28 @@ impl SessionStore for SqliteStore {
             .transpose()
     }
 
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
-        self.write(session, expected_version, None).await
-    }
-
-    /// Keeps the sealed successor for the grace window only.
-    async fn replace_refreshed(
+    async fn replace(
         &self,
         session: &Session,
         expected_version: u64,
-        params: &RefreshParams,
+        hints: WriteHints,
     ) -> Result<bool, StoreError> {
-        self.write(session, expected_version, Some(params.grace))
-            .await
+        self.write(session, expected_version, hints).await
     }
 
-    /// Clears the session's sealed successor first when its grace window
-    /// has passed, then core's read-decide-compare-and-swap.
-    async fn refresh(
+    /// One `UPDATE`: the successor and its deadline go once it has passed.
+    async fn clear_expired_grace(
         &self,
-        presented: &PresentedRefresh,
-        next: &NextRefresh,
-        params: &RefreshParams,
+        id: &SessionId,
         now: OffsetDateTime,
-    ) -> Result<RefreshResult, StoreError> {
+    ) -> Result<(), StoreError> {
         sqlx::query(CLEAR_GRACE_ONE)
             .bind(instant(now)?)
-            .bind(presented.session_id.to_string())
+            .bind(id.to_string())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        refresh_with_cas(self, presented, next, params, now).await
+        Ok(())
     }
 
     async fn revoke(

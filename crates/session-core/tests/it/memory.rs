@@ -7,6 +7,8 @@ use std::sync::Arc;
 use session_conformance::fixtures::{
     base_time, mint, open_session, params, secrets, secs, unique_user,
 };
+use session_core::ApplyRefresh as _;
+use session_core::WriteHints;
 use session_core::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use session_core::memory::MemoryStore;
 use session_core::rotation::RefreshOutcome;
@@ -54,9 +56,14 @@ impl SessionStore for Interleaving {
         got
     }
 
-    async fn replace(&self, session: &Session, expected_version: u64) -> Result<bool, StoreError> {
+    async fn replace(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<bool, StoreError> {
         tokio::task::yield_now().await;
-        self.0.replace(session, expected_version).await
+        self.0.replace(session, expected_version, hints).await
     }
 
     async fn revoke(

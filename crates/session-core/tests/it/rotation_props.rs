@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use session_core::ApplyRefresh as _;
 use session_core::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
 use session_core::clock::{Clock, ManualClock};
 use session_core::memory::MemoryStore;

@@ -12,6 +12,7 @@ use session_core::{FeedEvent, Lifetimes, RevocationFeed, RevokeReason, SessionSt
 use time::Duration;
 
 use crate::{Probe as _, cluster_store, next_event, servers};
+use session_core::ApplyRefresh as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_refreshes_of_one_token_on_the_cluster_rotate_exactly_once() {

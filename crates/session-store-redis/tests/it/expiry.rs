@@ -8,6 +8,7 @@ use session_core::{Lifetimes, RevokeReason, SessionStore};
 use time::Duration;
 
 use crate::{Probe as _, both_stores, ms};
+use session_core::ApplyRefresh as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_key_expires_at_the_sessions_deadline_and_follows_it_on_rotation() {

@@ -12,6 +12,7 @@ use session_store_redis::RedisStore;
 
 use crate::servers::Throwaway;
 use crate::{next_event, single_store};
+use session_core::ApplyRefresh as _;
 
 async fn expect_revoked(
     rx: &mut tokio::sync::mpsc::Receiver<FeedEvent>,

@@ -6,6 +6,7 @@ use session_core::rotation::RefreshOutcome;
 use session_core::{Lifetimes, Session, SessionId, SessionStore};
 
 use crate::{Cleaned, Probe as _, single_store_with_prefix, unique_prefix};
+use session_core::ApplyRefresh as _;
 
 /// The budget per live session: its key and its share of its user's index.
 const BUDGET: i64 = 600;

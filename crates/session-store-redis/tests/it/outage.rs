@@ -13,6 +13,8 @@ use session_core::{
 use session_store_redis::RedisStore;
 
 use crate::servers::{Throwaway, free_port};
+use session_core::ApplyRefresh as _;
+use session_core::WriteHints;
 
 /// A generous bound that tells "answers" from "hangs" (not a speed check).
 const NOT_A_HANG: Duration = Duration::from_secs(20);
@@ -65,7 +67,7 @@ async fn every_operation_on_a_stopped_redis_is_unavailable_and_a_restarted_one_i
     );
     assert_unavailable(
         "replace",
-        bounded("replace", store.replace(&session, 0)).await,
+        bounded("replace", store.replace(&session, 0, WriteHints::NONE)).await,
     );
     assert_unavailable(
         "revoke",

@@ -13,6 +13,7 @@ use session_core::session::{Lifetimes, RevokeReason};
 use session_store_sqlite::SqliteStore;
 
 use crate::support::db_path;
+use session_core::ApplyRefresh as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_refreshes_of_one_token_on_one_file_rotate_exactly_once() {

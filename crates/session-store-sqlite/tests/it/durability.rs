@@ -13,6 +13,7 @@ use session_store_sqlite::SqliteStore;
 use time::Duration;
 
 use crate::support::db_path;
+use session_core::ApplyRefresh as _;
 
 #[tokio::test]
 async fn sessions_users_and_audit_events_survive_closing_and_reopening_the_file() {

@@ -8,6 +8,7 @@ use session_core::rotation::RefreshOutcome;
 use session_core::session::Lifetimes;
 
 use crate::support::{bytes_on_disk, temp_store};
+use session_core::ApplyRefresh as _;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
