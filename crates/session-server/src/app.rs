@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::conn::ConnLimits;
 use crate::error::ApiError;
 use crate::state::{AppState, Opened, Pending, StartupError};
+use crate::telemetry::LoggedSession;
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
@@ -172,10 +173,6 @@ async fn deadline(State(limit): State<StdDuration>, req: Request, next: Next) ->
         }
     }
 }
-
-/// A session id a handler wants in the request's log line.
-#[derive(Debug, Clone)]
-pub struct LoggedSession(pub String);
 
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
     let body_limit = state.settings.body_limit;

@@ -257,7 +257,7 @@ pub(crate) fn issued_response(
 /// secret; tokens never are logged).
 pub(crate) fn log_session(res: &mut Response, id: &SessionId) {
     res.extensions_mut()
-        .insert(crate::app::LoggedSession(id.to_string()));
+        .insert(crate::telemetry::LoggedSession(id.to_string()));
 }
 
 /// The full CSRF check of a cookie-transport state change: the origin
