@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
+use crate::health;
 use crate::keyring::RingError;
 use crate::public::{issued_response, no_store};
 use crate::state::AppState;
@@ -52,13 +53,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin/v1/keys/rotate", post(rotate_keys))
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/readyz", get(crate::public::readyz))
+        .route("/readyz", get(health::readyz))
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(health::healthz))
         .merge(protected)
 }
 

@@ -11,6 +11,7 @@ pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod geoip;
+pub mod health;
 pub mod keyring;
 pub mod master;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! The public listener: login, refresh, logout, who-am-I, devices,
-//! forward-auth, JWKS, health.
+//! forward-auth, JWKS; and the health checks of `health`.
 
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::extract::{
     ACCESS_COOKIE, CSRF_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json,
     wants_bearer,
 };
+use crate::health;
 use crate::state::AppState;
 use session_axum::{AuthError, Authenticated};
 
@@ -38,8 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{session_id}", delete(revoke_own))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
 }
 
 /// Login request.
@@ -652,46 +653,4 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
         res.headers_mut().insert(header::CACHE_CONTROL, v);
     }
     res
-}
-
-#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "alive")))]
-pub(crate) async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
-}
-
-/// Readiness: every store answers. The body says which store and which
-/// validation mode are in force.
-#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "stores reachable"), (status = 503, description = "store_unavailable")))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let mode = state.validator.effective_mode().as_str();
-    let backlog = state.info.audit_backlog.as_ref().map(|f| f());
-    match state.service.ready().await {
-        Ok(()) => Json(serde_json::json!({
-            "status": "ready",
-            "store": state.info.store_kind,
-            "audit": state.info.audit_kind,
-            "validation_mode": mode,
-            "configured_validation_mode": state.validator.mode().as_str(),
-            "audit_backlog": backlog,
-            // "stale": the shared key ring cannot be re-read; this
-            // instance signs and verifies with its last good copy.
-            "keys": if state.keys.is_stale() { "stale" } else { "current" },
-        }))
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({
-                    "error": "store_unavailable",
-                    "message": "a store cannot be reached",
-                    "status": "not_ready",
-                    "store": state.info.store_kind,
-                    "audit": state.info.audit_kind,
-                    "validation_mode": mode,
-                })),
-            )
-                .into_response()
-        }
-    }
 }
