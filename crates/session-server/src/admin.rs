@@ -9,11 +9,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use session_core::audit::AuditEvent;
 use session_core::keys::{KeyInfo, RotateError};
 use session_core::rotation::RefreshStanding;
-use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId};
+use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, SessionId};
 use time::OffsetDateTime;
 
 use crate::checkpoint::{CheckpointList, CheckpointView};
@@ -21,8 +21,8 @@ use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
 use crate::health;
 use crate::keyring::RingError;
-use crate::public::{issued_response, no_store};
 use crate::state::AppState;
+use crate::wire::{AdminSessionView, issued_response, no_store};
 
 /// The admin router (state applied by the caller).
 pub fn router(state: AppState) -> Router<AppState> {
@@ -106,7 +106,7 @@ fn valid_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::public::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
+#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::wire::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -229,79 +229,6 @@ pub(crate) async fn introspect(
     let mut res = Json(body).into_response();
     no_store(&mut res);
     Ok(res)
-}
-
-/// One session as operators see it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AdminSessionView {
-    /// Session id.
-    pub session_id: String,
-    /// User id.
-    pub user_id: String,
-    /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
-    /// The earlier of the idle and absolute deadlines.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-    /// Idle deadline.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub idle_expires_at: OffsetDateTime,
-    /// Absolute deadline.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub absolute_expires_at: OffsetDateTime,
-    /// Client IP.
-    pub ip: Option<String>,
-    /// Client user agent.
-    pub user_agent: Option<String>,
-    /// Metadata.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// Alive now.
-    pub active: bool,
-    /// When revoked.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Why revoked.
-    pub revoked_reason: Option<&'static str>,
-    /// Refresh-token generation.
-    pub refresh_generation: u64,
-    /// (v1.1, with a GeoIP database) where the session was last used;
-    /// `null` where unknown. Absent without a database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::public::LocationView>, nullable)]
-    pub location: Option<Option<crate::public::LocationView>>,
-}
-
-impl AdminSessionView {
-    fn new(s: &Session, now: OffsetDateTime, state: &AppState) -> Self {
-        Self {
-            session_id: s.id.to_string(),
-            user_id: s.user_id.clone(),
-            created_at: s.created_at,
-            last_seen_at: s.last_seen_at,
-            expires_at: s.expires_at(),
-            idle_expires_at: s.idle_expires_at,
-            absolute_expires_at: s.absolute_expires_at,
-            ip: s.ip.clone(),
-            user_agent: s.user_agent.clone(),
-            metadata: s.metadata.clone(),
-            active: s.is_active(now),
-            revoked_at: s.revoked.map(|r| r.at),
-            revoked_reason: s.revoked.map(|r| r.reason.as_str()),
-            refresh_generation: s.refresh.generation,
-            location: crate::public::LocationView::of(state, s),
-        }
-    }
 }
 
 /// An operator's note on a revocation (`?reason=…`), kept in the audit

@@ -22,6 +22,7 @@ pub mod state;
 pub mod telemetry;
 pub mod testing;
 pub mod ui;
+pub mod wire;
 
 pub use app::{admin_app, public_app, serve};
 pub use config::{RawSettings, Settings};

@@ -3,12 +3,11 @@
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::admin::{
-    AdminSessionView, CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest,
-};
+use crate::admin::{CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest};
 use crate::checkpoint::{CheckpointList, CheckpointView};
-use crate::public::{
-    DeviceList, DeviceView, LocationView, LoginRequest, RefreshRequest, SessionView, TokenResponse,
+use crate::public::{LoginRequest, RefreshRequest};
+use crate::wire::{
+    AdminSessionView, DeviceList, DeviceView, LocationView, SessionView, TokenResponse,
 };
 
 #[derive(OpenApi)]
