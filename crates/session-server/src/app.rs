@@ -214,7 +214,8 @@ pub fn public_app(state: AppState) -> Router {
 
 /// The admin listener's app.
 pub fn admin_app(state: AppState) -> Router {
-    finish(crate::admin::router(state.clone()), state, "admin")
+    let router = crate::admin::router(state.clone(), crate::openapi::router());
+    finish(router, state, "admin")
 }
 
 /// Serves both listeners until `shutdown` resolves, then lets in-flight

@@ -1,11 +1,17 @@
-//! The OpenAPI 3.1 document of both listeners, generated from the code.
+//! The OpenAPI 3.1 document of both listeners, generated from the code,
+//! and the admin route that serves it. It sits above the routers (it names
+//! their handlers); the app mounts its route behind the admin token.
 
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use crate::admin::{CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest};
 use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::public::{LoginRequest, RefreshRequest};
+use crate::state::AppState;
 use crate::wire::{
     AdminSessionView, DeviceList, DeviceView, LocationView, SessionView, TokenResponse,
 };
@@ -44,7 +50,7 @@ use crate::wire::{
         crate::admin::list_keys,
         crate::admin::rotate_keys,
         crate::admin::metrics,
-        crate::admin::openapi,
+        serve,
     ),
     modifiers(&AdminToken),
     tags(
@@ -69,6 +75,17 @@ use crate::wire::{
     ))
 )]
 struct ApiDoc;
+
+/// The route of the document, for the admin router (which puts it behind
+/// the admin token).
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/admin/v1/openapi.json", get(serve))
+}
+
+#[utoipa::path(get, path = "/admin/v1/openapi.json", operation_id = "openapi", tag = "admin", responses((status = 200, description = "this document")), security(("admin_token" = [])))]
+pub(crate) async fn serve() -> Response {
+    Json(document()).into_response()
+}
 
 struct AdminToken;
 
