@@ -377,8 +377,8 @@ pub(crate) async fn list_sessions(
             .iter()
             .map(|s| DeviceView {
                 session_id: s.id.to_string(),
-                created_at: s.created_at,
-                last_seen_at: s.last_seen_at,
+                created_at: s.created_at.into(),
+                last_seen_at: s.last_seen_at.into(),
                 ip: s.ip.clone(),
                 user_agent: s.user_agent.clone(),
                 current: s.id == auth.session_id,

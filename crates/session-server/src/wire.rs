@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use session_core::service::Issued;
 use session_core::{Session, SessionId};
 use time::OffsetDateTime;
@@ -14,6 +14,38 @@ use time::OffsetDateTime;
 use crate::browser::{refresh_cookie_path, set_cookie};
 use crate::extract::{ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
 use crate::state::AppState;
+
+/// A point in time on the wire: an RFC 3339 string in UTC, as the contract
+/// says every time is. A body's time fields are of this type, so none can
+/// be written in `time`'s own serde form (an array of numbers) by a field
+/// that forgot its `serde(with)`.
+///
+/// Each such field still says `#[schema(value_type = String, format =
+/// DateTime)]`: utoipa inlines a field's schema only for types it knows,
+/// and a `ToSchema` of this type would turn every time field of the
+/// published OpenAPI document into a `$ref` to a new `Timestamp` schema.
+/// The type deliberately has no `ToSchema`, so a field without the
+/// attribute does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl From<OffsetDateTime> for Timestamp {
+    fn from(t: OffsetDateTime) -> Self {
+        Self(t)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        time::serde::rfc3339::deserialize(deserializer).map(Self)
+    }
+}
 
 /// Login / refresh / session-creation answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -25,13 +57,11 @@ pub struct TokenResponse {
     /// CSRF token for cookie-transport state changes.
     pub csrf_token: String,
     /// When the access token expires (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub access_expires_at: OffsetDateTime,
+    pub access_expires_at: Timestamp,
     /// When the session dies unless refreshed (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: Timestamp,
     /// Bearer transport: the access token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
@@ -54,17 +84,14 @@ pub struct SessionView {
     /// User id.
     pub user_id: String,
     /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
+    pub created_at: Timestamp,
     /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
+    pub last_seen_at: Timestamp,
     /// When the session dies unless refreshed.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: Timestamp,
     /// Metadata from the backend that opened it.
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
@@ -79,9 +106,9 @@ impl From<&Session> for SessionView {
         Self {
             session_id: s.id.to_string(),
             user_id: s.user_id.clone(),
-            created_at: s.created_at,
-            last_seen_at: s.last_seen_at,
-            expires_at: s.expires_at(),
+            created_at: s.created_at.into(),
+            last_seen_at: s.last_seen_at.into(),
+            expires_at: s.expires_at().into(),
             metadata: s.metadata.clone(),
             csrf_token: None,
         }
@@ -94,13 +121,11 @@ pub struct DeviceView {
     /// Session id.
     pub session_id: String,
     /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
+    pub created_at: Timestamp,
     /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
+    pub last_seen_at: Timestamp,
     /// Client IP at login or last refresh.
     pub ip: Option<String>,
     /// Client user agent.
@@ -151,25 +176,20 @@ pub struct AdminSessionView {
     /// User id.
     pub user_id: String,
     /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
+    pub created_at: Timestamp,
     /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
+    pub last_seen_at: Timestamp,
     /// The earlier of the idle and absolute deadlines.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: Timestamp,
     /// Idle deadline.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub idle_expires_at: OffsetDateTime,
+    pub idle_expires_at: Timestamp,
     /// Absolute deadline.
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub absolute_expires_at: OffsetDateTime,
+    pub absolute_expires_at: Timestamp,
     /// Client IP.
     pub ip: Option<String>,
     /// Client user agent.
@@ -180,9 +200,8 @@ pub struct AdminSessionView {
     /// Alive now.
     pub active: bool,
     /// When revoked.
-    #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
-    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<Timestamp>,
     /// Why revoked.
     pub revoked_reason: Option<&'static str>,
     /// Refresh-token generation.
@@ -199,16 +218,16 @@ impl AdminSessionView {
         Self {
             session_id: s.id.to_string(),
             user_id: s.user_id.clone(),
-            created_at: s.created_at,
-            last_seen_at: s.last_seen_at,
-            expires_at: s.expires_at(),
-            idle_expires_at: s.idle_expires_at,
-            absolute_expires_at: s.absolute_expires_at,
+            created_at: s.created_at.into(),
+            last_seen_at: s.last_seen_at.into(),
+            expires_at: s.expires_at().into(),
+            idle_expires_at: s.idle_expires_at.into(),
+            absolute_expires_at: s.absolute_expires_at.into(),
             ip: s.ip.clone(),
             user_agent: s.user_agent.clone(),
             metadata: s.metadata.clone(),
             active: s.is_active(now),
-            revoked_at: s.revoked.map(|r| r.at),
+            revoked_at: s.revoked.map(|r| r.at.into()),
             revoked_reason: s.revoked.map(|r| r.reason.as_str()),
             refresh_generation: s.refresh.generation,
             location: LocationView::of(state, s),
@@ -239,8 +258,8 @@ pub(crate) fn issued_response(
         session_id: issued.session.id.to_string(),
         user_id: issued.session.user_id.clone(),
         csrf_token: issued.csrf_token.expose().to_owned(),
-        access_expires_at: issued.access_expires_at,
-        expires_at: issued.session.expires_at(),
+        access_expires_at: issued.access_expires_at.into(),
+        expires_at: issued.session.expires_at().into(),
         access_token: bearer.then(|| issued.access_token.expose().to_owned()),
         refresh_token: bearer.then(|| issued.refresh_token.expose().to_owned()),
         token_type: bearer.then_some(if issued.session.dpop_jkt.is_some() {
@@ -288,4 +307,73 @@ pub(crate) fn issued_response(
 pub(crate) fn log_session(res: &mut Response, id: &SessionId) {
     res.extensions_mut()
         .insert(crate::telemetry::LoggedSession(id.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn a_timestamp_is_written_exactly_as_the_rfc3339_attribute_wrote_it() {
+        #[derive(Serialize)]
+        struct Attributed {
+            #[serde(with = "time::serde::rfc3339")]
+            at: OffsetDateTime,
+            #[serde(with = "time::serde::rfc3339::option")]
+            maybe: Option<OffsetDateTime>,
+        }
+        #[derive(Serialize)]
+        struct Typed {
+            at: Timestamp,
+            maybe: Option<Timestamp>,
+        }
+        for at in [
+            OffsetDateTime::UNIX_EPOCH,
+            datetime!(2025-03-04 05:06:07 UTC),
+            datetime!(2025-03-04 05:06:07.120 UTC),
+            datetime!(2025-03-04 05:06:07.123456789 UTC),
+            datetime!(2025-03-04 05:06:07 +02:00),
+        ] {
+            for maybe in [None, Some(at)] {
+                let attributed = serde_json::to_string(&Attributed { at, maybe }).unwrap();
+                let typed = serde_json::to_string(&Typed {
+                    at: at.into(),
+                    maybe: maybe.map(Timestamp),
+                })
+                .unwrap();
+                assert_eq!(typed, attributed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_timestamp_is_an_rfc3339_string_in_utc() {
+        let json = |t: OffsetDateTime| serde_json::to_string(&Timestamp(t)).unwrap();
+        assert_eq!(
+            json(datetime!(2025-03-04 05:06:07 UTC)),
+            r#""2025-03-04T05:06:07Z""#
+        );
+        assert_eq!(
+            json(datetime!(2025-03-04 05:06:07.25 UTC)),
+            r#""2025-03-04T05:06:07.25Z""#
+        );
+        assert_eq!(serde_json::to_string(&None::<Timestamp>).unwrap(), "null");
+    }
+
+    #[test]
+    fn a_timestamp_reads_back_what_it_wrote_and_nothing_else() {
+        let at = Timestamp(datetime!(2025-03-04 05:06:07.5 UTC));
+        let text = serde_json::to_string(&at).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&text).unwrap(), at);
+        for other in [
+            r#""2025-03-04 05:06:07""#,
+            "1741064767",
+            "[2025,63]",
+            r#""""#,
+        ] {
+            assert!(serde_json::from_str::<Timestamp>(other).is_err(), "{other}");
+        }
+    }
 }
