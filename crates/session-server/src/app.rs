@@ -18,7 +18,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::conn::ConnLimits;
 use crate::error::ApiError;
-use crate::state::{AppState, Opened, Pending, StartupError};
+use crate::startup::StartupError;
+use crate::state::{AppState, Opened, Pending};
 use crate::telemetry::LoggedSession;
 
 async fn not_found() -> ApiError {

@@ -13,7 +13,8 @@ use session_core::record::RecordCipher;
 use session_core::{RevocationFeed, SessionStore, StoreError, UserStore};
 
 use crate::config::Settings;
-use crate::state::{AuditChain, Backends, StartupError};
+use crate::startup::StartupError;
+use crate::state::{AuditChain, Backends};
 
 /// A URL with any credentials cut out, for logs and errors.
 pub fn redact(url: &str) -> String {

@@ -17,7 +17,7 @@ use session_core::service::SessionService;
 use session_core::shared::SharedValues;
 use session_core::{Actor, Clock, StoreError};
 
-use crate::state::StartupError;
+use crate::startup::StartupError;
 
 /// How often the clock is asked whether a step is due.
 pub const TICK: StdDuration = StdDuration::from_secs(1);

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod public;
 pub mod ratelimit;
+pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod testing;
@@ -26,4 +27,5 @@ pub mod wire;
 
 pub use app::{admin_app, public_app, serve};
 pub use config::{RawSettings, Settings};
-pub use state::{AppState, Backends, StartupError};
+pub use startup::StartupError;
+pub use state::{AppState, Backends};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use metrics_exporter_prometheus::PrometheusHandle;
-use session_core::keys::{KeyError, KeyRing, VerifyPolicy};
+use session_core::keys::{KeyRing, VerifyPolicy};
 use session_core::service::{ServiceConfig, ServiceParts, SessionService};
 use session_core::{
     AnomalyPolicy, AuditLog, Clock, Lifetimes, RevocationFeed, SessionStore, StoreError,
@@ -18,10 +18,11 @@ use session_core::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
 use crate::geoip::GeoIp;
 use crate::keyring::{FileHome, KeyManager};
 use crate::ratelimit::RateLimits;
+use crate::startup::StartupError;
 use session_axum::Validator;
 use session_core::sealing::MasterKey;
 
@@ -83,76 +84,6 @@ impl std::fmt::Debug for Backends {
             .field("audit_kind", &self.audit_kind)
             .finish_non_exhaustive()
     }
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartupError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A file in the data directory.
-    #[error("{what} at {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A stored file could not be read back.
-    #[error("{path} is corrupt")]
-    Corrupt {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A store could not be opened.
-    #[error("cannot open the {what}")]
-    Store {
-        /// Which store.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// Keys could not be made.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// A sealed file does not open under the master key given.
-    #[error("cannot open {path} with this master key")]
-    Sealed {
-        /// Where.
-        path: PathBuf,
-        /// Why (a wrong master key names both key ids).
-        #[source]
-        source: session_core::sealing::SealError,
-    },
-    /// A store URL this build does not know.
-    #[error("unsupported {what} URL scheme in {url:?}")]
-    Unsupported {
-        /// Which setting.
-        what: &'static str,
-        /// The URL without credentials.
-        url: String,
-    },
-    /// A listener could not be bound or served.
-    #[error("listener {addr}")]
-    Listen {
-        /// Address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The GeoIP database named by `geoip_db` does not open.
-    #[error(transparent)]
-    GeoIp(#[from] crate::geoip::GeoIpError),
 }
 
 fn io_err<'a>(
