@@ -31,7 +31,7 @@ async fn sqlite(
     path: &std::path::Path,
     what: &'static str,
 ) -> Result<Arc<SqliteStore>, StartupError> {
-    crate::state::prepare_private_file(path)?;
+    crate::files::prepare_private_file(path)?;
     SqliteStore::open(path)
         .await
         .map(Arc::new)
@@ -124,7 +124,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
     let (sessions, sqlite_store) = match scheme {
         "sqlite" => {
             let path = PathBuf::from(rest);
-            crate::state::prepare_private_file(&path)?;
+            crate::files::prepare_private_file(&path)?;
             let store = SqliteStore::open(&path)
                 .await
                 .map(|s| Arc::new(s.with_records(records.clone())))

@@ -264,7 +264,7 @@ impl FileHome {
             what: "encode",
             source: Box::new(e),
         })?;
-        crate::state::write_private(&self.path, &json).map_err(|e| RingError::Io {
+        crate::files::write_private(&self.path, &json).map_err(|e| RingError::Io {
             what: "write",
             source: Box::new(e),
         })

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod dpop;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod geoip;
 pub mod health;
 pub mod keyring;

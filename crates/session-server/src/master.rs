@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use session_core::sealing::{MasterKey, SealError, is_sealed};
 
 use crate::config::{ConfigError, Settings};
+use crate::files::write_private;
 use crate::startup::StartupError;
-use crate::state::write_private;
 
 /// What seals the token secret in its file.
 pub const TOKEN_SECRET_PURPOSE: &str = "token-secret";
