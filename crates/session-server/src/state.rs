@@ -2,7 +2,7 @@
 //! backends, and the secrets kept in the data directory.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::files::{create_private_dir, write_private};
 use crate::geoip::GeoIp;
 use crate::keyring::{FileHome, KeyManager};
+use crate::master::keys_path;
 use crate::ratelimit::RateLimits;
 use crate::startup::StartupError;
 use session_axum::Validator;
@@ -209,11 +210,6 @@ pub fn key_ring(
             source: Box::new(e),
         })?;
     Ok((ring.with_schedule(schedule), home, false))
-}
-
-/// Where the key ring is kept.
-pub fn keys_path(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("keys.json")
 }
 
 /// Facts about the running server for readiness and status.
