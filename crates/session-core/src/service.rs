@@ -88,6 +88,11 @@ pub enum ServiceError {
     /// Password hashing failed.
     #[error(transparent)]
     Password(#[from] user::PasswordError),
+    /// A task the service ran on the blocking pool (hashing or checking a
+    /// password) panicked or was cancelled: a fault of this process, not a
+    /// store that cannot answer.
+    #[error("a task of the session service failed")]
+    Internal(#[from] tokio::task::JoinError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -409,7 +414,9 @@ impl SessionService {
     /// checked refuses this session, or revokes it if it was created first:
     /// a login with the old password never outlives the change. A refused
     /// login is [`ServiceError::InvalidCredentials`] (the password it
-    /// checked is no longer the user's).
+    /// checked is no longer the user's). A password check that does not
+    /// finish (its task panicked) is [`ServiceError::Internal`], neither a
+    /// failed login nor a success.
     pub async fn login(
         &self,
         username: &str,
@@ -421,9 +428,8 @@ impl SessionService {
         let known = user.is_some();
         let hash = user.map_or_else(|| user::dummy_hash().to_owned(), |u| u.password_hash);
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || user::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || user::verify_password(&password, &hash)).await?;
         if !(ok && known) {
             let mut event =
                 AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now()).client(client);
@@ -855,13 +861,32 @@ impl AuditOutcome {
 
 async fn hash_blocking(password: &str) -> Result<String, ServiceError> {
     let password = password.to_owned();
-    match tokio::task::spawn_blocking(move || user::hash_password(&password)).await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(ServiceError::Store(StoreError::backend(e))),
-    }
+    Ok(tokio::task::spawn_blocking(move || user::hash_password(&password)).await??)
 }
 
 /// Whether an anomaly action revokes (for callers that report policies).
 pub fn revokes(action: AnomalyAction) -> bool {
     action == AnomalyAction::Revoke
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_did_not_finish_is_an_internal_error_not_a_store_outage() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = ServiceError::from(task.await.unwrap_err());
+        assert!(matches!(e, ServiceError::Internal(_)), "{e:?}");
+        assert!(
+            e.source()
+                .is_some_and(|s| s.to_string().contains("cancelled")),
+            "the task's error is kept as the source: {e:?}"
+        );
+    }
 }
