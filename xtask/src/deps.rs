@@ -32,10 +32,7 @@ const BANNED_FROM_CORE: &[&str] = &[
 
 /// Runs `cargo metadata` and checks the workspace's dependency directions.
 pub(crate) fn check_workspace() -> Result<()> {
-    let json = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1"]))?;
-    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata`")?;
-    let graph = Graph::from_metadata(&metadata)?;
-    let violations = graph.violations();
+    let violations = workspace_violations()?;
     if violations.is_empty() {
         eprintln!("dependency directions: ok");
         return Ok(());
@@ -47,6 +44,15 @@ pub(crate) fn check_workspace() -> Result<()> {
         "dependency-direction check: {} violation(s), listed above",
         violations.len()
     )
+}
+
+/// What breaks the rules in this workspace, from `cargo metadata`: what
+/// `cargo xtask ci` reports, and what
+/// `this_workspace_keeps_its_dependency_rules` asserts is empty.
+fn workspace_violations() -> Result<Vec<String>> {
+    let json = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1"]))?;
+    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata`")?;
+    Ok(Graph::from_metadata(&metadata)?.violations())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +344,13 @@ mod tests {
         let mut deps = healthy();
         deps.extend_from_slice(extra);
         violations(&deps)
+    }
+
+    /// The rules on this workspace itself, so that `cargo test` breaks as
+    /// soon as a dependency bends an arrow, not only `cargo xtask ci`.
+    #[test]
+    fn this_workspace_keeps_its_dependency_rules() {
+        assert_eq!(workspace_violations().unwrap(), Vec::<String>::new());
     }
 
     #[test]
