@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
 use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
-use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, details};
 use crate::clock::Clock;
 use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, TokenError};
 use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams, RefreshStanding};
@@ -290,7 +290,7 @@ impl SessionService {
             .client(client)
             .reason(reason);
         if let Some(note) = note {
-            event = event.details(serde_json::json!({ "note": note }));
+            event = event.with_details(&details::RevocationNote { note });
         }
         self.record(event).await
     }
@@ -436,8 +436,11 @@ impl SessionService {
             if known {
                 event = event.user(username);
             }
-            self.record(event.details(serde_json::json!({ "known_user": known })))
-                .await?;
+            self.record(event.with_details(&details::LoginFailed {
+                known_user: known,
+                superseded: false,
+            }))
+            .await?;
             return Err(ServiceError::InvalidCredentials);
         }
         match self
@@ -449,7 +452,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now())
                         .client(client)
                         .user(username)
-                        .details(serde_json::json!({ "known_user": true, "superseded": true })),
+                        .with_details(&details::LoginFailed {
+                            known_user: true,
+                            superseded: true,
+                        }),
                 )
                 .await?;
                 Err(ServiceError::InvalidCredentials)
@@ -508,7 +514,7 @@ impl SessionService {
                         AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
                             .session(session.id, session.user_id.clone())
                             .client(client)
-                            .details(a.details()),
+                            .with_details(&details::AnomalyDetected::from(a)),
                     )
                     .await,
                 );
@@ -520,7 +526,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
                         .session(session.id, session.user_id.clone())
                         .client(client)
-                        .details(serde_json::json!({ "generation": session.refresh.generation })),
+                        .with_details(&details::Refreshed {
+                            grace_replay: false,
+                            generation: session.refresh.generation,
+                        }),
                 )
                 .await?;
                 audit.finish()?;
@@ -535,7 +544,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
                         .session(session.id, session.user_id.clone())
                         .client(client)
-                        .details(serde_json::json!({ "grace_replay": true, "generation": session.refresh.generation })),
+                        .with_details(&details::Refreshed {
+                            grace_replay: true,
+                            generation: session.refresh.generation,
+                        }),
                 )
                 .await?;
                 audit.finish()?;
@@ -548,10 +560,10 @@ impl SessionService {
                         AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
                             .session(session.id, session.user_id.clone())
                             .client(client)
-                            .details(serde_json::json!({
-                                "presented_generation": presented.generation,
-                                "live_generation": session.refresh.generation,
-                            })),
+                            .with_details(&details::ReuseDetected {
+                                presented_generation: presented.generation,
+                                live_generation: session.refresh.generation,
+                            }),
                     )
                     .await;
                 audit.note(reused);
@@ -811,15 +823,17 @@ impl SessionService {
         immediate: bool,
     ) -> Result<(), ServiceError> {
         self.record(
-            AuditEvent::new(AuditKind::KeyRotated, actor, self.now()).details(serde_json::json!({
-                "kid": info.kid,
-                "alg": info.alg.to_string(),
-                "activated_at": info
-                    .activated_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok(),
-                "immediate": immediate,
-            })),
+            AuditEvent::new(AuditKind::KeyRotated, actor, self.now()).with_details(
+                &details::KeyRotated {
+                    kid: &info.kid,
+                    alg: info.alg.to_string(),
+                    activated_at: info
+                        .activated_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok(),
+                    immediate,
+                },
+            ),
         )
         .await
     }
