@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use crate::cmd;
 use crate::deploy;
 use crate::deps;
+use crate::layers;
 use crate::services::Services;
 use crate::setup;
 use crate::suite;
@@ -17,7 +18,10 @@ pub(crate) fn run() -> Result<()> {
     step(1, "formatting", || {
         cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
-    step(2, "dependency directions", deps::check_workspace)?;
+    step(2, "dependency directions", || {
+        deps::check_workspace()?;
+        layers::check()
+    })?;
     step(3, "deployment files", deploy::check)?;
     step(4, "packages", || {
         // Every library crate packages on its own (versions on path

@@ -1,6 +1,7 @@
 //! Dependencies point one way: stores → core; axum → core; server → core +
-//! axum + stores; admin → core; nothing → xtask. Checked on `cargo metadata`'s resolve
-//! graph, so that a dependency added anywhere cannot bend the arrows.
+//! axum + stores; admin → core; examples → core + axum + stores; nothing →
+//! xtask. Checked on `cargo metadata`'s resolve graph, so that a dependency
+//! added anywhere cannot bend the arrows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -16,6 +17,14 @@ const ADMIN: &str = "session-admin";
 const AXUM: &str = "session-axum";
 const XTASK: &str = "xtask";
 const STORE_PREFIX: &str = "session-store-";
+const EXAMPLE_PREFIX: &str = "example-";
+
+/// The API boundaries: the crates other teams import (session-core,
+/// session-axum, the stores). The server and the examples are built on
+/// these alone.
+fn is_api_boundary(name: &str) -> bool {
+    name == CORE || name == AXUM || name.starts_with(STORE_PREFIX)
+}
 
 /// What session-core must not pull in, however indirectly: it does no I/O
 /// and knows nothing of HTTP, SQL, Redis or command lines.
@@ -32,10 +41,7 @@ const BANNED_FROM_CORE: &[&str] = &[
 
 /// Runs `cargo metadata` and checks the workspace's dependency directions.
 pub(crate) fn check_workspace() -> Result<()> {
-    let json = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1"]))?;
-    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata`")?;
-    let graph = Graph::from_metadata(&metadata)?;
-    let violations = graph.violations();
+    let violations = workspace_violations()?;
     if violations.is_empty() {
         eprintln!("dependency directions: ok");
         return Ok(());
@@ -47,6 +53,15 @@ pub(crate) fn check_workspace() -> Result<()> {
         "dependency-direction check: {} violation(s), listed above",
         violations.len()
     )
+}
+
+/// What breaks the rules in this workspace, from `cargo metadata`: what
+/// `cargo xtask ci` reports, and what
+/// `this_workspace_keeps_its_dependency_rules` asserts is empty.
+fn workspace_violations() -> Result<Vec<String>> {
+    let json = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1"]))?;
+    let metadata: Value = serde_json::from_str(&json).context("parsing `cargo metadata`")?;
+    Ok(Graph::from_metadata(&metadata)?.violations())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +240,19 @@ impl Graph {
                     ));
                 }
             }
+            if name == SERVER || name.starts_with(EXAMPLE_PREFIX) {
+                for dep in non_dev.iter().filter(|dep| !is_api_boundary(dep)) {
+                    found.push(format!(
+                        "`{name}` depends on workspace crate `{dep}` (only the API boundaries `{CORE}`, `{AXUM}` and the stores are allowed, others as dev-dependencies)"
+                    ));
+                }
+            }
             if name == ADMIN {
+                for dep in non_dev.iter().filter(|dep| **dep != CORE) {
+                    found.push(format!(
+                        "`{ADMIN}` depends on workspace crate `{dep}` (only `{CORE}` is allowed: it reaches the server over HTTP)"
+                    ));
+                }
                 for (package, path) in self.closure(id, Edge::is_non_dev) {
                     let dep = self.name(package);
                     if self.members.contains(package)
@@ -302,8 +329,10 @@ mod tests {
         "session-core",
         "session-conformance",
         "session-store-redis",
+        "session-axum",
         "session-server",
         "session-admin",
+        "example-app",
         "xtask",
     ];
 
@@ -315,13 +344,19 @@ mod tests {
             ("session-store-redis", "session-core", None),
             ("session-store-redis", "redis", None),
             ("session-store-redis", "session-conformance", Some("dev")),
+            ("session-axum", "session-core", None),
+            ("session-axum", "session-server", Some("dev")),
             ("session-server", "session-core", None),
+            ("session-server", "session-axum", None),
             ("session-server", "session-store-redis", None),
             ("session-server", "axum", None),
             ("axum", "tower", None),
             ("session-admin", "session-core", None),
             ("session-admin", "reqwest", None),
             ("session-admin", "session-server", Some("dev")),
+            ("example-app", "session-axum", None),
+            ("example-app", "session-store-redis", None),
+            ("example-app", "session-server", Some("dev")),
             ("xtask", "clap", None),
         ]
     }
@@ -338,6 +373,13 @@ mod tests {
         let mut deps = healthy();
         deps.extend_from_slice(extra);
         violations(&deps)
+    }
+
+    /// The rules on this workspace itself, so that `cargo test` breaks as
+    /// soon as a dependency bends an arrow, not only `cargo xtask ci`.
+    #[test]
+    fn this_workspace_keeps_its_dependency_rules() {
+        assert_eq!(workspace_violations().unwrap(), Vec::<String>::new());
     }
 
     #[test]
@@ -422,6 +464,36 @@ mod tests {
             found,
             [
                 "`session-admin` depends on `session-store-redis` (through session-admin -> shim -> session-store-redis)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_server_depending_on_the_admin_cli_is_reported() {
+        assert_eq!(
+            with(&[("session-server", "session-admin", None)]),
+            [
+                "`session-server` depends on workspace crate `session-admin` (only the API boundaries `session-core`, `session-axum` and the stores are allowed, others as dev-dependencies)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_example_may_test_against_the_server_but_not_be_built_on_it() {
+        assert_eq!(
+            with(&[("example-app", "session-server", None)]),
+            [
+                "`example-app` depends on workspace crate `session-server` (only the API boundaries `session-core`, `session-axum` and the stores are allowed, others as dev-dependencies)"
+            ]
+        );
+    }
+
+    #[test]
+    fn admin_depending_on_session_axum_is_reported() {
+        assert_eq!(
+            with(&[("session-admin", "session-axum", None)]),
+            [
+                "`session-admin` depends on workspace crate `session-axum` (only `session-core` is allowed: it reaches the server over HTTP)"
             ]
         );
     }

@@ -14,7 +14,8 @@ pub(crate) struct Xtask {
 pub(crate) enum Command {
     /// Run the whole gate: fmt, dependency directions, clippy, tests.
     Ci,
-    /// Check only the dependency directions (step 2 of `ci`).
+    /// Check only the dependency directions and the server's module
+    /// layers (step 2 of `ci`).
     Deps,
     /// Start the services and run the tests (extra arguments after `--`
     /// go to `cargo nextest run`, or to `cargo test` without nextest).

@@ -6,11 +6,12 @@
 //! - `cargo xtask ci` — the whole gate, in order, stopping at the first
 //!   failure: `setup` (find or install the tools the tests need);
 //!   `cargo fmt --check`; the dependency-direction check (from
-//!   `cargo metadata`); `deploy-check`;
+//!   `cargo metadata`) and the server's module layers; `deploy-check`;
 //!   `cargo clippy --workspace --all-targets -D warnings`;
 //!   the tests (see `test`), against the services. `.ci/run` runs exactly
 //!   this.
-//! - `cargo xtask deps` — only the dependency-direction check.
+//! - `cargo xtask deps` — only the dependency-direction check and the
+//!   module-layer check.
 //! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then
 //!   run `cargo nextest run --workspace --lib --bins --tests --no-fail-fast` (or
 //!   `cargo test` when nextest is not installed) with `ARGS` appended, and
@@ -48,6 +49,7 @@ mod cmd;
 mod deploy;
 mod deps;
 mod flags;
+mod layers;
 mod load;
 mod load_resp;
 mod services;
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
     let flags = flags::Xtask::parse();
     let result = match flags.command {
         flags::Command::Ci => ci::run(),
-        flags::Command::Deps => deps::check_workspace(),
+        flags::Command::Deps => deps::check_workspace().and_then(|()| layers::check()),
         flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
         flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
         flags::Command::Bench(args) => bench::run(&args),

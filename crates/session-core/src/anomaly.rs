@@ -143,27 +143,6 @@ pub struct Anomaly {
     pub travel: Option<Travel>,
 }
 
-impl Anomaly {
-    /// The audit event's `details`: the signal, the action, the old and new
-    /// values and, for travel, both places, the distance (km) and the
-    /// speed (km/h).
-    pub fn details(&self) -> serde_json::Value {
-        let mut d = serde_json::json!({
-            "signal": self.signal.as_str(),
-            "action": self.action.to_string(),
-            "old": self.old,
-            "new": self.new,
-        });
-        if let Some(t) = &self.travel {
-            d["from"] = t.from.to_json();
-            d["to"] = t.to.to_json();
-            d["distance_km"] = t.distance_km.round().into();
-            d["speed_kmh"] = t.speed_kmh.round().into();
-        }
-        d
-    }
-}
-
 fn differs(
     out: &mut Vec<Anomaly>,
     signal: Signal,
@@ -346,7 +325,7 @@ mod tests {
             ]
         );
         assert_eq!((got[0].old.as_str(), got[0].new.as_str()), ("FR", "US"));
-        let d = got[1].details();
+        let d = crate::audit::details::json(&crate::audit::details::AnomalyDetected::from(&got[1]));
         assert_eq!(d["signal"], "impossible_travel");
         assert_eq!(d["from"]["country"], "FR");
         assert_eq!(d["to"]["country"], "US");

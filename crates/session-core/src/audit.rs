@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use crate::session::RevokeReason;
 
+pub(crate) mod details;
+
 /// The contract's event kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,6 +193,12 @@ impl AuditEvent {
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
+    }
+
+    /// Sets the details to one of the [`details`] types.
+    #[must_use]
+    pub(crate) fn with_details(self, details: &impl Serialize) -> Self {
+        self.details(details::json(details))
     }
 }
 

@@ -69,20 +69,6 @@ impl Location {
         self.seen_at = Some(at);
         self
     }
-
-    /// The place as the audit log and views show it: `{"country","city"}`
-    /// plus the coordinates where known.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "country": self.country, "city": self.city });
-        if let Some(c) = self.coordinates {
-            v["latitude"] = c.latitude.into();
-            v["longitude"] = c.longitude.into();
-            if let Some(r) = c.accuracy_km {
-                v["accuracy_km"] = r.into();
-            }
-        }
-        v
-    }
 }
 
 impl fmt::Display for Location {

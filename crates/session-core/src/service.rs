@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
 use crate::anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo};
-use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, details};
 use crate::clock::Clock;
 use crate::keys::{AccessClaims, KeyError, KeyInfo, KeyRing, TokenError};
 use crate::rotation::{NextRefresh, RefreshOutcome, RefreshParams, RefreshStanding};
@@ -88,6 +88,11 @@ pub enum ServiceError {
     /// Password hashing failed.
     #[error(transparent)]
     Password(#[from] user::PasswordError),
+    /// A task the service ran on the blocking pool (hashing or checking a
+    /// password) panicked or was cancelled: a fault of this process, not a
+    /// store that cannot answer.
+    #[error("a task of the session service failed")]
+    Internal(#[from] tokio::task::JoinError),
 }
 
 impl From<StoreError> for ServiceError {
@@ -285,7 +290,7 @@ impl SessionService {
             .client(client)
             .reason(reason);
         if let Some(note) = note {
-            event = event.details(serde_json::json!({ "note": note }));
+            event = event.with_details(&details::RevocationNote { note });
         }
         self.record(event).await
     }
@@ -409,7 +414,9 @@ impl SessionService {
     /// checked refuses this session, or revokes it if it was created first:
     /// a login with the old password never outlives the change. A refused
     /// login is [`ServiceError::InvalidCredentials`] (the password it
-    /// checked is no longer the user's).
+    /// checked is no longer the user's). A password check that does not
+    /// finish (its task panicked) is [`ServiceError::Internal`], neither a
+    /// failed login nor a success.
     pub async fn login(
         &self,
         username: &str,
@@ -421,17 +428,19 @@ impl SessionService {
         let known = user.is_some();
         let hash = user.map_or_else(|| user::dummy_hash().to_owned(), |u| u.password_hash);
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || user::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || user::verify_password(&password, &hash)).await?;
         if !(ok && known) {
             let mut event =
                 AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now()).client(client);
             if known {
                 event = event.user(username);
             }
-            self.record(event.details(serde_json::json!({ "known_user": known })))
-                .await?;
+            self.record(event.with_details(&details::LoginFailed {
+                known_user: known,
+                superseded: false,
+            }))
+            .await?;
             return Err(ServiceError::InvalidCredentials);
         }
         match self
@@ -443,7 +452,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::LoginFailed, Actor::User, self.now())
                         .client(client)
                         .user(username)
-                        .details(serde_json::json!({ "known_user": true, "superseded": true })),
+                        .with_details(&details::LoginFailed {
+                            known_user: true,
+                            superseded: true,
+                        }),
                 )
                 .await?;
                 Err(ServiceError::InvalidCredentials)
@@ -502,7 +514,7 @@ impl SessionService {
                         AuditEvent::new(AuditKind::AnomalyDetected, Actor::System, now)
                             .session(session.id, session.user_id.clone())
                             .client(client)
-                            .details(a.details()),
+                            .with_details(&details::AnomalyDetected::from(a)),
                     )
                     .await,
                 );
@@ -514,7 +526,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
                         .session(session.id, session.user_id.clone())
                         .client(client)
-                        .details(serde_json::json!({ "generation": session.refresh.generation })),
+                        .with_details(&details::Refreshed {
+                            grace_replay: false,
+                            generation: session.refresh.generation,
+                        }),
                 )
                 .await?;
                 audit.finish()?;
@@ -529,7 +544,10 @@ impl SessionService {
                     AuditEvent::new(AuditKind::SessionRefreshed, Actor::User, now)
                         .session(session.id, session.user_id.clone())
                         .client(client)
-                        .details(serde_json::json!({ "grace_replay": true, "generation": session.refresh.generation })),
+                        .with_details(&details::Refreshed {
+                            grace_replay: true,
+                            generation: session.refresh.generation,
+                        }),
                 )
                 .await?;
                 audit.finish()?;
@@ -542,10 +560,10 @@ impl SessionService {
                         AuditEvent::new(AuditKind::RefreshReuseDetected, Actor::System, now)
                             .session(session.id, session.user_id.clone())
                             .client(client)
-                            .details(serde_json::json!({
-                                "presented_generation": presented.generation,
-                                "live_generation": session.refresh.generation,
-                            })),
+                            .with_details(&details::ReuseDetected {
+                                presented_generation: presented.generation,
+                                live_generation: session.refresh.generation,
+                            }),
                     )
                     .await;
                 audit.note(reused);
@@ -813,15 +831,17 @@ impl SessionService {
         immediate: bool,
     ) -> Result<(), ServiceError> {
         self.record(
-            AuditEvent::new(AuditKind::KeyRotated, actor, self.now()).details(serde_json::json!({
-                "kid": info.kid,
-                "alg": info.alg.to_string(),
-                "activated_at": info
-                    .activated_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok(),
-                "immediate": immediate,
-            })),
+            AuditEvent::new(AuditKind::KeyRotated, actor, self.now()).with_details(
+                &details::KeyRotated {
+                    kid: &info.kid,
+                    alg: info.alg.to_string(),
+                    activated_at: info
+                        .activated_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok(),
+                    immediate,
+                },
+            ),
         )
         .await
     }
@@ -863,13 +883,32 @@ impl AuditOutcome {
 
 async fn hash_blocking(password: &str) -> Result<String, ServiceError> {
     let password = password.to_owned();
-    match tokio::task::spawn_blocking(move || user::hash_password(&password)).await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(ServiceError::Store(StoreError::backend(e))),
-    }
+    Ok(tokio::task::spawn_blocking(move || user::hash_password(&password)).await??)
 }
 
 /// Whether an anomaly action revokes (for callers that report policies).
 pub fn revokes(action: AnomalyAction) -> bool {
     action == AnomalyAction::Revoke
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_did_not_finish_is_an_internal_error_not_a_store_outage() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = ServiceError::from(task.await.unwrap_err());
+        assert!(matches!(e, ServiceError::Internal(_)), "{e:?}");
+        assert!(
+            e.source()
+                .is_some_and(|s| s.to_string().contains("cancelled")),
+            "the task's error is kept as the source: {e:?}"
+        );
+    }
 }

@@ -9,22 +9,25 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use session_core::audit::AuditEvent;
 use session_core::keys::{KeyInfo, RotateError};
 use session_core::rotation::RefreshStanding;
-use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, Session, SessionId};
+use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, SessionId};
 use time::OffsetDateTime;
 
 use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
+use crate::health;
 use crate::keyring::RingError;
-use crate::public::{issued_response, no_store};
 use crate::state::AppState;
+use crate::wire::{AdminSessionView, issued_response, no_store};
 
-/// The admin router (state applied by the caller).
-pub fn router(state: AppState) -> Router<AppState> {
+/// The admin router (state applied by the caller). `more` are routes served
+/// behind the admin token as well whose handlers cannot live here: the
+/// OpenAPI document's, which names this module's handlers.
+pub fn router(state: AppState, more: Router<AppState>) -> Router<AppState> {
     let protected = Router::new()
         .route("/admin/v1/sessions", post(create_session))
         .route("/admin/v1/introspect", post(introspect))
@@ -50,15 +53,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/admin/v1/keys", get(list_keys))
         .route("/admin/v1/keys/rotate", post(rotate_keys))
-        .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/readyz", get(crate::public::readyz))
+        .route("/readyz", get(health::readyz))
+        .merge(more)
         .layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(health::healthz))
         .merge(protected)
 }
 
@@ -108,7 +108,7 @@ fn valid_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::public::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
+#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::wire::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -231,79 +231,6 @@ pub(crate) async fn introspect(
     let mut res = Json(body).into_response();
     no_store(&mut res);
     Ok(res)
-}
-
-/// One session as operators see it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AdminSessionView {
-    /// Session id.
-    pub session_id: String,
-    /// User id.
-    pub user_id: String,
-    /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
-    /// The earlier of the idle and absolute deadlines.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-    /// Idle deadline.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub idle_expires_at: OffsetDateTime,
-    /// Absolute deadline.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub absolute_expires_at: OffsetDateTime,
-    /// Client IP.
-    pub ip: Option<String>,
-    /// Client user agent.
-    pub user_agent: Option<String>,
-    /// Metadata.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// Alive now.
-    pub active: bool,
-    /// When revoked.
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Why revoked.
-    pub revoked_reason: Option<&'static str>,
-    /// Refresh-token generation.
-    pub refresh_generation: u64,
-    /// (v1.1, with a GeoIP database) where the session was last used;
-    /// `null` where unknown. Absent without a database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::public::LocationView>, nullable)]
-    pub location: Option<Option<crate::public::LocationView>>,
-}
-
-impl AdminSessionView {
-    fn new(s: &Session, now: OffsetDateTime, state: &AppState) -> Self {
-        Self {
-            session_id: s.id.to_string(),
-            user_id: s.user_id.clone(),
-            created_at: s.created_at,
-            last_seen_at: s.last_seen_at,
-            expires_at: s.expires_at(),
-            idle_expires_at: s.idle_expires_at,
-            absolute_expires_at: s.absolute_expires_at,
-            ip: s.ip.clone(),
-            user_agent: s.user_agent.clone(),
-            metadata: s.metadata.clone(),
-            active: s.is_active(now),
-            revoked_at: s.revoked.map(|r| r.at),
-            revoked_reason: s.revoked.map(|r| r.reason.as_str()),
-            refresh_generation: s.refresh.generation,
-            location: crate::public::LocationView::of(state, s),
-        }
-    }
 }
 
 /// An operator's note on a revocation (`?reason=…`), kept in the audit
@@ -704,10 +631,4 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
-}
-
-#[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "admin", responses((status = 200, description = "this document")), security(("admin_token" = [])))]
-pub(crate) async fn openapi(headers: HeaderMap) -> Response {
-    let _ = headers;
-    Json(crate::openapi::document()).into_response()
 }

@@ -18,7 +18,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::conn::ConnLimits;
 use crate::error::ApiError;
-use crate::state::{AppState, Opened, Pending, StartupError};
+use crate::startup::StartupError;
+use crate::state::{AppState, Opened, Pending};
+use crate::telemetry::LoggedSession;
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
@@ -173,10 +175,6 @@ async fn deadline(State(limit): State<StdDuration>, req: Request, next: Next) ->
     }
 }
 
-/// A session id a handler wants in the request's log line.
-#[derive(Debug, Clone)]
-pub struct LoggedSession(pub String);
-
 fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
     let body_limit = state.settings.body_limit;
     let request_timeout = std_duration(state.settings.request_timeout);
@@ -217,7 +215,8 @@ pub fn public_app(state: AppState) -> Router {
 
 /// The admin listener's app.
 pub fn admin_app(state: AppState) -> Router {
-    finish(crate::admin::router(state.clone()), state, "admin")
+    let router = crate::admin::router(state.clone(), crate::openapi::router());
+    finish(router, state, "admin")
 }
 
 /// Serves both listeners until `shutdown` resolves, then lets in-flight

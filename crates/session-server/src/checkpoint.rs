@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use session_core::TokenDigest;
 use session_core::keys::{DetachedError, KeyRing, MAX_KID_LEN};
 use session_store_postgres::{Checkpoint, SignatureFault};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::wire::Timestamp;
 
 /// Longest signature accepted back (base64url of a 64-byte signature is 86
 /// characters; room for other algorithms).
@@ -30,9 +30,8 @@ pub struct CheckpointView {
     /// `seq` as 8 big-endian bytes and the 32 hash bytes.
     pub signature: String,
     /// When it was written (the database's clock).
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub at: OffsetDateTime,
+    pub at: Timestamp,
 }
 
 /// `{"checkpoints": [...]}`: the export file, and the body of `POST
@@ -53,7 +52,7 @@ impl From<&Checkpoint> for CheckpointView {
             // Written by the server as base64url text; anything else was
             // not, and shows as such.
             signature: String::from_utf8_lossy(&c.signature).into_owned(),
-            at: c.at,
+            at: c.at.into(),
         }
     }
 }
@@ -85,7 +84,7 @@ impl CheckpointView {
             head_hash,
             signature: self.signature.clone().into_bytes(),
             kid: self.kid.clone(),
-            at: self.at,
+            at: self.at.0,
         })
     }
 }
@@ -104,6 +103,8 @@ pub fn verify_signature(keys: &KeyRing, c: &Checkpoint) -> Result<(), SignatureF
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
 
     fn view() -> CheckpointView {
@@ -112,7 +113,7 @@ mod tests {
             head_hash: "ab".repeat(32),
             kid: "k1".into(),
             signature: "c2ln".into(),
-            at: OffsetDateTime::UNIX_EPOCH,
+            at: OffsetDateTime::UNIX_EPOCH.into(),
         }
     }
 

@@ -13,7 +13,8 @@ use session_core::record::RecordCipher;
 use session_core::{RevocationFeed, SessionStore, StoreError, UserStore};
 
 use crate::config::Settings;
-use crate::state::{AuditChain, Backends, StartupError};
+use crate::startup::StartupError;
+use crate::state::{AuditChain, Backends};
 
 /// A URL with any credentials cut out, for logs and errors.
 pub fn redact(url: &str) -> String {
@@ -30,7 +31,7 @@ async fn sqlite(
     path: &std::path::Path,
     what: &'static str,
 ) -> Result<Arc<SqliteStore>, StartupError> {
-    crate::state::prepare_private_file(path)?;
+    crate::files::prepare_private_file(path)?;
     SqliteStore::open(path)
         .await
         .map(Arc::new)
@@ -123,7 +124,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
     let (sessions, sqlite_store) = match scheme {
         "sqlite" => {
             let path = PathBuf::from(rest);
-            crate::state::prepare_private_file(&path)?;
+            crate::files::prepare_private_file(&path)?;
             let store = SqliteStore::open(&path)
                 .await
                 .map(|s| Arc::new(s.with_records(records.clone())))

@@ -250,6 +250,10 @@ impl From<ServiceError> for ApiError {
                 log_chain("password hashing failed", &e);
                 Self::internal()
             }
+            ServiceError::Internal(e) => {
+                log_chain("a task of the session service failed", &e);
+                Self::internal()
+            }
             e => {
                 log_chain("service error", &e);
                 Self::internal()
@@ -296,5 +300,26 @@ impl IntoResponse for ApiError {
             headers.insert("dpop-nonce", v);
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_service_task_is_a_500_with_the_contracts_error_body() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = ServiceError::from(task.await.unwrap_err());
+        let res = ApiError::from(e).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({ "error": "internal_error", "message": "internal error" })
+        );
     }
 }

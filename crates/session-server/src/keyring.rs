@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use session_core::keys::{KeyError, KeyInfo, KeyRing, KeySchedule, RotateError, StoredKeys};
-use session_core::sealing::{MasterKey, SealError, is_sealed};
+use session_core::sealing::{MasterKey, SealError};
 use session_core::service::SessionService;
 use session_core::shared::SharedValues;
 use session_core::{Actor, Clock, StoreError};
 
-use crate::state::StartupError;
+use crate::master::{open_keys, seal_keys};
+use crate::startup::StartupError;
 
 /// How often the clock is asked whether a step is due.
 pub const TICK: StdDuration = StdDuration::from_secs(1);
@@ -264,36 +265,11 @@ impl FileHome {
             what: "encode",
             source: Box::new(e),
         })?;
-        crate::state::write_private(&self.path, &json).map_err(|e| RingError::Io {
+        crate::files::write_private(&self.path, &json).map_err(|e| RingError::Io {
             what: "write",
             source: Box::new(e),
         })
     }
-}
-
-/// `doc` with every private part sealed under `master`.
-pub fn seal_keys(master: &MasterKey, doc: StoredKeys) -> StoredKeys {
-    let sealed: Result<StoredKeys, std::convert::Infallible> = doc.map_private(|kid, private| {
-        Ok(master.seal(&crate::master::signing_key_purpose(kid), private.as_bytes()))
-    });
-    match sealed {
-        Ok(doc) => doc,
-        Err(never) => match never {},
-    }
-}
-
-/// `doc` with every private part opened; whether some were in the clear.
-pub fn open_keys(master: &MasterKey, doc: StoredKeys) -> Result<(StoredKeys, bool), SealError> {
-    let mut legacy = false;
-    let doc = doc.map_private(|kid, private| {
-        if !is_sealed(private) {
-            legacy = true;
-            return Ok(private.to_owned());
-        }
-        let plain = master.open(&crate::master::signing_key_purpose(kid), private)?;
-        String::from_utf8(plain.to_vec()).map_err(|_| SealError::Malformed)
-    })?;
-    Ok((doc, legacy))
 }
 
 #[async_trait::async_trait]

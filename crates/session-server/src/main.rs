@@ -150,7 +150,7 @@ async fn run() -> anyhow::Result<()> {
     let (public_addr, admin_addr) = (settings.public_addr, settings.admin_addr);
     let opened = AppState::try_open(settings, backends, Arc::new(SystemClock)).await?;
     if let Opened::Waiting(pending) = &opened {
-        session_server::state::create_private_dir(&pending.settings().data_dir)?;
+        session_server::files::create_private_dir(&pending.settings().data_dir)?;
         session_server::state::admin_token(pending.settings())?;
     }
     let public = TcpListener::bind(public_addr)

@@ -5,10 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
+use session_core::keys::StoredKeys;
 use session_core::sealing::{MasterKey, SealError, is_sealed};
 
 use crate::config::{ConfigError, Settings};
-use crate::state::{StartupError, write_private};
+use crate::files::write_private;
+use crate::startup::StartupError;
 
 /// What seals the token secret in its file.
 pub const TOKEN_SECRET_PURPOSE: &str = "token-secret";
@@ -16,6 +18,11 @@ pub const TOKEN_SECRET_PURPOSE: &str = "token-secret";
 /// What seals a signing key's private part.
 pub fn signing_key_purpose(kid: &str) -> String {
     format!("signing-key:{kid}")
+}
+
+/// Where the key ring is kept.
+pub fn keys_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("keys.json")
 }
 
 /// Where the generated master key is kept (embedded store only).
@@ -118,6 +125,30 @@ pub fn open_text(
         .map_err(|source| sealed_error(path, source))
 }
 
+/// `doc` with every private part sealed under `master`.
+pub fn seal_keys(master: &MasterKey, doc: StoredKeys) -> StoredKeys {
+    let sealed: Result<StoredKeys, std::convert::Infallible> = doc
+        .map_private(|kid, private| Ok(master.seal(&signing_key_purpose(kid), private.as_bytes())));
+    match sealed {
+        Ok(doc) => doc,
+        Err(never) => match never {},
+    }
+}
+
+/// `doc` with every private part opened; whether some were in the clear.
+pub fn open_keys(master: &MasterKey, doc: StoredKeys) -> Result<(StoredKeys, bool), SealError> {
+    let mut legacy = false;
+    let doc = doc.map_private(|kid, private| {
+        if !is_sealed(private) {
+            legacy = true;
+            return Ok(private.to_owned());
+        }
+        let plain = master.open(&signing_key_purpose(kid), private)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| SealError::Malformed)
+    })?;
+    Ok((doc, legacy))
+}
+
 /// The startup error for a sealed value that does not open.
 pub fn sealed_error(path: &Path, source: SealError) -> StartupError {
     StartupError::Sealed {
@@ -168,16 +199,15 @@ pub fn rewrap(
         ));
     }
 
-    let keys_path = crate::state::keys_path(settings);
+    let keys_path = keys_path(settings);
     if let Some(text) = read_text(&keys_path)? {
         let doc: session_core::keys::StoredKeys =
             serde_json::from_str(&text).map_err(|e| StartupError::Corrupt {
                 path: keys_path.clone(),
                 source: Box::new(e),
             })?;
-        let (doc, _) =
-            crate::keyring::open_keys(&old, doc).map_err(|e| sealed_error(&keys_path, e))?;
-        let sealed = crate::keyring::seal_keys(&new, doc);
+        let (doc, _) = open_keys(&old, doc).map_err(|e| sealed_error(&keys_path, e))?;
+        let sealed = seal_keys(&new, doc);
         let json = serde_json::to_vec_pretty(&sealed).map_err(|e| StartupError::Corrupt {
             path: keys_path.clone(),
             source: Box::new(e),

@@ -1,14 +1,19 @@
-//! The OpenAPI 3.1 document of both listeners, generated from the code.
+//! The OpenAPI 3.1 document of both listeners, generated from the code,
+//! and the admin route that serves it. It sits above the routers (it names
+//! their handlers); the app mounts its route behind the admin token.
 
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use crate::admin::{
-    AdminSessionView, CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest,
-};
+use crate::admin::{CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest};
 use crate::checkpoint::{CheckpointList, CheckpointView};
-use crate::public::{
-    DeviceList, DeviceView, LocationView, LoginRequest, RefreshRequest, SessionView, TokenResponse,
+use crate::public::{LoginRequest, RefreshRequest};
+use crate::state::AppState;
+use crate::wire::{
+    AdminSessionView, DeviceList, DeviceView, LocationView, SessionView, TokenResponse,
 };
 
 #[derive(OpenApi)]
@@ -26,8 +31,8 @@ use crate::public::{
         crate::public::revoke_own,
         crate::public::verify,
         crate::public::jwks,
-        crate::public::healthz,
-        crate::public::readyz,
+        crate::health::healthz,
+        crate::health::readyz,
         crate::ui::page,
         crate::admin::create_session,
         crate::admin::introspect,
@@ -45,7 +50,7 @@ use crate::public::{
         crate::admin::list_keys,
         crate::admin::rotate_keys,
         crate::admin::metrics,
-        crate::admin::openapi,
+        serve,
     ),
     modifiers(&AdminToken),
     tags(
@@ -70,6 +75,17 @@ use crate::public::{
     ))
 )]
 struct ApiDoc;
+
+/// The route of the document, for the admin router (which puts it behind
+/// the admin token).
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/admin/v1/openapi.json", get(serve))
+}
+
+#[utoipa::path(get, path = "/admin/v1/openapi.json", operation_id = "openapi", tag = "admin", responses((status = 200, description = "this document")), security(("admin_token" = [])))]
+pub(crate) async fn serve() -> Response {
+    Json(document()).into_response()
+}
 
 struct AdminToken;
 

@@ -1,5 +1,6 @@
 //! The public listener: login, refresh, logout, who-am-I, devices,
-//! forward-auth, JWKS, health.
+//! forward-auth, JWKS. The health checks are `health`'s, the response
+//! bodies `wire`'s.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,22 +11,23 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use session_core::rotation::RefreshStanding;
-use session_core::service::{Issued, ServiceError};
-use session_core::{Actor, ClientInfo, RevokeReason, Session, SessionId};
-use time::OffsetDateTime;
+use session_core::service::ServiceError;
+use session_core::{Actor, ClientInfo, RevokeReason, SessionId};
 
-use crate::browser::{
-    check_origin, clear_cookies, log_csrf_refusal, refresh_cookie_path, set_cookie,
-};
+use crate::browser::{check_origin, clear_cookies, log_csrf_refusal};
 use crate::dpop::{DpopRequest, Scheme, Target};
 use crate::error::ApiError;
 use crate::extract::{
-    ACCESS_COOKIE, CSRF_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json,
-    wants_bearer,
+    ACCESS_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer,
 };
+use crate::health;
 use crate::state::AppState;
+use crate::wire::{
+    DeviceList, DeviceView, LocationView, SessionView, TokenResponse, issued_response, log_session,
+    no_store,
+};
 use session_axum::{AuthError, Authenticated};
 
 /// The public router (state applied by the caller).
@@ -39,8 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{session_id}", delete(revoke_own))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
 }
 
 /// Login request.
@@ -59,206 +61,6 @@ pub struct LoginRequest {
 pub struct RefreshRequest {
     /// The refresh token.
     pub refresh_token: String,
-}
-
-/// Login / refresh / session-creation answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenResponse {
-    /// Session id.
-    pub session_id: String,
-    /// User id.
-    pub user_id: String,
-    /// CSRF token for cookie-transport state changes.
-    pub csrf_token: String,
-    /// When the access token expires (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub access_expires_at: OffsetDateTime,
-    /// When the session dies unless refreshed (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-    /// Bearer transport: the access token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_token: Option<String>,
-    /// Bearer transport: the refresh token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    /// Bearer transport: `Bearer`, or `DPoP` for a session bound to a DPoP key.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_type: Option<&'static str>,
-    /// Bearer transport: access-token lifetime in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_in: Option<i64>,
-}
-
-/// Who-am-I answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SessionView {
-    /// Session id.
-    pub session_id: String,
-    /// User id.
-    pub user_id: String,
-    /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
-    /// When the session dies unless refreshed.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub expires_at: OffsetDateTime,
-    /// Metadata from the backend that opened it.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// Cookie transport only: the session's CSRF token (also in the
-    /// `__Host-csrf` cookie).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub csrf_token: Option<String>,
-}
-
-impl From<&Session> for SessionView {
-    fn from(s: &Session) -> Self {
-        Self {
-            session_id: s.id.to_string(),
-            user_id: s.user_id.clone(),
-            created_at: s.created_at,
-            last_seen_at: s.last_seen_at,
-            expires_at: s.expires_at(),
-            metadata: s.metadata.clone(),
-            csrf_token: None,
-        }
-    }
-}
-
-/// One device in the caller's list.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DeviceView {
-    /// Session id.
-    pub session_id: String,
-    /// Login time.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: OffsetDateTime,
-    /// Last login or refresh.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen_at: OffsetDateTime,
-    /// Client IP at login or last refresh.
-    pub ip: Option<String>,
-    /// Client user agent.
-    pub user_agent: Option<String>,
-    /// Whether this is the calling session.
-    pub current: bool,
-    /// (v1.1, with a GeoIP database) where the session was last used;
-    /// `null` where unknown. Absent without a database.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<LocationView>, nullable)]
-    pub location: Option<Option<LocationView>>,
-}
-
-/// (v1.1) Where a session was last used, as far as the GeoIP database
-/// knows.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LocationView {
-    /// ISO 3166-1 alpha-2 country code, `null` where unknown.
-    pub country: Option<String>,
-    /// English city name, `null` where unknown.
-    pub city: Option<String>,
-}
-
-impl LocationView {
-    /// The view of `s`'s location for a server with (`Some`) or without
-    /// (`None`, the field is left out) a GeoIP database.
-    pub fn of(state: &AppState, s: &Session) -> Option<Option<Self>> {
-        state.geoip.as_ref()?;
-        Some(s.location.as_ref().map(|l| Self {
-            country: l.country.clone(),
-            city: l.city.clone(),
-        }))
-    }
-}
-
-/// The caller's devices.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DeviceList {
-    /// Active sessions, oldest first.
-    pub sessions: Vec<DeviceView>,
-}
-
-pub(crate) fn no_store(res: &mut Response) {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-/// The answer that carries newly issued tokens: JSON, plus cookies in
-/// cookie transport, and never cacheable.
-pub(crate) fn issued_response(
-    state: &AppState,
-    issued: &Issued,
-    bearer: bool,
-    status: StatusCode,
-) -> Response {
-    let now = state.service.now();
-    let expires_in = (issued.access_expires_at - now).whole_seconds().max(0);
-    let body = TokenResponse {
-        session_id: issued.session.id.to_string(),
-        user_id: issued.session.user_id.clone(),
-        csrf_token: issued.csrf_token.expose().to_owned(),
-        access_expires_at: issued.access_expires_at,
-        expires_at: issued.session.expires_at(),
-        access_token: bearer.then(|| issued.access_token.expose().to_owned()),
-        refresh_token: bearer.then(|| issued.refresh_token.expose().to_owned()),
-        token_type: bearer.then_some(if issued.session.dpop_jkt.is_some() {
-            "DPoP"
-        } else {
-            "Bearer"
-        }),
-        expires_in: bearer.then_some(expires_in),
-    };
-    let mut res = (status, Json(body)).into_response();
-    if !bearer {
-        set_cookie(
-            &mut res,
-            ACCESS_COOKIE,
-            issued.access_token.expose(),
-            "/",
-            expires_in,
-            true,
-        );
-        let session_left = (issued.session.expires_at() - now).whole_seconds().max(0);
-        set_cookie(
-            &mut res,
-            REFRESH_COOKIE,
-            issued.refresh_token.expose(),
-            &refresh_cookie_path(&state.settings),
-            session_left,
-            true,
-        );
-        set_cookie(
-            &mut res,
-            CSRF_COOKIE,
-            issued.csrf_token.expose(),
-            "/",
-            session_left,
-            false,
-        );
-    }
-    no_store(&mut res);
-    log_session(&mut res, &issued.session.id);
-    res
-}
-
-/// Names the session in the request's log line (a session id is not a
-/// secret; tokens never are logged).
-pub(crate) fn log_session(res: &mut Response, id: &SessionId) {
-    res.extensions_mut()
-        .insert(crate::app::LoggedSession(id.to_string()));
 }
 
 /// The full CSRF check of a cookie-transport state change: the origin
@@ -576,8 +378,8 @@ pub(crate) async fn list_sessions(
             .iter()
             .map(|s| DeviceView {
                 session_id: s.id.to_string(),
-                created_at: s.created_at,
-                last_seen_at: s.last_seen_at,
+                created_at: s.created_at.into(),
+                last_seen_at: s.last_seen_at.into(),
                 ip: s.ip.clone(),
                 user_agent: s.user_agent.clone(),
                 current: s.id == auth.session_id,
@@ -653,46 +455,4 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
         res.headers_mut().insert(header::CACHE_CONTROL, v);
     }
     res
-}
-
-#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "alive")))]
-pub(crate) async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
-}
-
-/// Readiness: every store answers. The body says which store and which
-/// validation mode are in force.
-#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "stores reachable"), (status = 503, description = "store_unavailable")))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let mode = state.validator.effective_mode().as_str();
-    let backlog = state.info.audit_backlog.as_ref().map(|f| f());
-    match state.service.ready().await {
-        Ok(()) => Json(serde_json::json!({
-            "status": "ready",
-            "store": state.info.store_kind,
-            "audit": state.info.audit_kind,
-            "validation_mode": mode,
-            "configured_validation_mode": state.validator.mode().as_str(),
-            "audit_backlog": backlog,
-            // "stale": the shared key ring cannot be re-read; this
-            // instance signs and verifies with its last good copy.
-            "keys": if state.keys.is_stale() { "stale" } else { "current" },
-        }))
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({
-                    "error": "store_unavailable",
-                    "message": "a store cannot be reached",
-                    "status": "not_ready",
-                    "store": state.info.store_kind,
-                    "audit": state.info.audit_kind,
-                    "validation_mode": mode,
-                })),
-            )
-                .into_response()
-        }
-    }
 }

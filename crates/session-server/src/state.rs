@@ -2,14 +2,13 @@
 //! backends, and the secrets kept in the data directory.
 
 use std::fs;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use metrics_exporter_prometheus::PrometheusHandle;
-use session_core::keys::{KeyError, KeyRing, VerifyPolicy};
+use session_core::keys::{KeyRing, VerifyPolicy};
 use session_core::service::{ServiceConfig, ServiceParts, SessionService};
 use session_core::{
     AnomalyPolicy, AuditLog, Clock, Lifetimes, RevocationFeed, SessionStore, StoreError,
@@ -18,10 +17,13 @@ use session_core::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
+use crate::files::{create_private_dir, write_private};
 use crate::geoip::GeoIp;
 use crate::keyring::{FileHome, KeyManager};
+use crate::master::keys_path;
 use crate::ratelimit::RateLimits;
+use crate::startup::StartupError;
 use session_axum::Validator;
 use session_core::sealing::MasterKey;
 
@@ -83,155 +85,6 @@ impl std::fmt::Debug for Backends {
             .field("audit_kind", &self.audit_kind)
             .finish_non_exhaustive()
     }
-}
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartupError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A file in the data directory.
-    #[error("{what} at {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A stored file could not be read back.
-    #[error("{path} is corrupt")]
-    Corrupt {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A store could not be opened.
-    #[error("cannot open the {what}")]
-    Store {
-        /// Which store.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// Keys could not be made.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// A sealed file does not open under the master key given.
-    #[error("cannot open {path} with this master key")]
-    Sealed {
-        /// Where.
-        path: PathBuf,
-        /// Why (a wrong master key names both key ids).
-        #[source]
-        source: session_core::sealing::SealError,
-    },
-    /// A store URL this build does not know.
-    #[error("unsupported {what} URL scheme in {url:?}")]
-    Unsupported {
-        /// Which setting.
-        what: &'static str,
-        /// The URL without credentials.
-        url: String,
-    },
-    /// A listener could not be bound or served.
-    #[error("listener {addr}")]
-    Listen {
-        /// Address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The GeoIP database named by `geoip_db` does not open.
-    #[error(transparent)]
-    GeoIp(#[from] crate::geoip::GeoIpError),
-}
-
-fn io_err<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> StartupError + 'a {
-    move |source| StartupError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Creates `dir` and any missing parents with mode 0700 (a directory that
-/// exists is left as it is).
-pub fn create_private_dir(dir: &Path) -> Result<(), StartupError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .map_err(io_err("cannot create the data directory", dir))
-}
-
-/// Makes sure the database file at `path` exists with mode 0600 before a
-/// store opens it: SQLite creates its `-wal` and `-shm` files with the
-/// database's own mode, so they are private too. An existing file is
-/// narrowed to 0600.
-pub fn prepare_private_file(path: &Path) -> Result<(), StartupError> {
-    if path.as_os_str() == ":memory:" {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir)?;
-    }
-    let mut options = fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let file = options.open(path).map_err(io_err("cannot create", path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err("cannot chmod", path))?;
-    }
-    drop(file);
-    Ok(())
-}
-
-/// Writes `contents` to `path` with mode 0600, atomically (temp + rename).
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StartupError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_private_dir(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("cannot write", path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o600))
-            .map_err(io_err("cannot chmod", path))?;
-    }
-    tmp.write_all(contents)
-        .map_err(io_err("cannot write", path))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("cannot sync", path))?;
-    tmp.persist(path).map_err(|e| StartupError::Io {
-        what: "cannot write",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 fn read_or_create(
@@ -357,11 +210,6 @@ pub fn key_ring(
             source: Box::new(e),
         })?;
     Ok((ring.with_schedule(schedule), home, false))
-}
-
-/// Where the key ring is kept.
-pub fn keys_path(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("keys.json")
 }
 
 /// Facts about the running server for readiness and status.

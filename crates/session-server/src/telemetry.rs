@@ -33,7 +33,6 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
-use crate::app::LoggedSession;
 use crate::config::{LogFormat, Settings};
 
 /// The `service.name` resource attribute of every exported span.
@@ -70,6 +69,11 @@ pub enum TelemetryError {
 /// Without it the outcome is `ok` below status 400 and `error` from 400 on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome(pub &'static str);
+
+/// A session id a handler wants in the request's log line and span,
+/// inserted as a response extension (a session id is not a secret).
+#[derive(Debug, Clone)]
+pub struct LoggedSession(pub String);
 
 /// The installed subscriber's export side. Keep it until the server has
 /// stopped, then call [`Telemetry::shutdown`] so buffered spans are sent.

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, RawSettings};
-use crate::state::{AppState, StartupError};
+use crate::startup::StartupError;
+use crate::state::AppState;
 
 /// A running server on two loopback ports with its own data directory.
 #[derive(Debug)]
