@@ -7,14 +7,13 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::stored::STORED_KEYS_VERSION;
 use super::token::ACCESS_TOKEN_TYPE;
-use crate::secret::random_bytes;
+use crate::secret::{os_rng, random_bytes};
 
 /// The signing algorithms the service offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,7 +220,7 @@ impl Key {
                 use p256::pkcs8::DecodePrivateKey as _;
                 let sk = p256::ecdsa::SigningKey::from_pkcs8_der(&material)
                     .map_err(MaterialError::P256)?;
-                let point = sk.verifying_key().to_encoded_point(false);
+                let point = sk.verifying_key().to_sec1_point(false);
                 (
                     EncodingKey::from_ec_der(&material),
                     Some(point.as_bytes().to_vec()),
@@ -232,7 +231,9 @@ impl Key {
                 if material.len() < MIN_HS256_SECRET_LEN {
                     return Err(KeyError::WeakSecret);
                 }
-                (EncodingKey::from_secret(&material), None, None)
+                let encoding = EncodingKey::from_secret(&material)
+                    .map_err(|e| KeyError::InvalidKey(Box::new(e)))?;
+                (encoding, None, None)
             }
         };
         let (decoding, public_jwk) = match &public {
@@ -240,7 +241,11 @@ impl Key {
                 let (decoding, jwk) = public_key(alg, &kid, public)?;
                 (decoding, Some(jwk))
             }
-            None => (DecodingKey::from_secret(&material), None),
+            None => (
+                DecodingKey::from_secret(&material)
+                    .map_err(|e| KeyError::InvalidKey(Box::new(e)))?,
+                None,
+            ),
         };
         let header = serde_json::json!({
             "alg": alg.as_str(),
@@ -273,15 +278,16 @@ impl Key {
         let material = match alg {
             SigningAlgorithm::EdDSA => {
                 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
-                let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
+                let sk = ed25519_dalek::SigningKey::generate(&mut os_rng());
                 let der = sk
                     .to_pkcs8_der()
                     .map_err(|e| KeyError::InvalidKey(Box::new(e)))?;
                 Zeroizing::new(der.as_bytes().to_vec())
             }
             SigningAlgorithm::ES256 => {
+                use p256::elliptic_curve::Generate as _;
                 use p256::pkcs8::EncodePrivateKey as _;
-                let sk = p256::ecdsa::SigningKey::random(&mut OsRng);
+                let sk = p256::ecdsa::SigningKey::generate_from_rng(&mut os_rng());
                 let der = sk
                     .to_pkcs8_der()
                     .map_err(|e| KeyError::InvalidKey(Box::new(e)))?;

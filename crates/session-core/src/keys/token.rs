@@ -517,7 +517,7 @@ mod tests {
     #[test]
     fn an_hs256_token_signed_with_the_eddsa_public_key_as_secret_is_not_accepted() {
         let ring = ring();
-        let public = ring.read().list[0].decoding.as_bytes().to_vec();
+        let public = ring.read().list[0].public.clone().unwrap();
         let header = with_header(&ring, "alg", json!("HS256"));
         let mut token = format!(
             "{}.{}",
@@ -526,7 +526,7 @@ mod tests {
         );
         let sig = jsonwebtoken::crypto::sign(
             token.as_bytes(),
-            &EncodingKey::from_secret(&public),
+            &EncodingKey::from_secret(&public).unwrap(),
             jsonwebtoken::Algorithm::HS256,
         )
         .unwrap();
