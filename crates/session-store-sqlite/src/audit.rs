@@ -29,7 +29,7 @@ impl AuditLog for SqliteStore {
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         // Only the filters asked for appear in the statement, so SQLite can
         // pick the matching index.
-        let mut sql: QueryBuilder<'_, Sqlite> = QueryBuilder::new(concat!(
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
             "SELECT ",
             audit_columns!(),
             " FROM audit_events WHERE 1 = 1"
