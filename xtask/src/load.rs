@@ -642,7 +642,7 @@ impl std::fmt::Debug for Prover {
 
 impl Prover {
     fn generate() -> Self {
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let key = SigningKey::generate(&mut rand::rand_core::UnwrapErr(rand::rngs::SysRng));
         let x = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
         // RFC 7638: the required members, lexicographic order, no spaces.
         let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);

@@ -187,9 +187,12 @@ fn dpop(c: &mut Criterion) {
         "jti": "0190f1b2-7c3e-7a51-9d2e-2f6b8c1d4e61", "htm": "GET", "htu": URL,
         "iat": NOW.unix_timestamp(), "ath": access_token_hash(token),
     });
-    let ec = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-    let ed = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let point = ec.verifying_key().to_encoded_point(false);
+    let ec = {
+        use p256::elliptic_curve::Generate as _;
+        p256::ecdsa::SigningKey::generate_from_rng(&mut session_core::secret::os_rng())
+    };
+    let ed = ed25519_dalek::SigningKey::generate(&mut session_core::secret::os_rng());
+    let point = ec.verifying_key().to_sec1_point(false);
     let ec_jwk = serde_json::json!({"kty": "EC", "crv": "P-256",
         "x": B64.encode(point.x().unwrap()), "y": B64.encode(point.y().unwrap())});
     let ed_jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519",

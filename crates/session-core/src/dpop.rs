@@ -349,9 +349,8 @@ impl PublicKey {
             (Alg::Es256, Some("EC"), Some("P-256")) => {
                 let x = coordinate(jwk.x.as_deref())?;
                 let y = coordinate(jwk.y.as_deref())?;
-                let point =
-                    p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-                let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                let point = p256::Sec1Point::from_affine_coordinates(&x.into(), &y.into(), false);
+                let key = p256::ecdsa::VerifyingKey::from_sec1_point(&point)
                     .map_err(|_| ProofError::InvalidKey)?;
                 Ok(Self::P256 {
                     key: Box::new(key),
@@ -634,10 +633,12 @@ mod tests {
     //! implementation (Python `cryptography`).
 
     use super::*;
+    use p256::elliptic_curve::Generate as _;
     use proptest::prelude::*;
-    use rand::rngs::OsRng;
     use serde_json::{Value, json};
     use time::macros::datetime;
+
+    use crate::secret::os_rng;
 
     const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
     const URL: &str = "https://auth.example/v1/auth/refresh";
@@ -649,10 +650,10 @@ mod tests {
 
     impl Signer {
         fn ec() -> Self {
-            Self::Ec(p256::ecdsa::SigningKey::random(&mut OsRng))
+            Self::Ec(p256::ecdsa::SigningKey::generate_from_rng(&mut os_rng()))
         }
         fn ed() -> Self {
-            Self::Ed(ed25519_dalek::SigningKey::generate(&mut OsRng))
+            Self::Ed(ed25519_dalek::SigningKey::generate(&mut os_rng()))
         }
         fn alg(&self) -> &'static str {
             match self {
@@ -663,7 +664,7 @@ mod tests {
         fn jwk(&self) -> Value {
             match self {
                 Self::Ec(k) => {
-                    let p = k.verifying_key().to_encoded_point(false);
+                    let p = k.verifying_key().to_sec1_point(false);
                     json!({"kty": "EC", "crv": "P-256",
                         "x": URL_SAFE_NO_PAD.encode(p.x().unwrap()),
                         "y": URL_SAFE_NO_PAD.encode(p.y().unwrap())})

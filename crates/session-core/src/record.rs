@@ -14,9 +14,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, Generate as _, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -122,7 +121,7 @@ impl RecordCipher {
         };
         let plain =
             Zeroizing::new(serde_json::to_vec(&private).map_err(|_| RecordError::Malformed)?);
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = XNonce::generate_from_rng(&mut crate::secret::os_rng());
         let aad = aad(&session.id);
         let ct = cipher
             .encrypt(
@@ -150,10 +149,11 @@ impl RecordCipher {
             return Err(RecordError::Malformed);
         }
         let (nonce, ct) = rest.split_at(NONCE_BYTES);
+        let nonce = <&XNonce>::try_from(nonce).map_err(|_| RecordError::Malformed)?;
         let aad = aad(&session.id);
         let plain = Zeroizing::new(
             cipher
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .decrypt(nonce, Payload { msg: ct, aad: &aad })
                 .map_err(|_| RecordError::Tampered)?,
         );
         let private: Private =

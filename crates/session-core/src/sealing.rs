@@ -11,10 +11,9 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, Generate as _, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hmac::{Hmac, Mac};
-use rand::rngs::OsRng;
+use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -64,7 +63,8 @@ impl fmt::Debug for MasterKey {
 
 fn hmac(key: &[u8], label: &[u8]) -> [u8; 32] {
     #[allow(clippy::expect_used)] // reason: HMAC accepts keys of any length
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(label);
     mac.finalize().into_bytes().into()
 }
@@ -123,7 +123,7 @@ impl MasterKey {
     /// Seals `plaintext` for `purpose`.
     pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> String {
         let cipher = XChaCha20Poly1305::new((&*self.seal_key).into());
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = XNonce::generate_from_rng(&mut crate::secret::os_rng());
         let aad = self.aad(purpose);
         // Encryption into a Vec cannot fail for inputs this size.
         let ct = cipher
@@ -157,10 +157,11 @@ impl MasterKey {
             return Err(SealError::Malformed);
         }
         let (nonce, ct) = raw.split_at(NONCE_BYTES);
+        let nonce = <&XNonce>::try_from(nonce).map_err(|_| SealError::Malformed)?;
         let cipher = XChaCha20Poly1305::new((&*self.seal_key).into());
         let aad = self.aad(purpose);
         cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .decrypt(nonce, Payload { msg: ct, aad: &aad })
             .map(Zeroizing::new)
             .map_err(|_| SealError::Tampered)
     }

@@ -14,11 +14,12 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, Generate as _, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use rand::rngs::OsRng;
+use hmac::{Hmac, Mac as _};
+use rand::Rng as _;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -41,10 +42,18 @@ const RAW_REFRESH_BYTES: usize = SESSION_ID_BYTES + 8 + RANDOM_BYTES + TAG_BYTES
 /// token; longer input is refused before decoding.
 pub const MAX_REFRESH_TOKEN_LEN: usize = 128;
 
+/// The operating system's CSPRNG (`getrandom`), as an infallible
+/// [`rand::CryptoRng`]: should the OS fail to give random bytes it panics
+/// rather than return anything weaker. Every random value the service
+/// makes (tokens, ids, nonces, salts, keys) comes from it.
+pub fn os_rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
 /// Fills a fresh array from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    OsRng.fill_bytes(&mut out);
+    os_rng().fill_bytes(&mut out);
     out
 }
 
@@ -278,7 +287,7 @@ impl fmt::Debug for TokenSecrets {
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     #[allow(clippy::expect_used)] // reason: HMAC accepts keys of any length
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         mac.update(p);
     }
@@ -324,7 +333,7 @@ impl TokenSecrets {
         let mut raw = [0u8; RAW_REFRESH_BYTES];
         raw[..SESSION_ID_BYTES].copy_from_slice(session_id.as_bytes());
         raw[SESSION_ID_BYTES..SESSION_ID_BYTES + 8].copy_from_slice(&generation.to_be_bytes());
-        OsRng.fill_bytes(&mut raw[SESSION_ID_BYTES + 8..SESSION_ID_BYTES + 8 + RANDOM_BYTES]);
+        os_rng().fill_bytes(&mut raw[SESSION_ID_BYTES + 8..SESSION_ID_BYTES + 8 + RANDOM_BYTES]);
         let body_len = RAW_REFRESH_BYTES - TAG_BYTES;
         let tag = self.tag(&raw[..body_len]);
         raw[body_len..].copy_from_slice(&tag);
@@ -377,7 +386,7 @@ impl TokenSecrets {
     /// only this ciphertext, never a usable token.
     pub fn seal_successor(&self, session_id: &SessionId, token: &RefreshToken) -> Vec<u8> {
         let cipher = XChaCha20Poly1305::new((&self.seal).into());
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let nonce = XNonce::generate_from_rng(&mut os_rng());
         let payload = Payload {
             msg: token.expose().as_bytes(),
             aad: session_id.as_bytes(),
@@ -395,10 +404,11 @@ impl TokenSecrets {
             return None;
         }
         let (nonce, ct) = sealed.split_at(24);
+        let nonce = <&XNonce>::try_from(nonce).ok()?;
         let cipher = XChaCha20Poly1305::new((&self.seal).into());
         let plain = cipher
             .decrypt(
-                XNonce::from_slice(nonce),
+                nonce,
                 Payload {
                     msg: ct,
                     aad: session_id.as_bytes(),

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use rand::rngs::OsRng;
 use time::OffsetDateTime;
 
 /// A built-in user. Its id is its username.
@@ -42,9 +42,8 @@ fn argon2() -> Argon2<'static> {
 
 /// Hashes `password` with a fresh random salt.
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
-    let salt = SaltString::generate(&mut OsRng);
     argon2()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password_with_rng(&mut crate::secret::os_rng(), password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| PasswordError(e.to_string()))
 }

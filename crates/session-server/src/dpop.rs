@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac as _};
 use session_core::dpop::{Jkt, MAX_PROOF_LEN, RequestFacts, verify_proof};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
@@ -246,7 +246,7 @@ fn nonce_key() -> &'static [u8; 32] {
 fn nonce_for_window(window: i64) -> String {
     // HMAC takes keys of any length, so this never fails; an empty nonce
     // would match nothing a proof may carry (`nonce` is never empty).
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(nonce_key()) else {
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(nonce_key()) else {
         return String::new();
     };
     mac.update(b"dpop-nonce\0");

@@ -197,6 +197,18 @@ fn complete(doc: &mut Value) {
             fix_parameters(path, op);
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
                 for (status, response) in responses.iter_mut() {
+                    // OpenAPI 3.1 requires a description on every response;
+                    // utoipa leaves an empty one out (3.2 made it optional):
+                    // give those the status's reason phrase.
+                    if response.get("description").is_none() && response.get("$ref").is_none() {
+                        let reason = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or_default();
+                        response["description"] = json!(reason);
+                    }
                     if status.starts_with('4') || status.starts_with('5') {
                         response["content"] = json!({
                             "application/json": { "schema": { "$ref": "#/components/schemas/Error" } }

@@ -184,11 +184,12 @@ async fn time_query(log: &PostgresAuditLog, name: &str, q: &AuditQuery, runs: us
 }
 
 async fn explain(conn: &mut PgConnection, sql: &str) {
-    let plan: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
     println!("EXPLAIN {sql}");
     for line in plan {
         println!("    {line}");
@@ -220,11 +221,13 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("the benchmark needs PostgreSQL at {admin_url}: {e}"));
     admin
-        .execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {DB} WITH (FORCE)"
+        )))
         .await
         .unwrap();
     admin
-        .execute(format!("CREATE DATABASE {DB}").as_str())
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DB}")))
         .await
         .unwrap();
     let url = with_database(&admin_url, DB);

@@ -789,7 +789,7 @@ async fn query_events(pool: &PgPool, query: &AuditQuery) -> Result<Vec<AuditEven
             .await
             .map_err(classify)?,
     };
-    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT id, at, kind, session_id, user_id, actor, ip, user_agent, reason, details \
          FROM audit_events WHERE TRUE",
     );

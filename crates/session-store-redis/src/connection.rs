@@ -208,8 +208,8 @@ impl RedisStore {
                 // 1 s before a retry): a refused connection fails the request at
                 // once (503), and the next request tries to reconnect again.
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout)
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
                     .set_number_of_retries(0);
                 (
                     Connector::Single(client.clone(), config),
@@ -235,8 +235,8 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let keys = Keys::new(prefix).map_err(|_| StoreError::backend(ConfigError::Prefix))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(options.timeout)
-            .set_response_timeout(options.timeout)
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(0);
         let connector = Connector::Single(client.clone(), config);
         Ok(Self::assemble(
@@ -351,14 +351,14 @@ impl RedisStore {
     async fn eviction_policies(&self, conn: &Conn) -> Result<Vec<(String, String)>, StoreError> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
-        let unreadable = |e: Option<RedisError>| {
+        let unreadable = |e: Option<redis::ParsingError>| {
             StoreError::backend(ConfigError::PolicyUnreadable(
                 e.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
             ))
         };
         let policy_of = |v: Value| -> Result<String, StoreError> {
             let map: HashMap<String, String> =
-                redis::from_redis_value(&v).map_err(|e| unreadable(Some(e)))?;
+                redis::from_redis_value(v).map_err(|e| unreadable(Some(e)))?;
             map.get("maxmemory-policy")
                 .cloned()
                 .ok_or_else(|| unreadable(None))
@@ -375,7 +375,7 @@ impl RedisStore {
                     redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
                     None,
                 ));
-                let v = within(self.timeout, c.route_command(&cmd, routing)).await?;
+                let v = within(self.timeout, c.route_command(cmd, routing)).await?;
                 let Value::Map(by_node) = v else {
                     return Err(unreadable(None));
                 };
@@ -383,7 +383,7 @@ impl RedisStore {
                     .into_iter()
                     .map(|(node, v)| {
                         let node: String =
-                            redis::from_redis_value(&node).map_err(|e| unreadable(Some(e)))?;
+                            redis::from_redis_value(node).map_err(|e| unreadable(Some(e)))?;
                         Ok((node, v))
                     })
                     .collect::<Result<_, StoreError>>()?

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use session_core::StoreError;
 
 /// Why [`RedisStore::connect`](crate::RedisStore::connect) refused its arguments.
@@ -85,10 +85,11 @@ fn classify(e: RedisError) -> StoreError {
         || e.is_cluster_error()
         || matches!(
             e.kind(),
-            ErrorKind::BusyLoadingError
-                | ErrorKind::MasterDown
-                | ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::ReadOnly
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            ) | ErrorKind::ClusterConnectionNotFound
         )
         || matches!(
             e.code(),

@@ -23,7 +23,7 @@ impl AuditLog for SqliteStore {
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         // Only the filters asked for appear in the statement, so SQLite can
         // pick the matching index.
-        let mut sql: QueryBuilder<'_, Sqlite> = QueryBuilder::new(concat!(
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
             "SELECT ",
             audit_columns!(),
             " FROM audit_events WHERE 1 = 1"
@@ -167,7 +167,7 @@ async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), 
     // One multi-row statement: atomic by itself, so a batch costs one trip
     // to sqlx's worker thread and one commit (one fsync), not one trip per
     // event plus BEGIN and COMMIT.
-    let mut sql: QueryBuilder<'_, Sqlite> = QueryBuilder::new(concat!(
+    let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
         "INSERT INTO audit_events (",
         audit_columns!(),
         ") "

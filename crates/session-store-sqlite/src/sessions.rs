@@ -14,7 +14,7 @@ use crate::SqliteStore;
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 /// A session's column values as bound, in `session_columns!()` order.
 struct Encoded {

@@ -246,7 +246,7 @@ impl AuditDb {
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .expect("PostgreSQL reachable at DATABASE_URL (cargo xtask test sets it)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -270,7 +270,10 @@ impl AuditDb {
             .execute(&mut c)
             .await
             .unwrap();
-        sqlx::query(sql).execute(&mut c).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
 }
 
@@ -285,9 +288,11 @@ impl Drop for AuditDb {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })

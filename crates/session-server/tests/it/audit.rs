@@ -25,10 +25,10 @@ async fn sqlite(path: &Path) -> SqliteConnection {
 /// tests run as root and file modes do not stop root).
 async fn break_appends(audit_db: &Path) -> SqliteConnection {
     let mut c = sqlite(audit_db).await;
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TRIGGER {TRIGGER} BEFORE INSERT ON audit_events \
          BEGIN SELECT RAISE(ABORT, 'injected: the audit volume is gone'); END"
-    ))
+    )))
     .execute(&mut c)
     .await
     .unwrap();
@@ -36,7 +36,7 @@ async fn break_appends(audit_db: &Path) -> SqliteConnection {
 }
 
 async fn heal_appends(mut c: SqliteConnection) {
-    sqlx::query(&format!("DROP TRIGGER {TRIGGER}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {TRIGGER}")))
         .execute(&mut c)
         .await
         .unwrap();

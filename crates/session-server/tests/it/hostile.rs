@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -23,7 +23,7 @@ fn parts(token: &str) -> (Value, Value, String) {
 
 fn hs256(key: &[u8], header: &Value, claims: &Value) -> String {
     let signing_input = format!("{}.{}", b64(header), b64(claims));
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
     mac.update(signing_input.as_bytes());
     format!(
         "{signing_input}.{}",

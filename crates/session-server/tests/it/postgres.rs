@@ -24,7 +24,7 @@ impl FreshDb {
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .expect("PostgreSQL reachable at DATABASE_URL (cargo xtask test sets it)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -46,9 +46,11 @@ impl Drop for FreshDb {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })
@@ -144,10 +146,12 @@ impl LoginRole {
         .execute(&mut conn)
         .await
         .unwrap();
-        sqlx::query(&format!("CREATE ROLE {name} LOGIN IN ROLE session_service"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {name} LOGIN IN ROLE session_service"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
         Self { name }
     }
 }
@@ -162,7 +166,7 @@ impl Drop for LoginRole {
                 .unwrap();
             rt.block_on(async move {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {name}")))
                         .execute(&mut conn)
                         .await;
                 }

@@ -57,7 +57,7 @@ impl TestDb {
         let name = format!("audit_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin_connection(&admin_url).await;
         admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .expect("create the test database");
         let _ = admin.close().await;
@@ -93,7 +93,9 @@ impl Drop for TestDb {
             rt.block_on(async {
                 let mut admin = PgConnection::connect(&url).await?;
                 admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
                     .await?;
                 admin.close().await
             })

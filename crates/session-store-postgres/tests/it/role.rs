@@ -9,7 +9,7 @@ use sqlx::{Executor, PgConnection};
 use crate::harness::{TestDb, revocation};
 
 async fn refused(c: &mut PgConnection, sql: &str) -> String {
-    let err = c.execute(sql).await.expect_err(sql);
+    let err = c.execute(sqlx::AssertSqlSafe(sql)).await.expect_err(sql);
     let db = err.as_database_error().expect("a database error");
     assert_eq!(db.code().as_deref(), Some("42501"), "{sql}: {db}");
     db.message().to_owned()

@@ -240,12 +240,12 @@ pub(crate) fn cluster_node_of(key: &str) -> String {
         .unwrap();
     let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
     for entry in slots {
-        let start: i64 = redis::from_redis_value(&entry[0]).unwrap();
-        let end: i64 = redis::from_redis_value(&entry[1]).unwrap();
-        let master: Vec<redis::Value> = redis::from_redis_value(&entry[2]).unwrap();
+        let start: i64 = redis::from_redis_value_ref(&entry[0]).unwrap();
+        let end: i64 = redis::from_redis_value_ref(&entry[1]).unwrap();
+        let master: Vec<redis::Value> = redis::from_redis_value_ref(&entry[2]).unwrap();
         if (start..=end).contains(&slot) {
-            let host: String = redis::from_redis_value(&master[0]).unwrap();
-            let port: i64 = redis::from_redis_value(&master[1]).unwrap();
+            let host: String = redis::from_redis_value_ref(&master[0]).unwrap();
+            let port: i64 = redis::from_redis_value_ref(&master[1]).unwrap();
             return format!("{host}:{port}");
         }
     }

@@ -21,7 +21,7 @@ async fn stored_then_edited(sql: &str) -> (TempStore, Session) {
     store.create(&session).await.unwrap();
     let mut raw = raw_connection(&db_path(store.guard.path())).await;
     let sql = sql.replace("{id}", &session.id.to_string());
-    raw.execute(sql.as_str()).await.unwrap();
+    raw.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
     (store, session)
 }
 
