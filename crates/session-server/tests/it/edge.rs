@@ -443,10 +443,10 @@ async fn slowloris_connections_are_closed_within_the_header_timeout() {
     );
 }
 
-#[tokio::test]
-async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
+/// A connection to `app` that has had one request answered and is now
+/// idle, kept alive.
+async fn kept_alive(app: &App) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt as _;
-    let app = impatient(&[("header_read_timeout", "10")]).await;
     let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
         .await
         .unwrap();
@@ -458,6 +458,13 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_keepalive_timeout() {
+    let app = impatient(&[("header_read_timeout", "10")]).await;
+    let mut s = kept_alive(&app).await;
     let idle = std::time::Instant::now();
     assert!(
         closed_within(&mut s, std::time::Duration::from_secs(6)).await,
@@ -477,17 +484,7 @@ async fn a_partial_head_after_an_idle_pause_gets_the_header_timeout_not_the_keep
     // while it is idle; the first bytes of the next head must bring its
     // 1 s header deadline forward.
     let app = impatient(&[("keepalive_timeout", "10")]).await;
-    let mut s = tokio::net::TcpStream::connect(addr(&app.server.public_url()))
-        .await
-        .unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut s = kept_alive(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         .await
