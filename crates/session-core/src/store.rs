@@ -74,7 +74,7 @@ pub struct RefreshResult {
     pub revoked_here: bool,
 }
 
-/// How often [`refresh_with_cas`] re-reads after losing a race.
+/// How often [`ApplyRefresh::refresh`] re-reads after losing a race.
 pub const MAX_CAS_ATTEMPTS: usize = 16;
 
 /// What a write to an existing session knows beyond the session itself.
@@ -234,7 +234,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 /// The refresh algorithm, over any [`SessionStore`]: read, decide with
 /// [`plan_refresh`], compare-and-swap with [`SessionStore::replace`],
 /// again when a concurrent writer won. Blanket-implemented for every
-/// store, so that no store can fork it; [`crate::SessionService`] is its
+/// store, so that no store can fork it; [`crate::service::SessionService`] is its
 /// caller.
 #[async_trait]
 pub trait ApplyRefresh: SessionStore {
@@ -269,7 +269,7 @@ impl<S: SessionStore + ?Sized> ApplyRefresh for S {
 /// the write (one round trip for both on a networked store); when it turns
 /// out to have moved on, the rotation just written is revoked and no token
 /// is issued.
-pub async fn refresh_with_cas<S: SessionStore + ?Sized>(
+async fn refresh_with_cas<S: SessionStore + ?Sized>(
     store: &S,
     presented: &PresentedRefresh,
     next: &NextRefresh,
