@@ -47,7 +47,6 @@ async fn sqlite_audit(
     path: &std::path::Path,
     sessions_db: Option<&std::path::Path>,
 ) -> Result<Arc<SqliteStore>, StartupError> {
-    private_file(path)?;
     let audit = sqlite(path, "SQLite audit log").await?;
     if let Some(old) = sessions_db.filter(|old| old.exists()) {
         let copied = audit
@@ -66,37 +65,6 @@ async fn sqlite_audit(
     }
     tracing::info!(path = %path.display(), "audit log: SQLite");
     Ok(audit)
-}
-
-/// Creates `path` empty with mode 0600 when missing (SQLite gives its
-/// `-wal` and `-shm` files the main file's mode), and tightens an
-/// existing one and its companions to 0600.
-fn private_file(path: &std::path::Path) -> Result<(), StartupError> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let io = |source| StartupError::Io {
-        what: "cannot create the audit log file",
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        if p.exists() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        }
-    }
-    Ok(())
 }
 
 /// The session store's half of [`Backends`].

@@ -35,8 +35,8 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StartupError> {
 
 /// Makes sure the database file at `path` exists with mode 0600 before a
 /// store opens it: SQLite creates its `-wal` and `-shm` files with the
-/// database's own mode, so they are private too. An existing file is
-/// narrowed to 0600.
+/// database's own mode, so they are private too. An existing file and
+/// the companions it has now are narrowed to 0600.
 pub fn prepare_private_file(path: &Path) -> Result<(), StartupError> {
     if path.as_os_str() == ":memory:" {
         return Ok(());
@@ -57,6 +57,20 @@ pub fn prepare_private_file(path: &Path) -> Result<(), StartupError> {
         use std::os::unix::fs::PermissionsExt as _;
         file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(io_err("cannot chmod", path))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut companion = path.as_os_str().to_owned();
+            companion.push(suffix);
+            let companion = std::path::PathBuf::from(companion);
+            // SQLite deletes these when its last connection closes, which
+            // may be a previous process (or a test's previous server)
+            // finishing its shutdown right now: gone is fine.
+            match fs::set_permissions(&companion, fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("cannot chmod", &companion)(e));
+                }
+                _ => {}
+            }
+        }
     }
     drop(file);
     Ok(())
