@@ -230,14 +230,15 @@ pub fn verify_proof(proof: &str, facts: &RequestFacts<'_>) -> Result<VerifiedPro
         return Err(ProofError::ForbiddenHeader(name));
     }
     let jwk = header.jwk.ok_or(ProofError::InvalidKey)?;
-    let key = PublicKey::from_jwk(&jwk, alg)?;
+    let key = ParsedKey::of_jwk(&jwk, alg)?;
 
     let mut sig = [0u8; 65];
     let sig_len = URL_SAFE_NO_PAD
         .decode_slice(signature_b64.as_bytes(), &mut sig)
         .map_err(|_| ProofError::BadSignature)?;
     let signed = &proof.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-    key.verify(signed, sig.get(..sig_len).ok_or(ProofError::BadSignature)?)?;
+    key.key
+        .verify(signed, sig.get(..sig_len).ok_or(ProofError::BadSignature)?)?;
 
     let n = decode_segment(payload_b64, &mut buf)?;
     let claims: RawClaims = serde_json::from_slice(&buf[..n]).map_err(|e| {
@@ -290,7 +291,7 @@ pub fn verify_proof(proof: &str, facts: &RequestFacts<'_>) -> Result<VerifiedPro
         }
     }
 
-    let jkt = key.thumbprint();
+    let jkt = key.jkt.clone();
     let mut h = Sha256::new();
     h.update(b"dpop-jti\0");
     h.update(jkt.as_str().as_bytes());
@@ -340,15 +341,81 @@ fn coordinate(v: Option<&str>) -> Result<[u8; 32], ProofError> {
     }
 }
 
-impl PublicKey {
-    fn from_jwk(jwk: &RawJwk, alg: Alg) -> Result<Self, ProofError> {
+/// A `jwk`'s public key as raw coordinates: what the parsed key and its
+/// thumbprint are a pure function of.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyBytes {
+    P256 { x: [u8; 32], y: [u8; 32] },
+    Ed25519([u8; 32]),
+}
+
+impl KeyBytes {
+    /// Checks the `jwk`'s members against `alg` and decodes its coordinates.
+    fn of_jwk(jwk: &RawJwk, alg: Alg) -> Result<Self, ProofError> {
         if jwk.has_private_member() {
             return Err(ProofError::PrivateKey);
         }
         match (alg, jwk.kty.as_deref(), jwk.crv.as_deref()) {
-            (Alg::Es256, Some("EC"), Some("P-256")) => {
-                let x = coordinate(jwk.x.as_deref())?;
-                let y = coordinate(jwk.y.as_deref())?;
+            (Alg::Es256, Some("EC"), Some("P-256")) => Ok(Self::P256 {
+                x: coordinate(jwk.x.as_deref())?,
+                y: coordinate(jwk.y.as_deref())?,
+            }),
+            (Alg::EdDsa, Some("OKP"), Some("Ed25519")) => {
+                if jwk.y.is_some() {
+                    return Err(ProofError::InvalidKey);
+                }
+                Ok(Self::Ed25519(coordinate(jwk.x.as_deref())?))
+            }
+            _ => Err(ProofError::InvalidKey),
+        }
+    }
+}
+
+/// A proof's key, parsed and checked, with its thumbprint.
+struct ParsedKey {
+    key: PublicKey,
+    jkt: Jkt,
+}
+
+/// Keys parsed per thread, so a client that sends a proof with every
+/// request pays for decoding its point (a square root on the curve for
+/// Ed25519) and hashing its thumbprint once, not per request. Keyed by the
+/// raw coordinates, of which both are pure functions, so a hit gives the
+/// very answer a miss would; a key that fails to parse is never stored.
+/// Bounded: when full it is emptied, so a flood of one-off keys costs what
+/// it would cost without a cache and no more memory than this.
+const PARSED_KEYS_PER_THREAD: usize = 1024;
+
+thread_local! {
+    static PARSED_KEYS: std::cell::RefCell<std::collections::HashMap<KeyBytes, std::rc::Rc<ParsedKey>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+impl ParsedKey {
+    fn of_jwk(jwk: &RawJwk, alg: Alg) -> Result<std::rc::Rc<Self>, ProofError> {
+        let bytes = KeyBytes::of_jwk(jwk, alg)?;
+        if let Some(hit) = PARSED_KEYS.with_borrow(|keys| keys.get(&bytes).cloned()) {
+            return Ok(hit);
+        }
+        let key = PublicKey::from_bytes(bytes)?;
+        let parsed = std::rc::Rc::new(Self {
+            jkt: key.thumbprint(),
+            key,
+        });
+        PARSED_KEYS.with_borrow_mut(|keys| {
+            if keys.len() >= PARSED_KEYS_PER_THREAD {
+                keys.clear();
+            }
+            keys.insert(bytes, std::rc::Rc::clone(&parsed));
+        });
+        Ok(parsed)
+    }
+}
+
+impl PublicKey {
+    fn from_bytes(bytes: KeyBytes) -> Result<Self, ProofError> {
+        match bytes {
+            KeyBytes::P256 { x, y } => {
                 let point = p256::Sec1Point::from_affine_coordinates(&x.into(), &y.into(), false);
                 let key = p256::ecdsa::VerifyingKey::from_sec1_point(&point)
                     .map_err(|_| ProofError::InvalidKey)?;
@@ -358,11 +425,7 @@ impl PublicKey {
                     y,
                 })
             }
-            (Alg::EdDsa, Some("OKP"), Some("Ed25519")) => {
-                if jwk.y.is_some() {
-                    return Err(ProofError::InvalidKey);
-                }
-                let x = coordinate(jwk.x.as_deref())?;
+            KeyBytes::Ed25519(x) => {
                 let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
                     .map_err(|_| ProofError::InvalidKey)?;
                 if key.is_weak() {
@@ -370,7 +433,6 @@ impl PublicKey {
                 }
                 Ok(Self::Ed25519(Box::new(key)))
             }
-            _ => Err(ProofError::InvalidKey),
         }
     }
 
@@ -422,7 +484,10 @@ pub fn thumbprint_of_jwk(jwk: &serde_json::Value) -> Option<Jkt> {
         Some("OKP") => Alg::EdDsa,
         _ => return None,
     };
-    PublicKey::from_jwk(&raw, alg).ok().map(|k| k.thumbprint())
+    KeyBytes::of_jwk(&raw, alg)
+        .and_then(PublicKey::from_bytes)
+        .ok()
+        .map(|k| k.thumbprint())
 }
 
 /// Normalises an absolute `http`/`https` URL for comparison (RFC 3986
@@ -904,6 +969,40 @@ mod tests {
         let t = ec.proof(&claims());
         let stripped = &t[..=t.rfind('.').unwrap()];
         assert_eq!(check(stripped), Err(ProofError::BadSignature));
+    }
+
+    #[test]
+    fn a_key_seen_before_gives_the_answers_a_new_one_would() {
+        for s in both() {
+            let fresh = check(&s.proof(&claims())).unwrap();
+            // Now the key is parsed and kept: the same key still checks
+            // every signature, and an impostor signing under its jwk fails.
+            let again = check(&s.proof(&claims())).unwrap();
+            assert_eq!(again.jkt, fresh.jkt);
+            assert_eq!(Some(fresh.jkt.clone()), thumbprint_of_jwk(&s.jwk()));
+            let impostor = match s {
+                Signer::Ec(_) => Signer::ec(),
+                Signer::Ed(_) => Signer::ed(),
+            };
+            let forged = impostor.sign(&s.header(), &claims());
+            assert_eq!(check(&forged), Err(ProofError::BadSignature));
+        }
+        // More keys than the cache holds: it empties and starts again, and
+        // every key is still judged by its own bytes.
+        let first = Signer::ed();
+        check(&first.proof(&claims())).unwrap();
+        for _ in 0..=PARSED_KEYS_PER_THREAD {
+            let k = Signer::ed();
+            assert_eq!(
+                check(&k.proof(&claims())).unwrap().jkt,
+                thumbprint_of_jwk(&k.jwk()).unwrap()
+            );
+        }
+        assert!(PARSED_KEYS.with_borrow(|keys| keys.len() <= PARSED_KEYS_PER_THREAD));
+        assert_eq!(
+            check(&first.proof(&claims())).unwrap().jkt,
+            thumbprint_of_jwk(&first.jwk()).unwrap()
+        );
     }
 
     #[test]
