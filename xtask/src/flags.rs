@@ -12,11 +12,15 @@ pub(crate) struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the whole gate: fmt, dependency directions, clippy, tests.
+    /// Run the whole gate: fmt, dependency directions and policy, clippy,
+    /// tests.
     Ci,
     /// Check only the dependency directions and the server's module
     /// layers (step 2 of `ci`).
     Deps,
+    /// Check only the dependency policy in `deny.toml` with cargo-deny
+    /// (step 3 of `ci`).
+    Deny,
     /// Start the services and run the tests (extra arguments after `--`
     /// go to `cargo nextest run`, or to `cargo test` without nextest).
     Test {
