@@ -49,7 +49,26 @@ pub(crate) fn run() -> Result<()> {
             "warnings",
         ]))
     })?;
-    step(7, "tests", || {
+    step(7, "backend features", || {
+        // A team on one backend builds the server without the others (and
+        // their SQL drivers): every feature is on in one of these builds
+        // and off in another, so each side of every `cfg` is linted.
+        for features in BACKEND_BUILDS {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "-p",
+                "session-server",
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+        }
+        Ok(())
+    })?;
+    step(8, "tests", || {
         let services = Services::start(false).context("starting the test services")?;
         suite::run(&services, &[])
     })?;
@@ -57,7 +76,12 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-const STEPS: usize = 7;
+const STEPS: usize = 8;
+
+/// The server's backend features, built apart from the default (all of
+/// them): Redis sessions with the PostgreSQL audit log (no SQLite), and
+/// the embedded store alone (no Redis, no PostgreSQL).
+const BACKEND_BUILDS: [&str; 2] = ["redis,postgres", "sqlite"];
 
 /// The crates published to a registry (examples and xtask are not).
 const PUBLISHED: [&str; 8] = [

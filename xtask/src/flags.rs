@@ -12,8 +12,8 @@ pub(crate) struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the whole gate: fmt, dependency directions and policy, clippy,
-    /// tests.
+    /// Run the whole gate: fmt, dependency directions and policy, clippy
+    /// (and on the server's backend features), tests.
     Ci,
     /// Check only the dependency directions and the server's module
     /// layers (step 2 of `ci`).

@@ -8,7 +8,8 @@
 //!   `cargo fmt --check`; the dependency-direction check (from
 //!   `cargo metadata`) and the server's module layers; the dependency
 //!   policy (`deny`); `deploy-check`;
-//!   `cargo clippy --workspace --all-targets -D warnings`;
+//!   `cargo clippy --workspace --all-targets -D warnings`; clippy on
+//!   session-server built with some of its backend features only;
 //!   the tests (see `test`), against the services. `.ci/run` runs exactly
 //!   this.
 //! - `cargo xtask deps` — only the dependency-direction check and the
