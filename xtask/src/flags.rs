@@ -40,9 +40,6 @@ pub(crate) enum Command {
     /// Run the HTTP benchmark of session-server (and, with `--micro`, the
     /// criterion micro-benchmarks).
     Bench(crate::bench::BenchArgs),
-    /// The benchmark's load generator (run by `bench`, not by hand).
-    #[command(hide = true)]
-    Load(crate::load::LoadArgs),
     /// Check the deployment files.
     DeployCheck,
     /// Find or install what the tests need (step 0 of `ci`).

@@ -26,8 +26,9 @@
 //!   environment as `export` lines and keep them running until Ctrl-C.
 //! - `cargo xtask bench [--micro] [--duration SECS] [--connections N]
 //!   [--store sqlite|redis] [--only WORKLOADS] [--json]` — the HTTP
-//!   benchmark of `session-server` (server pinned to core 0, the `xtask
-//!   load` generator to core 1); `--micro` adds the criterion benches.
+//!   benchmark of `session-server` (server pinned to core 0, the
+//!   `session-loadgen` generator of `tools/loadgen` to core 1); `--micro`
+//!   adds the criterion benches.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
 //! - `cargo xtask setup` — find or install redis-server, PostgreSQL, nginx,
 //!   chromium + chromedriver and the tests' Python venv (as root on
@@ -56,7 +57,6 @@ mod deploy;
 mod deps;
 mod flags;
 mod layers;
-mod load;
 mod load_resp;
 mod policy;
 mod services;
@@ -76,7 +76,6 @@ fn main() -> ExitCode {
         flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
         flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
         flags::Command::Bench(args) => bench::run(&args),
-        flags::Command::Load(args) => load::run(args),
         flags::Command::DeployCheck => deploy::check(),
         flags::Command::Setup => setup::run(),
     };
