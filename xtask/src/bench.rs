@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: the HTTP benchmark of `session-server`, and (with
 //! `--micro`) the criterion micro-benchmarks.
 //!
-//! The HTTP benchmark builds `session-server` and this xtask in release,
-//! starts the server pinned to core 0 with one tokio worker, and drives it
-//! from `xtask load` (see [`crate::load`]) pinned to core 1. The store is
+//! The HTTP benchmark builds `session-server` and `session-loadgen` (the
+//! load generator, `tools/loadgen`) in release, starts the server pinned
+//! to core 0 with one tokio worker, and drives it from the generator
+//! pinned to core 1. The store is
 //! Redis (a fresh, empty database of the Redis at `REDIS_URL` or
 //! 127.0.0.1:6379, flushed before and after) when Redis answers and the
 //! server accepts it, else SQLite in a temporary directory; the output
@@ -29,10 +30,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cmd;
-use crate::load::Report;
 use crate::load_resp::Resp;
 
 /// A criterion benchmark target.
@@ -369,11 +369,10 @@ impl Setup {
         }
     }
 
-    /// Runs one `xtask load` job and reads its report.
+    /// Runs one `session-loadgen` job and reads its report.
     fn load(&self, args: &[String]) -> Result<Report> {
         let mut command = self.pinned_command(&self.loader_bin, 1);
         command
-            .arg("load")
             .args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
@@ -443,7 +442,31 @@ struct Server {
     log: PathBuf,
 }
 
-/// The arguments of an `xtask load` job that drives `server`'s public
+/// What a `session-loadgen` job measured: its JSON report, the last line
+/// it prints on stdout (the same struct as there).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct Report {
+    /// Requests completed inside the measured window.
+    pub(crate) requests: u64,
+    /// Of those, non-2xx answers and transport errors.
+    pub(crate) errors: u64,
+    /// The first few error causes with their counts.
+    pub(crate) error_kinds: Vec<(String, u64)>,
+    /// Seconds measured (shorter than asked when a pool ran out).
+    pub(crate) window_s: f64,
+    pub(crate) rps: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) max_us: u64,
+    /// CPU use of the server processes in the window (1.0 = one core).
+    pub(crate) server_cpu: f64,
+    /// CPU use of this generator in the window.
+    pub(crate) generator_cpu: f64,
+    /// Anything the reader must know (pool exhausted, …).
+    pub(crate) note: String,
+}
+
+/// The arguments of a `session-loadgen` job that drives `server`'s public
 /// listener after setting up through its admin listener.
 fn public_and_admin(job: &str, server: &Server, token_file: &str) -> Vec<String> {
     vec![
@@ -590,7 +613,14 @@ fn http(args: &BenchArgs) -> Result<()> {
     if args.no_build {
         eprintln!("bench: --no-build: using the release binaries as they are");
     } else {
-        let build = ["build", "--release", "-p", "session-server", "-p", "xtask"];
+        let build = [
+            "build",
+            "--release",
+            "-p",
+            "session-server",
+            "-p",
+            "session-loadgen",
+        ];
         cmd::run(cmd::cargo().args(build))?;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -609,7 +639,7 @@ fn http(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir(&data_dir)?;
     let setup = Setup {
         server_bin: target.join("session-server"),
-        loader_bin: target.join("xtask"),
+        loader_bin: target.join("session-loadgen"),
         pinned,
         dir: dir.path().to_owned(),
         data_dir,

@@ -8,6 +8,7 @@ use crate::cmd;
 use crate::deploy;
 use crate::deps;
 use crate::layers;
+use crate::policy;
 use crate::services::Services;
 use crate::setup;
 use crate::suite;
@@ -22,8 +23,9 @@ pub(crate) fn run() -> Result<()> {
         deps::check_workspace()?;
         layers::check()
     })?;
-    step(3, "deployment files", deploy::check)?;
-    step(4, "packages", || {
+    step(3, "dependency policy (cargo-deny)", policy::check)?;
+    step(4, "deployment files", deploy::check)?;
+    step(5, "packages", || {
         // Every library crate packages on its own (versions on path
         // dependencies, metadata, the files it embeds): publishing is one
         // command away. `--no-verify`: building each package again from
@@ -37,7 +39,7 @@ pub(crate) fn run() -> Result<()> {
         }
         cmd::run(&mut package)
     })?;
-    step(5, "clippy", || {
+    step(6, "clippy", || {
         cmd::run(cmd::cargo().args([
             "clippy",
             "--workspace",
@@ -47,7 +49,26 @@ pub(crate) fn run() -> Result<()> {
             "warnings",
         ]))
     })?;
-    step(6, "tests", || {
+    step(7, "backend features", || {
+        // A team on one backend builds the server without the others (and
+        // their SQL drivers): every feature is on in one of these builds
+        // and off in another, so each side of every `cfg` is linted.
+        for features in BACKEND_BUILDS {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "-p",
+                "session-server",
+                "--no-default-features",
+                "--features",
+                features,
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+        }
+        Ok(())
+    })?;
+    step(8, "tests", || {
         let services = Services::start(false).context("starting the test services")?;
         suite::run(&services, &[])
     })?;
@@ -55,7 +76,12 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
-const STEPS: usize = 6;
+const STEPS: usize = 8;
+
+/// The server's backend features, built apart from the default (all of
+/// them): Redis sessions with the PostgreSQL audit log (no SQLite), and
+/// the embedded store alone (no Redis, no PostgreSQL).
+const BACKEND_BUILDS: [&str; 2] = ["redis,postgres", "sqlite"];
 
 /// The crates published to a registry (examples and xtask are not).
 const PUBLISHED: [&str; 8] = [

@@ -12,11 +12,15 @@ pub(crate) struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the whole gate: fmt, dependency directions, clippy, tests.
+    /// Run the whole gate: fmt, dependency directions and policy, clippy
+    /// (and on the server's backend features), tests.
     Ci,
     /// Check only the dependency directions and the server's module
     /// layers (step 2 of `ci`).
     Deps,
+    /// Check only the dependency policy in `deny.toml` with cargo-deny
+    /// (step 3 of `ci`).
+    Deny,
     /// Start the services and run the tests (extra arguments after `--`
     /// go to `cargo nextest run`, or to `cargo test` without nextest).
     Test {
@@ -36,9 +40,6 @@ pub(crate) enum Command {
     /// Run the HTTP benchmark of session-server (and, with `--micro`, the
     /// criterion micro-benchmarks).
     Bench(crate::bench::BenchArgs),
-    /// The benchmark's load generator (run by `bench`, not by hand).
-    #[command(hide = true)]
-    Load(crate::load::LoadArgs),
     /// Check the deployment files.
     DeployCheck,
     /// Find or install what the tests need (step 0 of `ci`).

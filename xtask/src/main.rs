@@ -6,12 +6,17 @@
 //! - `cargo xtask ci` — the whole gate, in order, stopping at the first
 //!   failure: `setup` (find or install the tools the tests need);
 //!   `cargo fmt --check`; the dependency-direction check (from
-//!   `cargo metadata`) and the server's module layers; `deploy-check`;
-//!   `cargo clippy --workspace --all-targets -D warnings`;
+//!   `cargo metadata`) and the server's module layers; the dependency
+//!   policy (`deny`); `deploy-check`;
+//!   `cargo clippy --workspace --all-targets -D warnings`; clippy on
+//!   session-server built with some of its backend features only;
 //!   the tests (see `test`), against the services. `.ci/run` runs exactly
 //!   this.
 //! - `cargo xtask deps` — only the dependency-direction check and the
 //!   module-layer check.
+//! - `cargo xtask deny` — only the dependency policy: `cargo deny check`
+//!   with `deny.toml` (bans, licenses, sources; advisories where a local
+//!   copy of the RustSec database exists), installing cargo-deny if needed.
 //! - `cargo xtask test [--throwaway] [-- ARGS]` — start the services, then
 //!   run `cargo nextest run --workspace --lib --bins --tests --no-fail-fast` (or
 //!   `cargo test` when nextest is not installed) with `ARGS` appended, and
@@ -21,12 +26,14 @@
 //!   environment as `export` lines and keep them running until Ctrl-C.
 //! - `cargo xtask bench [--micro] [--duration SECS] [--connections N]
 //!   [--store sqlite|redis] [--only WORKLOADS] [--json]` — the HTTP
-//!   benchmark of `session-server` (server pinned to core 0, the `xtask
-//!   load` generator to core 1); `--micro` adds the criterion benches.
+//!   benchmark of `session-server` (server pinned to core 0, the
+//!   `session-loadgen` generator of `tools/loadgen` to core 1); `--micro`
+//!   adds the criterion benches.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
 //! - `cargo xtask setup` — find or install redis-server, PostgreSQL, nginx,
 //!   chromium + chromedriver and the tests' Python venv (as root on
-//!   Debian with apt-get; elsewhere it stops with the install command).
+//!   Debian with apt-get; elsewhere it stops with the install command),
+//!   and cargo-deny (`cargo install` from crates.io).
 //!
 //! The services are Redis, PostgreSQL and a three-node Redis Cluster. The
 //! shared Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth)
@@ -50,8 +57,8 @@ mod deploy;
 mod deps;
 mod flags;
 mod layers;
-mod load;
 mod load_resp;
+mod policy;
 mod services;
 mod setup;
 mod suite;
@@ -65,10 +72,10 @@ fn main() -> ExitCode {
     let result = match flags.command {
         flags::Command::Ci => ci::run(),
         flags::Command::Deps => deps::check_workspace().and_then(|()| layers::check()),
+        flags::Command::Deny => policy::check(),
         flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
         flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
         flags::Command::Bench(args) => bench::run(&args),
-        flags::Command::Load(args) => load::run(args),
         flags::Command::DeployCheck => deploy::check(),
         flags::Command::Setup => setup::run(),
     };

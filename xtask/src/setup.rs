@@ -8,7 +8,9 @@
 //! `venv` for a throwaway virtual environment holding
 //! `openapi-spec-validator` (the OpenAPI test). As root on Debian the
 //! missing packages are installed with apt-get; anywhere else the command
-//! stops at once with the exact command to run. Nothing is skipped.
+//! stops at once with the exact command to run. Nothing is skipped. And
+//! `cargo-deny` (the dependency policy), installed from crates.io with
+//! `cargo install` when missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,7 +146,31 @@ pub(crate) fn ensure() -> Result<()> {
     }
     optional_systemd_analyze();
     ensure_real_geoip_db()?;
-    ensure_venv()
+    ensure_venv()?;
+    ensure_cargo_deny()
+}
+
+/// The cargo-deny that reads `deny.toml`, pinned: its configuration format
+/// moves between releases.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Finds cargo-deny at [`CARGO_DENY_VERSION`], or builds it from crates.io
+/// once (`cargo install --locked`, a few minutes; later runs find it in
+/// `$CARGO_HOME/bin`).
+pub(crate) fn ensure_cargo_deny() -> Result<()> {
+    let installed = cmd::output(cmd::cargo().args(["deny", "--version"])).unwrap_or_default();
+    if installed.split_whitespace().nth(1) == Some(CARGO_DENY_VERSION) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-deny {CARGO_DENY_VERSION} from crates.io (once)");
+    cmd::run(cmd::cargo().args([
+        "install",
+        "--locked",
+        "--quiet",
+        &format!("cargo-deny@{CARGO_DENY_VERSION}"),
+    ]))
+    .context("installing cargo-deny")?;
+    Ok(())
 }
 
 /// A real, public GeoLite2 City database (the `ip-location-db` build on
@@ -245,5 +271,6 @@ pub(crate) fn run() -> Result<()> {
         PYTHON_PACKAGES.join(", "),
         venv_dir().display()
     );
+    eprintln!("setup: cargo-deny {CARGO_DENY_VERSION} found");
     Ok(())
 }

@@ -5,11 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 use session_core::TokenDigest;
-use session_core::keys::{DetachedError, KeyRing, MAX_KID_LEN};
-use session_store_postgres::{Checkpoint, SignatureFault};
+use session_core::keys::MAX_KID_LEN;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::state::SignedHead;
 use crate::wire::Timestamp;
 
 /// Longest signature accepted back (base64url of a 64-byte signature is 86
@@ -43,8 +43,8 @@ pub struct CheckpointList {
     pub checkpoints: Vec<CheckpointView>,
 }
 
-impl From<&Checkpoint> for CheckpointView {
-    fn from(c: &Checkpoint) -> Self {
+impl From<&SignedHead> for CheckpointView {
+    fn from(c: &SignedHead) -> Self {
         Self {
             seq: c.seq,
             head_hash: TokenDigest::from_bytes(c.head_hash).to_hex(),
@@ -60,7 +60,7 @@ impl From<&Checkpoint> for CheckpointView {
 impl CheckpointView {
     /// The checkpoint, its fields checked for shape (not for truth: that is
     /// the verifier's job).
-    pub fn to_checkpoint(&self) -> Result<Checkpoint, ApiError> {
+    pub fn to_checkpoint(&self) -> Result<SignedHead, ApiError> {
         let bad = |what: &str| {
             ApiError::invalid_request(format!("checkpoint at seq {}: {what}", self.seq))
         };
@@ -79,7 +79,7 @@ impl CheckpointView {
         if self.signature.is_empty() || self.signature.len() > MAX_SIGNATURE_LEN {
             return Err(bad("signature is 1 to 512 characters"));
         }
-        Ok(Checkpoint {
+        Ok(SignedHead {
             seq: self.seq,
             head_hash,
             signature: self.signature.clone().into_bytes(),
@@ -87,18 +87,6 @@ impl CheckpointView {
             at: self.at.0,
         })
     }
-}
-
-/// Checks a checkpoint's signature against the ring: its live keys and its
-/// archive of dropped ones.
-pub fn verify_signature(keys: &KeyRing, c: &Checkpoint) -> Result<(), SignatureFault> {
-    let signature = std::str::from_utf8(&c.signature).map_err(|_| SignatureFault::BadSignature)?;
-    keys.verify_detached(&c.kid, &c.message(), signature)
-        .map_err(|e| match e {
-            DetachedError::UnknownKey => SignatureFault::UnknownKey,
-            // BadSignature, and any refusal added later.
-            _ => SignatureFault::BadSignature,
-        })
 }
 
 #[cfg(test)]

@@ -1,20 +1,42 @@
 //! The composition root: the one place that names a backend. It reads the
 //! `store` and `audit` settings and hands the server trait objects.
+//!
+//! Each backend is a cargo feature of this crate, all on by default:
+//! `sqlite` (the embedded store: sessions, users, audit log), `redis`
+//! (sessions on Redis / Redis Cluster), `postgres` (the PostgreSQL audit
+//! log). A build without one refuses its URLs at start, naming the feature.
 
+#[cfg(feature = "sqlite")]
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use session_store_postgres::{ChainCheck, Checkpoint, MigrateMode, OutboxAuditLog, OutboxConfig};
+#[cfg(feature = "postgres")]
+use session_store_postgres::{
+    ChainCheck, Checkpoint, MigrateMode, OutboxAuditLog, OutboxConfig, SignatureFault,
+};
+#[cfg(feature = "redis")]
 use session_store_redis::{RedisOptions, RedisStore};
+#[cfg(feature = "sqlite")]
 use session_store_sqlite::SqliteStore;
 
-use session_core::keys::KeyRing;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+use session_core::StoreError;
+#[cfg(feature = "postgres")]
+use session_core::keys::{DetachedError, KeyRing};
 use session_core::record::RecordCipher;
-use session_core::{RevocationFeed, SessionStore, StoreError, UserStore};
+use session_core::{AuditLog, RevocationFeed, SessionStore, UserStore};
 
 use crate::config::Settings;
 use crate::startup::StartupError;
-use crate::state::{AuditChain, Backends};
+use crate::state::Backends;
+#[cfg(feature = "postgres")]
+use crate::state::{AuditChain, SignedHead};
+
+#[cfg(not(any(feature = "sqlite", feature = "redis")))]
+compile_error!("session-server needs a session store: enable its `sqlite` or `redis` feature");
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("session-server needs an audit log: enable its `sqlite` or `postgres` feature");
 
 /// A URL with any credentials cut out, for logs and errors.
 pub fn redact(url: &str) -> String {
@@ -27,46 +49,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-async fn sqlite(
-    path: &std::path::Path,
-    what: &'static str,
-) -> Result<Arc<SqliteStore>, StartupError> {
-    crate::files::prepare_private_file(path)?;
-    SqliteStore::open(path)
-        .await
-        .map(Arc::new)
-        .map_err(|source| StartupError::Store { what, source })
-}
-
-/// Opens the embedded audit log at `path` in its own file (created 0600:
-/// it holds user ids, IPs and user agents). `sessions_db` is the SQLite
-/// session store's file, if any: a deployment from before the audit log
-/// had its own file kept its events there, and they are copied over once
-/// (see [`SqliteStore::import_audit_once`]).
-async fn sqlite_audit(
-    path: &std::path::Path,
-    sessions_db: Option<&std::path::Path>,
-) -> Result<Arc<SqliteStore>, StartupError> {
-    let audit = sqlite(path, "SQLite audit log").await?;
-    if let Some(old) = sessions_db.filter(|old| old.exists()) {
-        let copied = audit
-            .import_audit_once(old)
-            .await
-            .map_err(|source| StartupError::Store {
-                what: "SQLite audit log (copying the events kept in the session store)",
-                source,
-            })?;
-        if copied > 0 {
-            tracing::info!(
-                events = copied, from = %old.display(), to = %path.display(),
-                "audit events moved to the audit log's own file (the old copy stays, append-only)"
-            );
-        }
-    }
-    tracing::info!(path = %path.display(), "audit log: SQLite");
-    Ok(audit)
-}
-
 /// The session store's half of [`Backends`].
 struct SessionSide {
     sessions: Arc<dyn SessionStore>,
@@ -76,6 +58,17 @@ struct SessionSide {
     /// Values every instance shares (key ring, token secret), where the
     /// session store is shared.
     shared: Option<Arc<dyn session_core::shared::SharedValues>>,
+    /// The embedded store, which may hold the audit log too.
+    #[cfg(feature = "sqlite")]
+    sqlite: Option<Arc<SqliteStore>>,
+}
+
+/// The audit log's half of [`Backends`].
+struct AuditSide {
+    audit: Arc<dyn AuditLog>,
+    kind: &'static str,
+    backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    chain: Option<Arc<dyn crate::state::AuditChain>>,
 }
 
 /// Opens the stores the settings name.
@@ -89,100 +82,191 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
     // Every session store seals its records' private fields; the cipher
     // gets its key once the state has loaded the token secret.
     let records = RecordCipher::new();
-    let (sessions, sqlite_store) = match scheme {
-        "sqlite" => {
-            let path = PathBuf::from(rest);
-            crate::files::prepare_private_file(&path)?;
-            let store = SqliteStore::open(&path)
-                .await
-                .map(|s| Arc::new(s.with_records(records.clone())))
-                .map_err(|source| StartupError::Store {
-                    what: "SQLite store",
-                    source,
-                })?;
-            tracing::info!(path = %path.display(), "session store: SQLite");
-            let sessions = SessionSide {
-                sessions: store.clone(),
-                users: store.clone(),
-                feed: None,
-                kind: "sqlite",
-                shared: None,
-            };
-            (sessions, Some(store))
-        }
-        scheme if REDIS_SCHEMES.contains(&scheme) => {
-            let options = RedisOptions {
-                records: Some(records.clone()),
-                ..redis_options(settings)
-            };
-            // Connect now where Redis answers, so an evicting policy stops
-            // the start with one line. Where Redis is unreachable, start
-            // anyway: the store connects on first use (checking the policy
-            // then), answers 503 until Redis is back, then serves.
-            let store = match RedisStore::connect_with(store_url, &settings.redis_prefix, &options)
-                .await
-            {
-                Err(StoreError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "Redis is unreachable; starting anyway, answering 503 until it is back");
-                    RedisStore::open_with(store_url, &settings.redis_prefix, &options)
-                }
-                other => other,
-            }
-                .map(Arc::new)
-                .map_err(|source| StartupError::Store {
-                    what: "Redis store",
-                    source,
-                })?;
-            let kind = if store.is_cluster() {
-                "redis-cluster"
-            } else {
-                "redis"
-            };
-            tracing::info!(url = %redact(store_url), kind, "session store: Redis");
-            let sessions = SessionSide {
-                sessions: store.clone(),
-                users: store.clone(),
-                feed: Some(store.clone()),
-                kind,
-                shared: Some(store),
-            };
-            (sessions, None)
-        }
+    let sessions = match scheme {
+        "sqlite" => sqlite_sessions(rest, &records).await?,
+        scheme if REDIS_SCHEMES.contains(&scheme) => redis_sessions(settings, &records).await?,
         _ => return Err(unsupported()),
     };
     // The audit log: its own SQLite file (`<data dir>/audit.db` unless
     // `sqlite://PATH` names another), or PostgreSQL.
     let audit_url = settings.audit.as_deref().unwrap_or_default();
-    if audit_url.is_empty() || audit_url.starts_with("sqlite://") {
+    let audit = if audit_url.is_empty() || audit_url.starts_with("sqlite://") {
         let path = audit_url
             .strip_prefix("sqlite://")
             .map_or_else(|| settings.data_dir.join("audit.db"), PathBuf::from);
-        let audit = match &sqlite_store {
-            Some(store) if store.path() == path => store.clone(),
-            _ => sqlite_audit(&path, sqlite_store.as_ref().map(|s| s.path())).await?,
-        };
-        return Ok(Backends {
-            sessions: sessions.sessions,
-            users: sessions.users,
-            audit,
-            feed: sessions.feed,
-            store_kind: sessions.kind,
-            audit_kind: "sqlite",
-            audit_backlog: None,
-            audit_chain: None,
-            shared: sessions.shared,
-            records: Some(records),
-        });
-    }
-    if !(audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://")) {
+        sqlite_audit(&path, &sessions).await?
+    } else if audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://") {
+        postgres_audit(settings, audit_url).await?
+    } else {
         return Err(StartupError::Unsupported {
             what: "audit",
             url: redact(audit_url),
         });
+    };
+    Ok(Backends {
+        sessions: sessions.sessions,
+        users: sessions.users,
+        audit: audit.audit,
+        feed: sessions.feed,
+        store_kind: sessions.kind,
+        audit_kind: audit.kind,
+        audit_backlog: audit.backlog,
+        audit_chain: audit.chain,
+        shared: sessions.shared,
+        records: Some(records),
+    })
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite(path: &Path, what: &'static str) -> Result<Arc<SqliteStore>, StartupError> {
+    crate::files::prepare_private_file(path)?;
+    SqliteStore::open(path)
+        .await
+        .map(Arc::new)
+        .map_err(|source| StartupError::Store { what, source })
+}
+
+/// The embedded session store at `path`.
+#[cfg(feature = "sqlite")]
+async fn sqlite_sessions(path: &str, records: &RecordCipher) -> Result<SessionSide, StartupError> {
+    let path = PathBuf::from(path);
+    crate::files::prepare_private_file(&path)?;
+    let store = SqliteStore::open(&path)
+        .await
+        .map(|s| Arc::new(s.with_records(records.clone())))
+        .map_err(|source| StartupError::Store {
+            what: "SQLite store",
+            source,
+        })?;
+    tracing::info!(path = %path.display(), "session store: SQLite");
+    Ok(SessionSide {
+        sessions: store.clone(),
+        users: store.clone(),
+        feed: None,
+        kind: "sqlite",
+        shared: None,
+        sqlite: Some(store),
+    })
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite_sessions(_: &str, _: &RecordCipher) -> Result<SessionSide, StartupError> {
+    Err(StartupError::NotBuilt {
+        what: "the SQLite session store",
+        feature: "sqlite",
+    })
+}
+
+/// Opens the embedded audit log at `path` in its own file (created 0600:
+/// it holds user ids, IPs and user agents), or uses the session store's
+/// file when it is the same. A deployment from before the audit log had its
+/// own file kept its events in the session store's, and they are copied
+/// over once (see [`SqliteStore::import_audit_once`]).
+#[cfg(feature = "sqlite")]
+async fn sqlite_audit(path: &Path, sessions: &SessionSide) -> Result<AuditSide, StartupError> {
+    let audit = match &sessions.sqlite {
+        Some(store) if store.path() == path => store.clone(),
+        _ => {
+            let audit = sqlite(path, "SQLite audit log").await?;
+            if let Some(old) = sessions
+                .sqlite
+                .as_ref()
+                .map(|s| s.path())
+                .filter(|old| old.exists())
+            {
+                let copied =
+                    audit
+                        .import_audit_once(old)
+                        .await
+                        .map_err(|source| StartupError::Store {
+                            what: "SQLite audit log (copying the events kept in the session store)",
+                            source,
+                        })?;
+                if copied > 0 {
+                    tracing::info!(
+                        events = copied, from = %old.display(), to = %path.display(),
+                        "audit events moved to the audit log's own file (the old copy stays, append-only)"
+                    );
+                }
+            }
+            tracing::info!(path = %path.display(), "audit log: SQLite");
+            audit
+        }
+    };
+    Ok(AuditSide {
+        audit,
+        kind: "sqlite",
+        backlog: None,
+        chain: None,
+    })
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite_audit(_: &std::path::Path, _: &SessionSide) -> Result<AuditSide, StartupError> {
+    Err(StartupError::NotBuilt {
+        what: "the SQLite audit log (the default; SESSION_AUDIT=postgres://… names the other)",
+        feature: "sqlite",
+    })
+}
+
+/// Sessions on Redis or a Redis Cluster.
+#[cfg(feature = "redis")]
+async fn redis_sessions(
+    settings: &Settings,
+    records: &RecordCipher,
+) -> Result<SessionSide, StartupError> {
+    let store_url = settings.store.as_str();
+    let options = RedisOptions {
+        records: Some(records.clone()),
+        ..redis_options(settings)
+    };
+    // Connect now where Redis answers, so an evicting policy stops the
+    // start with one line. Where Redis is unreachable, start anyway: the
+    // store connects on first use (checking the policy then), answers 503
+    // until Redis is back, then serves.
+    let store = match RedisStore::connect_with(store_url, &settings.redis_prefix, &options).await {
+        Err(StoreError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "Redis is unreachable; starting anyway, answering 503 until it is back");
+            RedisStore::open_with(store_url, &settings.redis_prefix, &options)
+        }
+        other => other,
     }
-    // The server runs as the least-privileged `session_service` role: it
-    // checks the schema and refuses to start when it is behind; the owner
-    // applies migrations with `session-server migrate`.
+    .map(Arc::new)
+    .map_err(|source| StartupError::Store {
+        what: "Redis store",
+        source,
+    })?;
+    let kind = if store.is_cluster() {
+        "redis-cluster"
+    } else {
+        "redis"
+    };
+    tracing::info!(url = %redact(store_url), kind, "session store: Redis");
+    Ok(SessionSide {
+        sessions: store.clone(),
+        users: store.clone(),
+        feed: Some(store.clone()),
+        kind,
+        shared: Some(store),
+        #[cfg(feature = "sqlite")]
+        sqlite: None,
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_sessions(_: &Settings, _: &RecordCipher) -> Result<SessionSide, StartupError> {
+    Err(StartupError::NotBuilt {
+        what: "the Redis session store",
+        feature: "redis",
+    })
+}
+
+/// The PostgreSQL audit log, through its local outbox. The server runs as
+/// the least-privileged `session_service` role: it checks the schema and
+/// refuses to start when it is behind; the owner applies migrations with
+/// `session-server migrate`.
+#[cfg(feature = "postgres")]
+async fn postgres_audit(settings: &Settings, audit_url: &str) -> Result<AuditSide, StartupError> {
     let config = OutboxConfig {
         migrate: MigrateMode::Check,
         ..OutboxConfig::default()
@@ -196,17 +280,19 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         })?;
     tracing::info!(url = %redact(audit_url), "audit log: PostgreSQL through the local outbox");
     let backlog = outbox.clone();
-    Ok(Backends {
-        sessions: sessions.sessions,
-        users: sessions.users,
+    Ok(AuditSide {
         audit: outbox.clone(),
-        feed: sessions.feed,
-        store_kind: sessions.kind,
-        audit_kind: "postgres",
-        audit_backlog: Some(Arc::new(move || backlog.backlog())),
-        audit_chain: Some(Arc::new(PostgresChain(outbox))),
-        shared: sessions.shared,
-        records: Some(records),
+        kind: "postgres",
+        backlog: Some(Arc::new(move || backlog.backlog())),
+        chain: Some(Arc::new(PostgresChain(outbox))),
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_audit(_: &Settings, _: &str) -> Result<AuditSide, StartupError> {
+    Err(StartupError::NotBuilt {
+        what: "the PostgreSQL audit log",
+        feature: "postgres",
     })
 }
 
@@ -214,6 +300,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
 const REDIS_SCHEMES: [&str; 2] = ["redis", "redis+cluster"];
 
 /// The Redis options the settings give.
+#[cfg(feature = "redis")]
 fn redis_options(settings: &Settings) -> RedisOptions {
     RedisOptions {
         allow_eviction: settings.redis_allow_eviction,
@@ -234,31 +321,99 @@ pub async fn shared_values(
     {
         return Ok(None);
     }
-    let store = RedisStore::connect_with(url, &settings.redis_prefix, &redis_options(settings))
-        .await
-        .map_err(|source| StartupError::Store {
-            what: "Redis store",
-            source,
-        })?;
-    Ok(Some(Arc::new(store)))
+    #[cfg(feature = "redis")]
+    {
+        let store = RedisStore::connect_with(url, &settings.redis_prefix, &redis_options(settings))
+            .await
+            .map_err(|source| StartupError::Store {
+                what: "Redis store",
+                source,
+            })?;
+        Ok(Some(Arc::new(store)))
+    }
+    #[cfg(not(feature = "redis"))]
+    Err(StartupError::NotBuilt {
+        what: "the Redis session store",
+        feature: "redis",
+    })
 }
 
+/// Applies every pending migration of the PostgreSQL audit log at `url`
+/// (`session-server migrate`, as the schema's owner).
+pub async fn migrate_audit(url: &str) -> Result<(), StartupError> {
+    #[cfg(feature = "postgres")]
+    {
+        session_store_postgres::migrate(url)
+            .await
+            .map_err(|source| StartupError::Store {
+                what: "PostgreSQL audit log",
+                source,
+            })
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = url;
+        Err(StartupError::NotBuilt {
+            what: "the PostgreSQL audit log",
+            feature: "postgres",
+        })
+    }
+}
+
+/// Checks a checkpoint's signature against the ring: its live keys and its
+/// archive of dropped ones.
+#[cfg(feature = "postgres")]
+pub fn verify_signature(keys: &KeyRing, c: &Checkpoint) -> Result<(), SignatureFault> {
+    let signature = std::str::from_utf8(&c.signature).map_err(|_| SignatureFault::BadSignature)?;
+    keys.verify_detached(&c.kid, &c.message(), signature)
+        .map_err(|e| match e {
+            DetachedError::UnknownKey => SignatureFault::UnknownKey,
+            // BadSignature, and any refusal added later.
+            _ => SignatureFault::BadSignature,
+        })
+}
+
+#[cfg(feature = "postgres")]
+fn checkpoint(h: &SignedHead) -> Checkpoint {
+    Checkpoint {
+        seq: h.seq,
+        head_hash: h.head_hash,
+        signature: h.signature.clone(),
+        kid: h.kid.clone(),
+        at: h.at,
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn signed_head(c: Checkpoint) -> SignedHead {
+    SignedHead {
+        seq: c.seq,
+        head_hash: c.head_hash,
+        signature: c.signature,
+        kid: c.kid,
+        at: c.at,
+    }
+}
+
+#[cfg(feature = "postgres")]
 struct PostgresChain(Arc<OutboxAuditLog>);
 
+#[cfg(feature = "postgres")]
 #[async_trait::async_trait]
 impl AuditChain for PostgresChain {
     async fn verify(
         &self,
         keys: &KeyRing,
-        exported: &[Checkpoint],
+        exported: &[SignedHead],
     ) -> Result<serde_json::Value, StoreError> {
-        let signatures = |c: &Checkpoint| crate::checkpoint::verify_signature(keys, c);
+        let signatures = |c: &Checkpoint| verify_signature(keys, c);
+        let exported: Vec<Checkpoint> = exported.iter().map(checkpoint).collect();
         let report = self
             .0
             .postgres()
             .verify_chain_with(ChainCheck {
                 signatures: Some(&signatures),
-                exported,
+                exported: &exported,
             })
             .await?;
         Ok(serde_json::json!({
@@ -280,15 +435,16 @@ impl AuditChain for PostgresChain {
         }))
     }
 
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        self.0.postgres().checkpoints().await
+    async fn checkpoints(&self) -> Result<Vec<SignedHead>, StoreError> {
+        let stored = self.0.postgres().checkpoints().await?;
+        Ok(stored.into_iter().map(signed_head).collect())
     }
 
     async fn checkpoint(
         &self,
         keys: &KeyRing,
         now: time::OffsetDateTime,
-    ) -> Result<Option<Checkpoint>, StoreError> {
+    ) -> Result<Option<SignedHead>, StoreError> {
         // Sign with the key that is active now; a signing failure leaves no
         // checkpoint rather than a bad one. What the outbox holds goes to
         // PostgreSQL first, so the checkpoint covers every event already
@@ -304,7 +460,8 @@ impl AuditChain for PostgresChain {
                 .map(|(_, sig)| sig.into_bytes())
                 .unwrap_or_default()
         };
-        self.0.postgres().checkpoint(&signer, &kid).await
+        let stored = self.0.postgres().checkpoint(&signer, &kid).await?;
+        Ok(stored.map(signed_head))
     }
 }
 

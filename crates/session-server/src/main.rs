@@ -110,7 +110,7 @@ async fn run() -> anyhow::Result<()> {
         let url = settings.audit.as_deref().context(
             "migrate needs the PostgreSQL audit URL: --audit postgres://… or SESSION_AUDIT",
         )?;
-        session_store_postgres::migrate(url)
+        session_server::compose::migrate_audit(url)
             .await
             .with_context(|| format!("migrating {}", session_server::compose::redact(url)))?;
         println!("audit log schema is up to date");

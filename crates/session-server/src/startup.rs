@@ -64,6 +64,14 @@ pub enum StartupError {
         /// The URL without credentials.
         url: String,
     },
+    /// A store this build left out (a cargo feature of session-server).
+    #[error("this build has no {what}: build session-server with its `{feature}` feature")]
+    NotBuilt {
+        /// Which store.
+        what: &'static str,
+        /// The feature that brings it.
+        feature: &'static str,
+    },
     /// A listener could not be bound or served.
     #[error("listener {addr}")]
     Listen {

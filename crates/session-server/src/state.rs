@@ -27,6 +27,23 @@ use crate::startup::StartupError;
 use session_axum::Validator;
 use session_core::sealing::MasterKey;
 
+/// A signed head of an audit chain, in the server's own terms: what
+/// [`AuditChain`] lists, signs and checks (the composition root converts
+/// to and from the log's own type, so nothing else names the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    /// The `seq` of the last event it covers.
+    pub seq: i64,
+    /// That event's chain hash.
+    pub head_hash: [u8; 32],
+    /// The signature over the log's checkpoint message.
+    pub signature: Vec<u8>,
+    /// The signing key's id.
+    pub kid: String,
+    /// When it was written (the database's clock).
+    pub at: time::OffsetDateTime,
+}
+
 /// A tamper-evident audit log's chain: verified on demand, signed
 /// periodically with the service's signing key.
 #[async_trait::async_trait]
@@ -37,7 +54,7 @@ pub trait AuditChain: Send + Sync {
     async fn verify(
         &self,
         keys: &KeyRing,
-        exported: &[session_store_postgres::Checkpoint],
+        exported: &[SignedHead],
     ) -> Result<serde_json::Value, StoreError>;
     /// Signs the current head with the key active at `now`; `None` when
     /// the log is empty.
@@ -45,9 +62,9 @@ pub trait AuditChain: Send + Sync {
         &self,
         keys: &KeyRing,
         now: time::OffsetDateTime,
-    ) -> Result<Option<session_store_postgres::Checkpoint>, StoreError>;
+    ) -> Result<Option<SignedHead>, StoreError>;
     /// Every stored checkpoint, oldest first.
-    async fn checkpoints(&self) -> Result<Vec<session_store_postgres::Checkpoint>, StoreError>;
+    async fn checkpoints(&self) -> Result<Vec<SignedHead>, StoreError>;
 }
 
 /// The stores a server runs on, chosen by the composition root.

@@ -1,4 +1,6 @@
-//! `xtask load`: the HTTP load generator behind `cargo xtask bench`.
+//! `session-loadgen`: the HTTP load generator behind `cargo xtask bench`,
+//! a crate of its own so that xtask (built first by every `cargo xtask`
+//! command) does not compile an HTTP client and the DPoP signer.
 //!
 //! `bench` runs it as a subprocess (pinned with `taskset` to its own core)
 //! against a running `session-server`. It runs on a tokio current-thread
@@ -38,9 +40,10 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// user-agent anomaly rule requires).
 const USER_AGENT: &str = "xtask-bench/1";
 
-/// `xtask load`: one load job.
-#[derive(Debug, clap::Args)]
-pub(crate) struct LoadArgs {
+/// One load job; run by `cargo xtask bench`, not by hand.
+#[derive(Debug, clap::Parser)]
+#[command(name = "session-loadgen")]
+struct LoadArgs {
     #[command(subcommand)]
     job: Job,
 }
@@ -173,7 +176,18 @@ pub(crate) struct Report {
     pub(crate) note: String,
 }
 
-pub(crate) fn run(args: LoadArgs) -> Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = <LoadArgs as clap::Parser>::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("session-loadgen: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: LoadArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
