@@ -1,6 +1,6 @@
 //! What browsers need from the public listener: which origins may send
-//! cookie-transport requests, CORS for the configured ones, the cookies'
-//! attributes and paths.
+//! cookie-transport requests and CORS for the configured ones. The
+//! cookies' attributes and paths are session-axum's `CookieWriter`.
 //!
 //! The own origin (that of `SESSION_PUBLIC_URL`, else `http://<Host>` or
 //! `https://<Host>` of the request) and every origin of
@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::extract::{ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
 use crate::state::AppState;
 
 /// The request headers a cross-origin page may send (preflight answer).
@@ -115,47 +114,6 @@ pub fn log_accepted_origins(settings: &Settings) {
         allowed_origins = ?settings.allowed_origins,
         "browser origins accepted on cookie-transport requests (the allowed ones also get CORS)"
     );
-}
-
-/// The path of the refresh cookie: the public URL's prefix + `/v1/auth`.
-pub fn refresh_cookie_path(settings: &Settings) -> String {
-    let prefix = settings
-        .public_url
-        .as_ref()
-        .map_or("", |u| u.prefix.as_str());
-    format!("{prefix}/v1/auth")
-}
-
-/// Appends one `Set-Cookie` (`Secure; SameSite=Strict` always).
-pub fn set_cookie(
-    res: &mut Response,
-    name: &str,
-    value: &str,
-    path: &str,
-    max_age: i64,
-    http_only: bool,
-) {
-    let http_only = if http_only { "; HttpOnly" } else { "" };
-    let v = format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}{http_only}; Secure; SameSite=Strict"
-    );
-    if let Ok(v) = HeaderValue::from_str(&v) {
-        res.headers_mut().append(header::SET_COOKIE, v);
-    }
-}
-
-/// Clears the three cookies of cookie transport.
-pub fn clear_cookies(settings: &Settings, res: &mut Response) {
-    set_cookie(res, ACCESS_COOKIE, "", "/", 0, true);
-    set_cookie(
-        res,
-        REFRESH_COOKIE,
-        "",
-        &refresh_cookie_path(settings),
-        0,
-        true,
-    );
-    set_cookie(res, CSRF_COOKIE, "", "/", 0, false);
 }
 
 /// The methods of a public route, for a preflight answer; `None` for a
@@ -259,15 +217,6 @@ mod tests {
         let s = settings(&[("public_url", "https://example.com/auth")]);
         assert!(origin_allowed(&s, &h, "https://example.com"));
         assert!(!origin_allowed(&s, &h, "http://localhost:8080"));
-    }
-
-    #[test]
-    fn the_refresh_cookie_path_follows_the_public_url_prefix() {
-        assert_eq!(refresh_cookie_path(&settings(&[])), "/v1/auth");
-        assert_eq!(
-            refresh_cookie_path(&settings(&[("public_url", "https://example.com/auth/")])),
-            "/auth/v1/auth"
-        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use session_core::rotation::RefreshStanding;
 use session_core::service::ServiceError;
 use session_core::{Actor, ClientInfo, RevokeReason, SessionId};
 
-use crate::browser::{check_origin, clear_cookies, log_csrf_refusal};
+use crate::browser::{check_origin, log_csrf_refusal};
 use crate::dpop::{DpopRequest, Scheme, Target};
 use crate::error::ApiError;
 use crate::extract::{
@@ -268,7 +268,7 @@ pub(crate) async fn refresh(
             let err = ApiError::from(e);
             let mut res = err.into_response();
             if !bearer && outcome != "error" && outcome != "dpop" {
-                clear_cookies(&state.settings, &mut res);
+                state.cookies.clear(&mut res);
             }
             no_store(&mut res);
             res.extensions_mut()
@@ -340,7 +340,7 @@ pub(crate) async fn logout(
         .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     log_session(&mut res, &sid);
-    clear_cookies(&state.settings, &mut res);
+    state.cookies.clear(&mut res);
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     no_store(&mut res);

@@ -24,7 +24,7 @@ use crate::keyring::{FileHome, KeyManager};
 use crate::master::keys_path;
 use crate::ratelimit::RateLimits;
 use crate::startup::StartupError;
-use session_axum::Validator;
+use session_axum::{CookieWriter, Validator};
 use session_core::sealing::MasterKey;
 
 /// A tamper-evident audit log's chain: verified on demand, signed
@@ -348,6 +348,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     /// Access-token validation.
     pub validator: Arc<Validator>,
+    /// The cookies of cookie transport (paths from `SESSION_PUBLIC_URL`).
+    pub cookies: CookieWriter,
     /// Rate limits.
     pub limits: Arc<RateLimits>,
     /// SHA-256 of the admin token.
@@ -507,6 +509,7 @@ impl AppState {
             keys: key_manager,
             service,
             validator,
+            cookies: CookieWriter::new(settings.public_url.as_ref()),
             limits,
             admin_token_digest: Sha256::digest(admin.as_bytes()).into(),
             metrics: crate::metrics::handle(),
