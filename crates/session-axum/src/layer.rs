@@ -7,26 +7,35 @@ use std::task::{Context, Poll};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Request, StatusCode, header};
 use session_core::RevocationFeed;
 use session_core::service::SessionService;
 use tower::{Layer, Service};
 
+use crate::csrf::{CSRF_HEADER, OriginPolicy, changes_state};
+use crate::dpop::{DpopRequest, DpopTarget, DpopVerifier};
+use crate::guard::{Guard, check_binding};
 use crate::jwks::JwksVerifier;
-use crate::token::{ACCESS_COOKIE, bearer, cookie};
-use crate::validate::{AuthError, Authenticated, ValidationMode, Validator};
+use crate::token::{Source, access_token};
+use crate::validate::{Authenticated, ValidationMode, Validator};
 
 /// What checks a request's token: the session service (any validation
 /// mode), or only the issuer's published keys.
 #[derive(Debug, Clone)]
 enum Checker {
-    Service(Arc<Validator>),
-    Jwks(Arc<JwksVerifier>),
+    Service(Guard),
+    Jwks(Arc<JwksVerifier>, Arc<OriginPolicy>),
 }
 
 /// Puts the token checker in every request's extensions, where the
 /// extractors find it. Clone it freely: every clone shares one validator
 /// (one cache, one revocation set).
+///
+/// By default the own origin (the request's `Host`) is the only one
+/// allowed on cookie-transport changes ([`SessionLayer::with_origins`]),
+/// and a DPoP-bound token is accepted as `Authorization: DPoP` with a good
+/// proof, each proof once (remembered in the service's session store;
+/// [`SessionLayer::with_dpop`]).
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
     checker: Checker,
@@ -59,11 +68,40 @@ impl SessionLayer {
         Self::from_validator(validator)
     }
 
-    /// A layer over an existing validator (the server shares its own).
+    /// A layer over an existing validator, with [`Guard::new`]'s defaults.
     pub fn from_validator(validator: Arc<Validator>) -> Self {
+        Self::from_guard(Guard::new(validator))
+    }
+
+    /// A layer over an existing guard (the server shares its own).
+    pub fn from_guard(guard: Guard) -> Self {
         Self {
-            checker: Checker::Service(validator),
+            checker: Checker::Service(guard),
         }
+    }
+
+    /// Allows these origins on cookie-transport changes (the own origin,
+    /// and the listed ones).
+    #[must_use]
+    pub fn with_origins(self, origins: OriginPolicy) -> Self {
+        let checker = match self.checker {
+            Checker::Service(guard) => Checker::Service(guard.with_origins(origins)),
+            Checker::Jwks(verifier, _) => Checker::Jwks(verifier, Arc::new(origins)),
+        };
+        Self { checker }
+    }
+
+    /// Checks DPoP proofs with `dpop` (a public URL, server nonces);
+    /// `None`: a DPoP-bound token is refused. Layers built with
+    /// [`SessionLayer::jwks`] have no store to remember proofs in and refuse
+    /// bound tokens whatever this says.
+    #[must_use]
+    pub fn with_dpop(self, dpop: Option<DpopVerifier>) -> Self {
+        let checker = match self.checker {
+            Checker::Service(guard) => Checker::Service(guard.with_dpop(dpop)),
+            jwks @ Checker::Jwks(..) => jwks,
+        };
+        Self { checker }
     }
 
     /// For an app with no access to the session store: tokens are checked
@@ -74,16 +112,21 @@ impl SessionLayer {
     /// bearer tokens.
     pub fn jwks(verifier: Arc<JwksVerifier>) -> Self {
         Self {
-            checker: Checker::Jwks(verifier),
+            checker: Checker::Jwks(verifier, Arc::new(OriginPolicy::default())),
         }
     }
 
     /// The validator the extractors use, unless the layer checks the JWKS
     /// only.
     pub fn validator(&self) -> Option<&Arc<Validator>> {
+        self.guard().map(Guard::validator)
+    }
+
+    /// The guard the extractors use, unless the layer checks the JWKS only.
+    pub fn guard(&self) -> Option<&Guard> {
         match &self.checker {
-            Checker::Service(v) => Some(v),
-            Checker::Jwks(_) => None,
+            Checker::Service(g) => Some(g),
+            Checker::Jwks(..) => None,
         }
     }
 }
@@ -128,15 +171,29 @@ where
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// No usable access token, or it is invalid, expired, revoked, or bound
-    /// to a DPoP key (the layer does not check proofs: such a token is
-    /// refused, never accepted as a bearer token). 401 `invalid_token`.
+    /// No usable access token, or it is invalid, expired or revoked; or a
+    /// DPoP-bound token sent as `Bearer` or in the cookie, or an unbound one
+    /// sent as `DPoP`. 401 `invalid_token` with `WWW-Authenticate: Bearer`.
     #[error("the access token is missing, invalid, expired or revoked")]
     InvalidToken,
     /// A state-changing request authenticated by the cookie without the
     /// session's `X-CSRF-Token`, or from another origin. 403 `csrf_failed`.
     #[error("{0}")]
     CsrfFailed(&'static str),
+    /// A DPoP proof is missing, malformed, replayed or does not match. 401
+    /// `invalid_dpop_proof` with a `WWW-Authenticate: DPoP` challenge.
+    #[error("{0}")]
+    InvalidDpopProof(String),
+    /// Server nonces are on and the proof has no fresh one:
+    /// `use_dpop_nonce` with the nonce to use in `DPoP-Nonce` (RFC 9449 §8,
+    /// §9), 400 at a token endpoint, else 401 with a `DPoP` challenge.
+    #[error("this server requires a DPoP nonce: retry with the one in DPoP-Nonce")]
+    UseDpopNonce {
+        /// The nonce to retry with.
+        nonce: String,
+        /// Whether the request was a login or refresh.
+        token_endpoint: bool,
+    },
     /// The store could not answer: refused, never waved through. 503
     /// `store_unavailable`.
     #[error("the session store is unavailable")]
@@ -151,6 +208,12 @@ impl IntoResponse for Rejection {
         let (status, code) = match &self {
             Self::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::CsrfFailed(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
+            Self::InvalidDpopProof(_) => (StatusCode::UNAUTHORIZED, "invalid_dpop_proof"),
+            Self::UseDpopNonce {
+                token_endpoint: true,
+                ..
+            } => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
+            Self::UseDpopNonce { .. } => (StatusCode::UNAUTHORIZED, "use_dpop_nonce"),
             Self::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::MissingLayer => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
@@ -171,38 +234,26 @@ impl IntoResponse for Rejection {
             Self::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::InvalidDpopProof(_) => {
+                if let Some(v) = crate::dpop::challenge("invalid_dpop_proof") {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            Self::UseDpopNonce {
+                nonce,
+                token_endpoint,
+            } => {
+                if !token_endpoint && let Some(v) = crate::dpop::challenge("use_dpop_nonce") {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&nonce) {
+                    headers.insert("dpop-nonce", v);
+                }
+            }
             _ => {}
         }
         res
     }
-}
-
-/// Whether the request may change state: anything but GET, HEAD, OPTIONS
-/// and TRACE.
-fn changes_state(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
-}
-
-/// Refuses a cross-site request: `Sec-Fetch-Site: cross-site`, or an
-/// `Origin` that is not the request's own host.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if fetch_site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
-        return false;
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, h)| h);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection> {
@@ -211,78 +262,57 @@ async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, Rejection>
         .get::<Checker>()
         .cloned()
         .ok_or(Rejection::MissingLayer)?;
-    let (token, from_cookie) = if let Some(t) = bearer(&parts.headers) {
-        (t, false)
-    } else if parts.headers.contains_key(header::AUTHORIZATION) {
-        // Another scheme (DPoP, Basic…) or an unreadable header: not ours
-        // to accept.
-        return Err(Rejection::InvalidToken);
-    } else if let Some(t) = cookie(&parts.headers, ACCESS_COOKIE) {
-        (t, true)
-    } else {
-        return Ok(None);
-    };
-    let auth = match &checker {
-        Checker::Service(validator) => match validator.authenticate(token, false).await {
-            Ok(auth) => Arc::unwrap_or_clone(auth),
-            Err(AuthError::Store(e)) => return Err(Rejection::StoreUnavailable(e)),
-            Err(_) => return Err(Rejection::InvalidToken),
-        },
-        Checker::Jwks(verifier) => {
+    let changes = changes_state(&parts.method);
+    match &checker {
+        Checker::Service(guard) => {
+            let dpop = DpopRequest::from_parts(parts);
+            let Some((auth, source)) = guard
+                .authenticate_optional(&parts.headers, false, &dpop, DpopTarget::This)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if source == Source::Cookie && changes {
+                guard
+                    .check_csrf_live(&parts.headers, &auth.session_id)
+                    .await?;
+            }
+            Ok(Some(Arc::unwrap_or_clone(auth)))
+        }
+        Checker::Jwks(verifier, origins) => {
+            let Some((token, source, scheme)) = access_token(&parts.headers) else {
+                return Ok(None);
+            };
             let claims = verifier
                 .verify(token)
                 .await
                 .map_err(|_| Rejection::InvalidToken)?;
             let session_id = claims.sid.parse().map_err(|_| Rejection::InvalidToken)?;
-            Authenticated {
+            check_binding(&claims, token, scheme, None).await?;
+            if source == Source::Cookie && changes {
+                origins.check(&parts.headers)?;
+                if !parts.headers.contains_key(CSRF_HEADER) {
+                    return Err(Rejection::CsrfFailed("missing X-CSRF-Token header"));
+                }
+                return Err(Rejection::CsrfFailed(
+                    "a change made with the cookie needs the session service; send the token as a bearer token",
+                ));
+            }
+            Ok(Some(Authenticated {
                 claims,
                 session_id,
                 session: None,
-            }
-        }
-    };
-    if auth.claims.cnf.is_some() {
-        return Err(Rejection::InvalidToken);
-    }
-    if from_cookie && changes_state(&parts.method) {
-        if !same_origin(&parts.headers) {
-            return Err(Rejection::CsrfFailed("cross-origin request"));
-        }
-        let Some(presented) = parts
-            .headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Err(Rejection::CsrfFailed("missing X-CSRF-Token header"));
-        };
-        let Checker::Service(validator) = &checker else {
-            return Err(Rejection::CsrfFailed(
-                "a change made with the cookie needs the session service; send the token as a bearer token",
-            ));
-        };
-        // Against the session's live refresh generation: a refresh in
-        // another tab moves it.
-        let service = validator.service();
-        let session = service
-            .get_active(&auth.session_id)
-            .await
-            .map_err(|e| match e {
-                session_core::service::ServiceError::Store(s) => Rejection::StoreUnavailable(s),
-                _ => Rejection::InvalidToken,
-            })?
-            .ok_or(Rejection::InvalidToken)?;
-        if !service.csrf_valid(&auth.session_id, session.refresh.generation, presented) {
-            return Err(Rejection::CsrfFailed("wrong CSRF token"));
+            }))
         }
     }
-    Ok(Some(auth))
 }
 
 /// The extractor: a request with a valid access token whose session is
 /// active (as the layer's [`ValidationMode`] checks it). The token comes
-/// from `Authorization: Bearer`, else from the `__Host-session` cookie; a
-/// state-changing request authenticated by the cookie must also come from
-/// the page's own origin and carry the session's `X-CSRF-Token`.
+/// from `Authorization: Bearer` (or `DPoP` with a proof, for a bound
+/// token), else from the `__Host-session` cookie; a state-changing request
+/// authenticated by the cookie must also come from an allowed origin and
+/// carry the session's `X-CSRF-Token`.
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = Rejection;
 
@@ -315,49 +345,5 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalSession {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         authenticate(parts).await.map(OptionalSession)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn only_same_origin_requests_pass_the_origin_check() {
-        assert!(same_origin(&headers(&[("host", "app.example")])));
-        assert!(same_origin(&headers(&[
-            ("host", "app.example"),
-            ("origin", "https://app.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "app.example"),
-            ("origin", "https://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "app.example"),
-            ("origin", "null")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "app.example"),
-            ("sec-fetch-site", "cross-site")
-        ])));
-    }
-
-    #[test]
-    fn safe_methods_change_nothing() {
-        for m in [Method::GET, Method::HEAD, Method::OPTIONS] {
-            assert!(!changes_state(&m));
-        }
-        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-            assert!(changes_state(&m));
-        }
     }
 }

@@ -188,9 +188,13 @@ fn finish(router: Router<AppState>, state: AppState, listener: &'static str) -> 
         ));
     // CORS for the allowed browser origins, on the public listener only.
     let app = if listener == "public" {
+        let cors = session_axum::cors::Cors::new(
+            state.guard.origins().clone(),
+            crate::browser::route_methods,
+        );
         app.layer(axum::middleware::from_fn_with_state(
-            state,
-            crate::browser::cors,
+            cors,
+            session_axum::cors::cors,
         ))
     } else {
         app
@@ -311,7 +315,7 @@ pub async fn serve_opened(
                 }
             },
         };
-        crate::browser::log_accepted_origins(&state.settings);
+        state.guard.origins().log_accepted();
         let mut tasks = vec![
             tokio::spawn(housekeeping(state.clone())),
             tokio::spawn(crate::keyring::run_schedule(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ipnet::IpNet;
-pub use session_axum::ValidationMode;
+pub use session_axum::{PublicUrl, ValidationMode};
 use session_core::AnomalyAction;
 use session_core::keys::SigningAlgorithm;
 use time::Duration;
@@ -521,7 +521,14 @@ impl RawSettings {
             anomaly_travel: parse_with("anomaly_travel", req("anomaly_travel")?)?,
             travel_speed_kmh: parse_with("travel_speed_kmh", req("travel_speed_kmh")?)?,
             allowed_origins: list(get("allowed_origins")),
-            public_url: get("public_url").map(PublicUrl::parse).transpose()?,
+            public_url: get("public_url")
+                .map(|v| {
+                    PublicUrl::parse(v).map_err(|e| ConfigError::Invalid {
+                        name: "public_url",
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()?,
             ui: parse_switch("ui", req("ui")?)?,
             trusted_proxies: list(get("trusted_proxies"))
                 .iter()
@@ -646,53 +653,6 @@ fn list(v: Option<&str>) -> Vec<String> {
             .collect()
     })
     .unwrap_or_default()
-}
-
-/// `SESSION_PUBLIC_URL`: the public listener as browsers reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicUrl {
-    /// `scheme://host[:port]`, lower case, as browsers send it in `Origin`.
-    pub origin: String,
-    /// The path prefix the reverse proxy strips (`/auth`), or `""`.
-    pub prefix: String,
-}
-
-impl PublicUrl {
-    /// Parses `http(s)://host[:port][/prefix]` (no query, no fragment).
-    pub fn parse(v: &str) -> Result<Self, ConfigError> {
-        let invalid = |why: &str| ConfigError::Invalid {
-            name: "public_url",
-            message: format!("{v:?}: {why}"),
-        };
-        let uri: http::Uri = v
-            .trim()
-            .parse()
-            .map_err(|_| invalid("not a URL (expected e.g. https://example.com/auth)"))?;
-        let scheme = uri
-            .scheme_str()
-            .map(str::to_ascii_lowercase)
-            .filter(|s| s == "http" || s == "https")
-            .ok_or_else(|| invalid("expected an http:// or https:// URL"))?;
-        let authority = uri
-            .authority()
-            .ok_or_else(|| invalid("no host"))?
-            .as_str()
-            .to_ascii_lowercase();
-        if authority.contains('@') {
-            return Err(invalid("no user info allowed"));
-        }
-        if uri.query().is_some() || v.contains('#') {
-            return Err(invalid("no query or fragment allowed"));
-        }
-        let prefix = uri.path().trim_end_matches('/').to_owned();
-        if prefix.contains(|c: char| c == ';' || c == ',' || c.is_whitespace()) {
-            return Err(invalid("the path cannot go into a cookie"));
-        }
-        Ok(Self {
-            origin: format!("{scheme}://{authority}"),
-            prefix,
-        })
-    }
 }
 
 fn parse_switch(name: &'static str, v: &str) -> Result<bool, ConfigError> {

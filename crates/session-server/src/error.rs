@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use session_axum::Rejection;
 use session_core::StoreError;
 use session_core::service::ServiceError;
 
@@ -262,6 +263,27 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// session-axum's refusals, answered exactly as the server's own errors.
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::InvalidToken => Self::invalid_token(),
+            Rejection::CsrfFailed(why) => Self::csrf_failed(why),
+            Rejection::InvalidDpopProof(why) => Self::invalid_dpop_proof(why),
+            Rejection::UseDpopNonce {
+                nonce,
+                token_endpoint,
+            } => Self::use_dpop_nonce(nonce, token_endpoint),
+            Rejection::StoreUnavailable(e) => e.into(),
+            // MissingLayer (a wiring mistake), and any kind added later.
+            e => {
+                log_chain("request check failed", &e);
+                Self::internal()
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (
@@ -285,14 +307,10 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
         }
-        if let Some(code) = self.dpop_challenge {
-            let v = format!(
-                "DPoP error=\"{code}\", algs=\"{}\"",
-                session_core::dpop::ALGORITHMS
-            );
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                headers.insert(header::WWW_AUTHENTICATE, v);
-            }
+        if let Some(code) = self.dpop_challenge
+            && let Some(v) = session_axum::dpop::challenge(code)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, v);
         }
         if let Some(nonce) = &self.dpop_nonce
             && let Ok(v) = HeaderValue::from_str(nonce)

@@ -18,7 +18,7 @@ pub(crate) async fn healthz() -> Response {
 /// validation mode are in force.
 #[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "stores reachable"), (status = 503, description = "store_unavailable")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let mode = state.validator.effective_mode().as_str();
+    let mode = state.guard.validator().effective_mode().as_str();
     let backlog = state.info.audit_backlog.as_ref().map(|f| f());
     match state.service.ready().await {
         Ok(()) => Json(serde_json::json!({
@@ -26,7 +26,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             "store": state.info.store_kind,
             "audit": state.info.audit_kind,
             "validation_mode": mode,
-            "configured_validation_mode": state.validator.mode().as_str(),
+            "configured_validation_mode": state.guard.validator().mode().as_str(),
             "audit_backlog": backlog,
             // "stale": the shared key ring cannot be re-read; this
             // instance signs and verifies with its last good copy.

@@ -7,7 +7,6 @@ pub mod checkpoint;
 pub mod compose;
 pub mod config;
 pub mod conn;
-pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod files;

@@ -3,7 +3,6 @@
 //! bodies `wire`'s.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -16,19 +15,15 @@ use session_core::rotation::RefreshStanding;
 use session_core::service::ServiceError;
 use session_core::{Actor, ClientInfo, RevokeReason, SessionId};
 
-use crate::browser::{check_origin, clear_cookies, log_csrf_refusal};
-use crate::dpop::{DpopRequest, Scheme, Target};
 use crate::error::ApiError;
-use crate::extract::{
-    ACCESS_COOKIE, Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer,
-};
+use crate::extract::{Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer};
 use crate::health;
 use crate::state::AppState;
 use crate::wire::{
     DeviceList, DeviceView, LocationView, SessionView, TokenResponse, issued_response, log_session,
     no_store,
 };
-use session_axum::{AuthError, Authenticated};
+use session_axum::{Authenticated, DpopRequest, DpopTarget, Source};
 
 /// The public router (state applied by the caller).
 pub fn router() -> Router<AppState> {
@@ -63,98 +58,21 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-/// The full CSRF check of a cookie-transport state change: the origin
-/// rules, then `X-CSRF-Token` against the token of the session's refresh
-/// `generation` (one value at a time).
-fn check_csrf(
-    state: &AppState,
-    headers: &HeaderMap,
-    session_id: &SessionId,
-    generation: u64,
-) -> Result<(), ApiError> {
-    check_origin(&state.settings, headers)?;
-    let Some(presented) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) else {
-        log_csrf_refusal("csrf_header_missing", headers);
-        return Err(ApiError::csrf_failed("missing X-CSRF-Token header"));
-    };
-    if !state.service.csrf_valid(session_id, generation, presented) {
-        log_csrf_refusal("csrf_token_wrong", headers);
-        return Err(ApiError::csrf_failed("wrong CSRF token"));
-    }
-    Ok(())
-}
-
-/// The CSRF check of a state change made with the access-token cookie:
-/// against the session's live refresh generation, read from the store.
-async fn check_csrf_live(
-    state: &AppState,
-    headers: &HeaderMap,
-    session_id: &SessionId,
-) -> Result<(), ApiError> {
-    check_origin(&state.settings, headers)?;
-    let session = state
-        .service
-        .get_active(session_id)
-        .await?
-        .ok_or_else(ApiError::invalid_token)?;
-    check_csrf(state, headers, session_id, session.refresh.generation)
-}
-
-/// Where the access token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// `Authorization: Bearer`.
-    Header,
-    /// The `__Host-session` cookie (CSRF rules apply).
-    Cookie,
-}
-
-/// Authenticates a request by its access token. A DPoP-bound token
-/// (`cnf.jkt`) counts only as `Authorization: DPoP` with a proof by its
-/// key for `target` carrying its `ath`; as `Bearer` (or a cookie) it is
-/// `invalid_token`, and so is an unbound token sent as `DPoP`.
+/// Authenticates a request by its access token: session-axum's [`Guard`]
+/// (token sources, validation, the DPoP binding for `target`).
+///
+/// [`Guard`]: session_axum::Guard
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     need_session: bool,
     dpop: &DpopRequest,
-    target: Target,
+    target: DpopTarget,
 ) -> Result<(Arc<Authenticated>, Source), ApiError> {
-    let (token, source, scheme) = match crate::dpop::authorization(headers) {
-        Some((scheme, t)) => (t, Source::Header, Some(scheme)),
-        None if !wants_bearer(headers) => (
-            cookie(headers, ACCESS_COOKIE).ok_or_else(ApiError::invalid_token)?,
-            Source::Cookie,
-            None,
-        ),
-        None => return Err(ApiError::invalid_token()),
-    };
-    let started = Instant::now();
-    let result = state.validator.authenticate(token, need_session).await;
-    metrics::histogram!("session_validation_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    let auth = match result {
-        Ok(a) => a,
-        Err(AuthError::Store(e)) => return Err(e.into()),
-        Err(_) => return Err(ApiError::invalid_token()),
-    };
-    match (&auth.claims.cnf, scheme) {
-        (None, Some(Scheme::Dpop)) | (Some(_), None | Some(Scheme::Bearer)) => {
-            return Err(ApiError::invalid_token());
-        }
-        (Some(cnf), Some(Scheme::Dpop)) => {
-            let proven = crate::dpop::check(state, dpop, target, Some(token), false)
-                .await?
-                .ok_or_else(|| ApiError::invalid_dpop_proof("a DPoP proof is required"))?;
-            if proven != cnf.jkt {
-                return Err(ApiError::invalid_dpop_proof(
-                    "the DPoP proof is not by the token's key",
-                ));
-            }
-        }
-        (None, _) => {}
-    }
-    Ok((auth, source))
+    Ok(state
+        .guard
+        .authenticate(headers, need_session, dpop, target)
+        .await?)
 }
 
 fn validate_login(req: &LoginRequest) -> Result<(), ApiError> {
@@ -182,7 +100,7 @@ pub(crate) async fn login(
 ) -> Result<Response, ApiError> {
     let bearer = wants_bearer(&headers);
     if !bearer {
-        check_origin(&state.settings, &headers)?;
+        state.guard.check_origin(&headers)?;
     }
     state.limits.login_ip.check_client(client.ip.as_deref())?;
     validate_login(&req)?;
@@ -191,7 +109,10 @@ pub(crate) async fn login(
         .login_user
         .check(&req.username, client.ip.as_deref())?;
     if bearer {
-        client.dpop_jkt = crate::dpop::check(&state, &dpop, Target::This, None, true).await?;
+        client.dpop_jkt = state
+            .guard
+            .check_proof(&dpop, DpopTarget::This, true)
+            .await?;
     }
     let _hashing = state.limits.password_work.acquire().await?;
     let issued = match state
@@ -237,16 +158,16 @@ pub(crate) async fn refresh(
             .ok_or_else(|| ApiError::from(ServiceError::InvalidRefreshToken))?;
         // Against the presented token's generation: a grace-window replay
         // (a second tab) carries the CSRF token issued with that token.
-        check_csrf(
-            &state,
-            &headers,
-            &presented.session_id,
-            presented.generation,
-        )?;
+        state
+            .guard
+            .check_csrf(&headers, &presented.session_id, presented.generation)?;
         token
     };
     if bearer {
-        client.dpop_jkt = crate::dpop::check(&state, &dpop, Target::This, None, true).await?;
+        client.dpop_jkt = state
+            .guard
+            .check_proof(&dpop, DpopTarget::This, true)
+            .await?;
     }
     match state.service.refresh(&token, &client).await {
         Ok(issued) => {
@@ -268,7 +189,7 @@ pub(crate) async fn refresh(
             let err = ApiError::from(e);
             let mut res = err.into_response();
             if !bearer && outcome != "error" && outcome != "dpop" {
-                clear_cookies(&state.settings, &mut res);
+                state.cookies.clear(&mut res);
             }
             no_store(&mut res);
             res.extensions_mut()
@@ -287,10 +208,13 @@ async fn caller_session(
     dpop: &DpopRequest,
     client: &ClientInfo,
 ) -> Result<SessionId, ApiError> {
-    match authenticate(state, headers, false, dpop, Target::This).await {
+    match authenticate(state, headers, false, dpop, DpopTarget::This).await {
         Ok((auth, Source::Header)) => Ok(auth.session_id),
         Ok((auth, Source::Cookie)) => {
-            check_csrf_live(state, headers, &auth.session_id).await?;
+            state
+                .guard
+                .check_csrf_live(headers, &auth.session_id)
+                .await?;
             Ok(auth.session_id)
         }
         Err(e)
@@ -299,7 +223,7 @@ async fn caller_session(
                 && bearer(headers).is_none() =>
         {
             let token = cookie(headers, REFRESH_COOKIE).ok_or(e)?;
-            check_origin(&state.settings, headers)?;
+            state.guard.check_origin(headers)?;
             // The one rule refresh uses decides what this token is.
             let (session, presented, standing) = state
                 .service
@@ -307,7 +231,9 @@ async fn caller_session(
                 .await?
                 .ok_or_else(ApiError::invalid_token)?;
             // Against the presented token's generation, as refresh checks it.
-            check_csrf(state, headers, &session.id, presented.generation)?;
+            state
+                .guard
+                .check_csrf(headers, &session.id, presented.generation)?;
             match standing {
                 RefreshStanding::Live | RefreshStanding::Grace => Ok(session.id),
                 // A rotated-away token is a reuse wherever it is presented:
@@ -340,7 +266,7 @@ pub(crate) async fn logout(
         .await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     log_session(&mut res, &sid);
-    clear_cookies(&state.settings, &mut res);
+    state.cookies.clear(&mut res);
     res.headers_mut()
         .insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
     no_store(&mut res);
@@ -353,7 +279,7 @@ pub(crate) async fn whoami(
     dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, source) = authenticate(&state, &headers, true, &dpop, Target::This).await?;
+    let (auth, source) = authenticate(&state, &headers, true, &dpop, DpopTarget::This).await?;
     let session = auth.session.clone().ok_or_else(ApiError::invalid_token)?;
     let mut view = SessionView::from(session.as_ref());
     if source == Source::Cookie {
@@ -371,7 +297,7 @@ pub(crate) async fn list_sessions(
     dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, _) = authenticate(&state, &headers, false, &dpop, Target::This).await?;
+    let (auth, _) = authenticate(&state, &headers, false, &dpop, DpopTarget::This).await?;
     let sessions = state.service.list(&auth.claims.sub).await?;
     let body = DeviceList {
         sessions: sessions
@@ -400,9 +326,12 @@ pub(crate) async fn revoke_own(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (auth, source) = authenticate(&state, &headers, false, &dpop, Target::This).await?;
+    let (auth, source) = authenticate(&state, &headers, false, &dpop, DpopTarget::This).await?;
     if source == Source::Cookie {
-        check_csrf_live(&state, &headers, &auth.session_id).await?;
+        state
+            .guard
+            .check_csrf_live(&headers, &auth.session_id)
+            .await?;
     }
     let not_found = || ApiError::not_found("no such session");
     let target: SessionId = session_id.parse().map_err(|_| not_found())?;
@@ -430,7 +359,7 @@ pub(crate) async fn verify(
     dpop: DpopRequest,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (auth, _) = authenticate(&state, &headers, false, &dpop, Target::Original).await?;
+    let (auth, _) = authenticate(&state, &headers, false, &dpop, DpopTarget::Original).await?;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&auth.claims.sub) {

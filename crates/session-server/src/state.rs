@@ -24,7 +24,7 @@ use crate::keyring::{FileHome, KeyManager};
 use crate::master::keys_path;
 use crate::ratelimit::RateLimits;
 use crate::startup::StartupError;
-use session_axum::Validator;
+use session_axum::{CookieWriter, DpopVerifier, Guard, OriginPolicy, Validator};
 use session_core::sealing::MasterKey;
 
 /// A signed head of an audit chain, in the server's own terms: what
@@ -363,8 +363,11 @@ pub struct Shared {
     pub service: Arc<SessionService>,
     /// Settings.
     pub settings: Arc<Settings>,
-    /// Access-token validation.
-    pub validator: Arc<Validator>,
+    /// Access-token validation and the request rules around it (token
+    /// sources, DPoP, CSRF and origins).
+    pub guard: Guard,
+    /// The cookies of cookie transport (paths from `SESSION_PUBLIC_URL`).
+    pub cookies: CookieWriter,
     /// Rate limits.
     pub limits: Arc<RateLimits>,
     /// SHA-256 of the admin token.
@@ -514,6 +517,18 @@ impl AppState {
         if let Some(feed) = backends.feed.clone() {
             validator.follow_feed(feed);
         }
+        // The request rules, configured: own origin and DPoP `htu` from the
+        // public URL, the allowed origins, server nonces.
+        let guard = Guard::new(validator)
+            .with_origins(OriginPolicy::new(
+                settings.public_url.as_ref(),
+                settings.allowed_origins.clone(),
+            ))
+            .with_dpop(Some(
+                DpopVerifier::for_service(&service)
+                    .with_public_url(settings.public_url.clone())
+                    .with_nonces(settings.dpop_nonce),
+            ));
         let limits = Arc::new(RateLimits::new(
             settings.rate_limit_login,
             settings.rate_limit_refresh,
@@ -523,7 +538,8 @@ impl AppState {
             geoip,
             keys: key_manager,
             service,
-            validator,
+            guard,
+            cookies: CookieWriter::new(settings.public_url.as_ref()),
             limits,
             admin_token_digest: Sha256::digest(admin.as_bytes()).into(),
             metrics: crate::metrics::handle(),

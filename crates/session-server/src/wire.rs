@@ -7,12 +7,11 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use session_axum::IssuedCookies;
 use session_core::service::Issued;
 use session_core::{Session, SessionId};
 use time::OffsetDateTime;
 
-use crate::browser::{refresh_cookie_path, set_cookie};
-use crate::extract::{ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE};
 use crate::state::AppState;
 
 /// A point in time on the wire: an RFC 3339 string in UTC, as the contract
@@ -271,31 +270,15 @@ pub(crate) fn issued_response(
     };
     let mut res = (status, Json(body)).into_response();
     if !bearer {
-        set_cookie(
-            &mut res,
-            ACCESS_COOKIE,
-            issued.access_token.expose(),
-            "/",
-            expires_in,
-            true,
-        );
         let session_left = (issued.session.expires_at() - now).whole_seconds().max(0);
-        set_cookie(
-            &mut res,
-            REFRESH_COOKIE,
-            issued.refresh_token.expose(),
-            &refresh_cookie_path(&state.settings),
-            session_left,
-            true,
-        );
-        set_cookie(
-            &mut res,
-            CSRF_COOKIE,
-            issued.csrf_token.expose(),
-            "/",
-            session_left,
-            false,
-        );
+        let tokens = IssuedCookies {
+            access: issued.access_token.expose(),
+            refresh: issued.refresh_token.expose(),
+            csrf: issued.csrf_token.expose(),
+        };
+        state
+            .cookies
+            .set_tokens(&mut res, tokens, expires_in, session_left);
     }
     no_store(&mut res);
     log_session(&mut res, &issued.session.id);
