@@ -16,6 +16,8 @@
 //!   with each request a token not used before from a pre-created pool;
 //! - `refresh`: one rotation chain per connection;
 //! - `create`: `POST /admin/v1/sessions`;
+//! - `login`: `POST /v1/auth/login` of 32 password users made for the run
+//!   (argon2id with the server's default parameters, so logins/s per core);
 //! - `memory`: Redis bytes per live session after creating the pool
 //!   (100,000 sessions by default);
 //! - `propagation`: revoke on instance A, time until instance B answers
@@ -52,6 +54,10 @@ const BENCHES: &[Bench] = &[
         bench: "geoip",
     },
 ];
+
+/// Concurrent logins: what a server pinned to one core admits at once (one
+/// hashing, eight waiting) without shedding load.
+const LOGIN_CONNECTIONS: usize = 8;
 
 /// Sessions the validate workload spreads its requests over.
 const HOT_SESSIONS: usize = 1000;
@@ -116,6 +122,8 @@ enum Workload {
     Dpop,
     Refresh,
     Create,
+    /// Password login: argon2id with the server's default parameters.
+    Login,
     Memory,
     Propagation,
 }
@@ -188,7 +196,7 @@ fn redact(arg: &str) -> String {
     }
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_owned())
@@ -198,15 +206,15 @@ fn loadavg() -> String {
 
 /// An empty database of a Redis server, flushed when dropped.
 #[derive(Debug)]
-struct RedisDb {
+pub(crate) struct RedisDb {
     addr: SocketAddr,
-    db: u32,
-    conn: Resp,
+    pub(crate) db: u32,
+    pub(crate) conn: Resp,
 }
 
 impl RedisDb {
     /// The address of `REDIS_URL` (host must be loopback) or 127.0.0.1:6379.
-    fn addr() -> Result<SocketAddr> {
+    pub(crate) fn addr() -> Result<SocketAddr> {
         let Ok(url) = std::env::var("REDIS_URL") else {
             return Ok(SocketAddr::from(([127, 0, 0, 1], 6379)));
         };
@@ -228,7 +236,7 @@ impl RedisDb {
     }
 
     /// The highest-numbered empty database (from 15 down), flushed.
-    fn pick(addr: SocketAddr) -> Result<Self> {
+    pub(crate) fn pick(addr: SocketAddr) -> Result<Self> {
         let mut conn = Resp::connect(addr)?;
         for db in (1..16u32).rev() {
             if conn.cmd(&["SELECT", &db.to_string()]).is_err() {
@@ -242,7 +250,7 @@ impl RedisDb {
         bail!("Redis at {addr} has no empty database among 1..=15")
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}/{}", self.addr, self.db)
     }
 }
@@ -337,20 +345,20 @@ fn parse_perf_line(line: &str) -> Option<Symbol> {
 
 /// Where the binaries are and how to start them.
 #[derive(Debug)]
-struct Setup {
+pub(crate) struct Setup {
     server_bin: PathBuf,
-    loader_bin: PathBuf,
-    pinned: bool,
+    pub(crate) loader_bin: PathBuf,
+    pub(crate) pinned: bool,
     dir: PathBuf,
-    data_dir: PathBuf,
-    connections: usize,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) connections: usize,
     duration: u64,
     audit: Option<String>,
     profile: bool,
 }
 
 impl Setup {
-    fn admin_token_file(&self) -> PathBuf {
+    pub(crate) fn admin_token_file(&self) -> PathBuf {
         self.data_dir.join("admin-token")
     }
 
@@ -359,7 +367,7 @@ impl Setup {
     }
 
     /// `program` pinned to `core` when `taskset` works.
-    fn pinned_command(&self, program: &Path, core: u8) -> Command {
+    pub(crate) fn pinned_command(&self, program: &Path, core: u8) -> Command {
         if self.pinned {
             let mut command = Command::new("taskset");
             command.args(["-c", &core.to_string()]).arg(program);
@@ -370,7 +378,7 @@ impl Setup {
     }
 
     /// Runs one `session-loadgen` job and reads its report.
-    fn load(&self, args: &[String]) -> Result<Report> {
+    pub(crate) fn load(&self, args: &[String]) -> Result<Report> {
         let mut command = self.pinned_command(&self.loader_bin, 1);
         command
             .args(args)
@@ -412,7 +420,8 @@ impl Setup {
         })
     }
 
-    fn common(&self, server: &[&Server], warmup: f64) -> Vec<String> {
+    /// The arguments every closed-loop job shares, `--connections N` first.
+    pub(crate) fn common(&self, server: &[&Server], warmup: f64) -> Vec<String> {
         let mut args = vec![
             "--connections".to_owned(),
             self.connections.to_string(),
@@ -435,10 +444,10 @@ fn free_port() -> Result<SocketAddr> {
 
 /// A running `session-server`, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
-struct Server {
-    child: Child,
-    public: SocketAddr,
-    admin: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) public: SocketAddr,
+    pub(crate) admin: SocketAddr,
     log: PathBuf,
 }
 
@@ -468,7 +477,7 @@ pub(crate) struct Report {
 
 /// The arguments of a `session-loadgen` job that drives `server`'s public
 /// listener after setting up through its admin listener.
-fn public_and_admin(job: &str, server: &Server, token_file: &str) -> Vec<String> {
+pub(crate) fn public_and_admin(job: &str, server: &Server, token_file: &str) -> Vec<String> {
     vec![
         job.to_owned(),
         "--public".to_owned(),
@@ -481,7 +490,12 @@ fn public_and_admin(job: &str, server: &Server, token_file: &str) -> Vec<String>
 }
 
 impl Server {
-    fn start(setup: &Setup, name: &str, store_url: &str, validation: &str) -> Result<Self> {
+    pub(crate) fn start(
+        setup: &Setup,
+        name: &str,
+        store_url: &str,
+        validation: &str,
+    ) -> Result<Self> {
         let (public, admin) = (free_port()?, free_port()?);
         let log = setup.dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
@@ -608,9 +622,17 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
 
 // ---------------------------------------------------------- the run
 
-fn http(args: &BenchArgs) -> Result<()> {
-    let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
-    if args.no_build {
+/// Builds the release binaries (unless `no_build`) and lays out a run: a
+/// temporary directory (removed when the returned guard drops) with the
+/// servers' data directory, and whether pinning works here.
+pub(crate) fn prepare(
+    no_build: bool,
+    connections: usize,
+    duration: u64,
+    audit: Option<String>,
+    profile: bool,
+) -> Result<(Setup, tempfile::TempDir)> {
+    if no_build {
         eprintln!("bench: --no-build: using the release binaries as they are");
     } else {
         let build = [
@@ -643,11 +665,24 @@ fn http(args: &BenchArgs) -> Result<()> {
         pinned,
         dir: dir.path().to_owned(),
         data_dir,
-        connections: args.connections,
-        duration: args.duration,
-        audit: args.audit.clone(),
-        profile: args.profile,
+        connections,
+        duration,
+        audit,
+        profile,
     };
+    Ok((setup, dir))
+}
+
+fn http(args: &BenchArgs) -> Result<()> {
+    let selected = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+    let (setup, _dir) = prepare(
+        args.no_build,
+        args.connections,
+        args.duration,
+        args.audit.clone(),
+        args.profile,
+    )?;
+    let pinned = setup.pinned;
     let mut results = Results {
         command: std::iter::once("cargo xtask bench".to_owned())
             .chain(std::env::args().skip(2).map(|arg| redact(&arg)))
@@ -823,6 +858,27 @@ fn http(args: &BenchArgs) -> Result<()> {
                 .push(setup.row("create", "cached", &server, &load_args)?);
         }
     }
+    if selected(Workload::Login) {
+        let server = match first.take() {
+            Some(server) => server,
+            None => Server::start(&setup, "server-cached", &store_url, "cached")?,
+        };
+        // The server hashes one password per core at a time and lets 8 per
+        // core wait; more concurrent logins are refused with 503 by design
+        // (load shedding), so the workload stays within what it admits.
+        let connections = setup.connections.min(LOGIN_CONNECTIONS);
+        eprintln!("bench: login, {connections} connections");
+        let mut load_args = public_and_admin("login", &server, &token_file);
+        let mut common = setup.common(&[&server], 2.0);
+        common[1] = connections.to_string();
+        load_args.extend(common);
+        results.rows.push(setup.row(
+            "login (argon2id, default parameters)",
+            "cached",
+            &server,
+            &load_args,
+        )?);
+    }
     drop(first);
 
     if selected(Workload::Propagation) {
@@ -874,7 +930,9 @@ fn http(args: &BenchArgs) -> Result<()> {
         .rows
         .iter()
         .filter(|row| {
-            matches!(row.workload.as_str(), "refresh" | "create") && row.report.errors > 0
+            (matches!(row.workload.as_str(), "refresh" | "create")
+                || row.workload.starts_with("login"))
+                && row.report.errors > 0
         })
         .map(|row| row.workload.as_str())
         .collect();

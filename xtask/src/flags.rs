@@ -40,6 +40,10 @@ pub(crate) enum Command {
     /// Run the HTTP benchmark of session-server (and, with `--micro`, the
     /// criterion micro-benchmarks).
     Bench(crate::bench::BenchArgs),
+    /// Refresh at a steady share of the measured capacity for a long time
+    /// (30 minutes by default) and fail if anything but the audit log
+    /// grows.
+    Soak(crate::soak::SoakArgs),
     /// Check the deployment files.
     DeployCheck,
     /// Find or install what the tests need (step 0 of `ci`).

@@ -29,6 +29,11 @@
 //!   benchmark of `session-server` (server pinned to core 0, the
 //!   `session-loadgen` generator of `tools/loadgen` to core 1); `--micro`
 //!   adds the criterion benches.
+//! - `cargo xtask soak [--minutes 30] [--share 0.8 | --rate N]` — measure
+//!   the refresh capacity, then refresh at a share of it for the whole
+//!   run, one line of figures a minute (latency from each request's due
+//!   time, server RSS and fds, the Redis database's keys and bytes), and
+//!   fail if a request failed or anything but the audit log kept growing.
 //! - `cargo xtask deploy-check` — check the deployment files in `deploy/`.
 //! - `cargo xtask setup` — find or install redis-server, PostgreSQL, nginx,
 //!   chromium + chromedriver and the tests' Python venv (as root on
@@ -61,6 +66,7 @@ mod load_resp;
 mod policy;
 mod services;
 mod setup;
+mod soak;
 mod suite;
 
 use std::process::ExitCode;
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         flags::Command::Test { throwaway, args } => suite::run_with_services(throwaway, &args),
         flags::Command::Services { throwaway } => services::serve_until_interrupted(throwaway),
         flags::Command::Bench(args) => bench::run(&args),
+        flags::Command::Soak(args) => soak::run(&args),
         flags::Command::DeployCheck => deploy::check(),
         flags::Command::Setup => setup::run(),
     };

@@ -31,6 +31,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 
+mod soak;
+
 /// No single request may take longer than this; a request that does is
 /// counted as an error and its connection is replaced.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +129,20 @@ enum Job {
         #[command(flatten)]
         common: Common,
     },
+    /// `POST /v1/auth/login` (bearer transport) round-robin over `users`
+    /// password users made for this run through the admin API.
+    Login {
+        #[arg(long)]
+        public: SocketAddr,
+        #[arg(long)]
+        admin: SocketAddr,
+        #[arg(long)]
+        admin_token_file: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        users: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// `POST /admin/v1/sessions` for `bench-<n>` users.
     Create {
         #[arg(long)]
@@ -135,6 +151,29 @@ enum Job {
         admin_token_file: PathBuf,
         #[command(flatten)]
         common: Common,
+    },
+    /// Refresh chains paced at `rate` requests/s for `duration` seconds,
+    /// printing one JSON line of figures per `slice` seconds (the soak).
+    Soak {
+        #[arg(long)]
+        public: SocketAddr,
+        #[arg(long)]
+        admin: SocketAddr,
+        #[arg(long)]
+        admin_token_file: PathBuf,
+        /// Requests per second, spread over the connections.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds of load.
+        #[arg(long)]
+        duration: f64,
+        /// Seconds per reported slice.
+        #[arg(long, default_value_t = 60.0)]
+        slice: f64,
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
     },
     /// Revoke on instance A, poll instance B until it answers 401.
     Propagate {
@@ -273,6 +312,22 @@ fn run(args: LoadArgs) -> Result<()> {
                 };
                 closed_loop(public, Arc::new(workload), &common, chains).await
             }
+            Job::Login {
+                public,
+                admin,
+                admin_token_file,
+                users,
+                common,
+            } => {
+                let admin_token = read_admin_token(&admin_token_file)?;
+                let bodies = create_users(admin, &admin_token, users).await?;
+                let workload = Workload::Login {
+                    host: public.to_string(),
+                    bodies,
+                    next: AtomicUsize::new(0),
+                };
+                closed_loop(public, Arc::new(workload), &common, Vec::new()).await
+            }
             Job::Create {
                 admin,
                 admin_token_file,
@@ -284,6 +339,28 @@ fn run(args: LoadArgs) -> Result<()> {
                     next: AtomicU64::new(0),
                 };
                 closed_loop(admin, Arc::new(workload), &common, Vec::new()).await
+            }
+            Job::Soak {
+                public,
+                admin,
+                admin_token_file,
+                rate,
+                connections,
+                duration,
+                slice,
+                server_pids,
+            } => {
+                soak::run(soak::Plan {
+                    public,
+                    admin,
+                    admin_token_file: &admin_token_file,
+                    rate,
+                    connections,
+                    duration: Duration::try_from_secs_f64(duration)?,
+                    slice: Duration::try_from_secs_f64(slice)?,
+                    server_pids: &server_pids,
+                })
+                .await
             }
             Job::Propagate {
                 admin,
@@ -477,6 +554,40 @@ async fn create_sessions_bound(
     Ok(all)
 }
 
+/// `count` password users made through `POST /admin/v1/users` (names
+/// unique to this run, random passwords); their login bodies.
+async fn create_users(admin: SocketAddr, admin_token: &str, count: usize) -> Result<Vec<String>> {
+    ensure!(count > 0, "at least one user is needed");
+    let run: u64 = rand::random();
+    let authorization = format!("Bearer {admin_token}");
+    let host = admin.to_string();
+    let mut sender = connect(admin).await?;
+    let mut bodies = Vec::with_capacity(count);
+    for n in 0..count {
+        let password: [u8; 18] = rand::random();
+        let body = serde_json::json!({
+            "username": format!("bench-login-{run:x}-{n}"),
+            "password": URL_SAFE_NO_PAD.encode(password),
+        })
+        .to_string();
+        let req = request(
+            Method::POST,
+            &host,
+            "/admin/v1/users",
+            Some(&authorization),
+            Some(body.clone()),
+        )?;
+        let (status, answer) = exchange(&mut sender, req).await?;
+        ensure!(
+            status == StatusCode::CREATED,
+            "creating a user answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        bodies.push(body);
+    }
+    Ok(bodies)
+}
+
 async fn prepare(
     admin: SocketAddr,
     admin_token_file: &Path,
@@ -522,6 +633,12 @@ enum Workload {
     },
     Refresh {
         host: String,
+    },
+    Login {
+        host: String,
+        /// The login bodies (`{"username","password"}`), one per user.
+        bodies: Vec<String>,
+        next: AtomicUsize,
     },
     Create {
         host: String,
@@ -589,6 +706,21 @@ impl Workload {
                     "/v1/auth/refresh",
                     None,
                     Some(serde_json::json!({ "refresh_token": token }).to_string()),
+                )?;
+                req.headers_mut().insert(
+                    "x-session-transport",
+                    header::HeaderValue::from_static("bearer"),
+                );
+                req
+            }
+            Self::Login { host, bodies, next } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let mut req = request(
+                    Method::POST,
+                    host,
+                    "/v1/auth/login",
+                    None,
+                    Some(bodies[n % bodies.len()].clone()),
                 )?;
                 req.headers_mut().insert(
                     "x-session-transport",
