@@ -318,6 +318,10 @@ pub async fn serve_opened(
         state.guard.origins().log_accepted();
         let mut tasks = vec![
             tokio::spawn(housekeeping(state.clone())),
+            tokio::spawn(crate::metrics::upkeep(
+                state.metrics.clone(),
+                crate::metrics::UPKEEP_EVERY,
+            )),
             tokio::spawn(crate::keyring::run_schedule(
                 state.keys.clone(),
                 state.service.clone(),

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Names are documented in `docs/operations.md`.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -27,4 +28,24 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often [`upkeep`] runs.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Folds the histogram samples recorded since the last pass into their
+/// buckets, every `every`, for as long as the server runs.
+///
+/// The exporter keeps each histogram sample until the next scrape or
+/// upkeep pass; with neither, a server that nobody scrapes grows by every
+/// request it times (≈ 16 bytes a request, and a scrape after a quiet
+/// month would fold millions at once). `cargo xtask soak` found it: 5 MiB
+/// a minute at 5,800 refreshes/s.
+pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
 }
