@@ -277,20 +277,22 @@ struct Verdict {
 }
 
 /// The mean of the first [`ENDS`] slices after the first (warm-up) against
-/// the mean of the last [`ENDS`], for each figure that must stay flat.
+/// the mean of the last [`ENDS`] before the last, for each figure that
+/// must stay flat.
 fn drift(rows: &[Row]) -> Verdict {
-    if rows.len() < 1 + 2 * ENDS {
+    if rows.len() < 2 + 2 * ENDS {
         return Verdict {
             flat: true,
             lines: vec![format!(
-                "drift: not judged: {} slices, {} needed (warm-up + {ENDS} at each end)",
+                "drift: not judged: {} slices, {} needed (warm-up, {ENDS} at each end, the last)",
                 rows.len(),
-                1 + 2 * ENDS
+                2 + 2 * ENDS
             )],
         };
     }
+    // The first slice warms up; the last is read as the connections close.
     let early = &rows[1..=ENDS];
-    let late = &rows[rows.len() - ENDS..];
+    let late = &rows[rows.len() - 1 - ENDS..rows.len() - 1];
     let mean =
         |part: &[Row], f: &dyn Fn(&Row) -> f64| part.iter().map(f).sum::<f64>() / part.len() as f64;
     // (what, unit, figure, growth allowed: factor, plus absolute slack)
