@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::SqliteStore;
 use crate::codec::{audit_from_row, instant, json_text};
-use crate::error::classify;
+use crate::error::{Failure, classify};
 
 #[async_trait]
 impl AuditLog for SqliteStore {
@@ -93,6 +93,9 @@ impl Row {
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// What the audit writer's errors call its batches.
+const WHAT: &str = "audit";
+
 /// Most events one transaction commits.
 const MAX_BATCH: usize = 256;
 
@@ -103,12 +106,6 @@ const MAX_BATCH: usize = 256;
 pub(crate) struct Writer {
     tx: mpsc::Sender<(Row, Waiter)>,
 }
-
-/// A batch failed; every event in it gets this (the batch's cause, as text,
-/// since one `sqlx::Error` cannot be handed to many callers).
-#[derive(Debug, thiserror::Error)]
-#[error("audit batch not committed: {0}")]
-struct BatchFailed(String);
 
 impl Writer {
     /// Starts the writer task on the current runtime. It ends when the
@@ -132,38 +129,16 @@ impl Writer {
 
     async fn append(&self, row: Row) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send((row, done)).await.map_err(|_| {
-            StoreError::unavailable(BatchFailed("the audit writer has stopped".into()))
-        })?;
-        wait.await.map_err(|_| {
-            StoreError::unavailable(BatchFailed("the audit writer has stopped".into()))
-        })?
-    }
-}
-
-/// A batch's outcome, copyable to each waiter.
-enum Failure {
-    Unavailable(String),
-    Other(String),
-}
-
-impl Failure {
-    fn again(&self) -> StoreError {
-        match self {
-            Self::Unavailable(m) => StoreError::unavailable(BatchFailed(m.clone())),
-            Self::Other(m) => StoreError::backend(BatchFailed(m.clone())),
-        }
+        self.tx
+            .send((row, done))
+            .await
+            .map_err(|_| Failure::stopped(WHAT).again())?;
+        wait.await.map_err(|_| Failure::stopped(WHAT).again())?
     }
 }
 
 async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), Failure> {
-    let fail = |e: sqlx::Error| {
-        let message = e.to_string();
-        match classify(e) {
-            StoreError::Unavailable(_) => Failure::Unavailable(message),
-            _ => Failure::Other(message),
-        }
-    };
+    let fail = |e: sqlx::Error| Failure::of(WHAT, e);
     // One multi-row statement: atomic by itself, so a batch costs one trip
     // to sqlx's worker thread and one commit (one fsync), not one trip per
     // event plus BEGIN and COMMIT.
@@ -199,10 +174,10 @@ impl SqliteStore {
     /// deletion). Returns how many events were copied.
     pub async fn import_audit_once(&self, old: &Path) -> Result<u64, StoreError> {
         let old = old.to_str().ok_or_else(|| {
-            StoreError::backend(BatchFailed(format!(
-                "{} is not a UTF-8 path",
-                old.display()
-            )))
+            StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a UTF-8 path", old.display()),
+            ))
         })?;
         // ATTACH is per connection: use one taken out of the pool, so that
         // no pooled connection is left with the old file attached.

@@ -91,3 +91,55 @@ pub(crate) struct BadColumn {
 pub(crate) struct OutOfRange {
     pub(crate) what: &'static str,
 }
+
+/// A group-commit batch was not committed; every caller in it gets this.
+/// The cause travels as text, since one `sqlx::Error` cannot be handed to
+/// many callers.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} batch not committed: {message}")]
+pub(crate) struct BatchFailed {
+    what: &'static str,
+    message: String,
+}
+
+/// Why a batch failed, copyable to each of its callers.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    what: &'static str,
+    unavailable: bool,
+    message: String,
+}
+
+impl Failure {
+    /// The batch of `what` failed with `e`.
+    pub(crate) fn of(what: &'static str, e: sqlx::Error) -> Self {
+        let message = e.to_string();
+        Self {
+            what,
+            unavailable: matches!(classify(e), StoreError::Unavailable(_)),
+            message,
+        }
+    }
+
+    /// The task that commits batches of `what` is gone.
+    pub(crate) fn stopped(what: &'static str) -> Self {
+        Self {
+            what,
+            unavailable: true,
+            message: format!("the {what} writer has stopped"),
+        }
+    }
+
+    /// The error one caller of the batch gets.
+    pub(crate) fn again(&self) -> StoreError {
+        let e = BatchFailed {
+            what: self.what,
+            message: self.message.clone(),
+        };
+        if self.unavailable {
+            StoreError::unavailable(e)
+        } else {
+            StoreError::backend(e)
+        }
+    }
+}

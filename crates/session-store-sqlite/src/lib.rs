@@ -22,6 +22,7 @@ macro_rules! audit_columns {
 mod audit;
 mod codec;
 mod error;
+mod group;
 mod sessions;
 mod users;
 
@@ -54,6 +55,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     audit: audit::Writer,
+    replacer: group::Replacer,
     records: Option<RecordCipher>,
 }
 
@@ -101,6 +103,7 @@ impl SqliteStore {
             .map_err(classify_migration)?;
         Ok(Self {
             audit: audit::Writer::start(pool.clone()),
+            replacer: group::Replacer::start(pool.clone()),
             pool,
             path,
             records: None,

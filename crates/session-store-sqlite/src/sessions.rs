@@ -1,5 +1,7 @@
 //! [`SessionStore`] over the `sessions` table. Every write is one atomic
-//! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction.
+//! statement checked by its row count, or one `BEGIN IMMEDIATE` transaction;
+//! the refresh path's compare-and-swap shares its commit with the others
+//! waiting (`group.rs`).
 
 use async_trait::async_trait;
 use session_core::session::{RevokeReason, Session};
@@ -17,7 +19,7 @@ use crate::error::classify;
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 /// A session's column values as bound, in `session_columns!()` order.
-struct Encoded {
+pub(crate) struct Encoded {
     id: String,
     user_id: String,
     created_at: i64,
@@ -98,7 +100,7 @@ impl Encoded {
     }
 
     /// Binds `?1`..`?23`.
-    fn bind(self, q: Query<'_>) -> Query<'_> {
+    pub(crate) fn bind(self, q: Query<'_>) -> Query<'_> {
         q.bind(self.id)
             .bind(self.user_id)
             .bind(self.created_at)
@@ -135,7 +137,7 @@ const INSERT: &str = concat!(
 );
 
 // A write never un-revokes: a revoked row is only ever rewritten revoked.
-const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_seen_at = ?4, \
+pub(crate) const REPLACE: &str = "UPDATE sessions SET user_id = ?2, created_at = ?3, last_seen_at = ?4, \
      idle_expires_at = ?5, absolute_expires_at = ?6, ip = ?7, user_agent = ?8, metadata = ?9, \
      generation = ?10, current_digest = ?11, previous_digest = ?12, rotated_at = ?13, \
      grace_successor = ?14, recent_refreshes = ?15, revoked_at = ?16, revoked_reason = ?17, \
@@ -249,7 +251,8 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
 }
 
 impl SqliteStore {
-    /// The compare-and-swap behind `replace`.
+    /// The compare-and-swap behind `replace`, group-committed with the
+    /// others waiting (`group.rs`).
     async fn write(
         &self,
         session: &Session,
@@ -257,13 +260,8 @@ impl SqliteStore {
         hints: WriteHints,
     ) -> Result<bool, StoreError> {
         let expected = counter(expected_version, "version")?;
-        let done = Encoded::new(session, hints, self.records.as_ref())?
-            .bind(sqlx::query(REPLACE))
-            .bind(expected)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        let row = Encoded::new(session, hints, self.records.as_ref())?;
+        self.replacer.replace(row, expected).await
     }
 }
 

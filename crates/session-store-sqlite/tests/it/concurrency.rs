@@ -147,3 +147,55 @@ async fn concurrent_audit_appends_are_group_committed_and_each_lands_once() {
     let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 300);
 }
+
+/// Rotations of many sessions at once share commits (group commit); each
+/// still wins alone, in order, and every one of them is on disk after the
+/// file is closed and opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interleaved_rotation_chains_of_many_sessions_all_land_and_survive_a_reopen() {
+    const SESSIONS: usize = 40;
+    const ROTATIONS: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let secrets = Arc::new(secrets());
+    let now = base_time();
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let (session, _, presented) =
+            open_session(&secrets, &unique_user("chains"), &Lifetimes::default(), now);
+        store.create(&session).await.unwrap();
+        let (store, secrets) = (Arc::clone(&store), Arc::clone(&secrets));
+        tasks.push(tokio::spawn(async move {
+            let mut presented = presented;
+            for generation in 1..=ROTATIONS {
+                let (_, following, next) = mint(&secrets, &session.id, generation);
+                let step = i64::try_from(generation).unwrap() * 60;
+                let result = store
+                    .refresh(&presented, &next, &params(default_grace()), secs(now, step))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    result.outcome,
+                    RefreshOutcome::Rotated,
+                    "rotation {generation}"
+                );
+                presented = following;
+            }
+            session.id
+        }));
+    }
+    let ids: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    store.close().await;
+
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    for id in &ids {
+        let stored = reopened.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.refresh.generation, ROTATIONS);
+        assert!(stored.revoked.is_none());
+    }
+}
