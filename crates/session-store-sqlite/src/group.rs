@@ -1,46 +1,109 @@
-//! Group commit for the refresh path's compare-and-swap.
+//! Group commit for the hot writes: the refresh path's compare-and-swap and
+//! session creation.
 //!
 //! With `synchronous=FULL` every commit is an fsync, so a store that gives
-//! each `replace` its own commit does at most one rotation per fsync. One
-//! task instead drains whatever replaces are waiting into one `BEGIN
-//! IMMEDIATE` transaction, runs each one's `UPDATE … WHERE id = ? AND
-//! version = ?` in arrival order and reads its own row count, commits
-//! once, and only then answers each caller. Each compare-and-swap keeps
-//! its meaning: it sees every write committed or batched before it, wins
-//! or loses alone, and is durable before its caller hears it won. If the
-//! batch cannot be committed, nothing in it is, and every caller gets the
-//! error (fail closed).
+//! each write its own commit does at most one write per fsync. One task
+//! instead drains whatever writes are waiting into one `BEGIN IMMEDIATE`
+//! transaction, runs them in arrival order, commits once, and only then
+//! answers each caller:
+//!
+//! - a replace is its `UPDATE … WHERE id = ? AND version = ?`, won or lost
+//!   by its own row count;
+//! - a create runs in a savepoint of its own (epoch check, evictions down
+//!   to the per-user limit, insert), rolled back alone if it is refused.
+//!
+//! Each write keeps its meaning: it sees every write committed or batched
+//! before it, wins or loses alone, and is durable before its caller hears
+//! it won. If the batch cannot be committed, nothing in it is, and every
+//! caller gets the error (fail closed).
 
 use session_core::StoreError;
+use session_core::record::RecordCipher;
+use session_core::session::Session;
+use sqlx::{Acquire as _, SqliteConnection};
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Failure;
-use crate::sessions::{Encoded, REPLACE};
+use crate::sessions::{Encoded, REPLACE, create_in};
 
 /// What this writer's errors call its batches.
 const WHAT: &str = "session write";
 
-/// Most compare-and-swaps one transaction commits.
+/// Most writes one transaction commits.
 const MAX_BATCH: usize = 128;
 
-type Reply = oneshot::Sender<Result<bool, StoreError>>;
+/// A create as `create_in` runs it.
+pub(crate) struct Create {
+    pub(crate) row: Encoded,
+    pub(crate) user_id: String,
+    /// The session's epoch (refused if the user's has moved past it).
+    pub(crate) epoch: u64,
+    /// The per-user limit (0: none).
+    pub(crate) max: u32,
+    pub(crate) now: OffsetDateTime,
+    pub(crate) records: Option<RecordCipher>,
+}
 
-/// One waiting compare-and-swap: the new row, the version it expects, and
-/// where its answer goes.
-struct Job {
-    /// Taken when its statement is bound.
-    row: Option<Encoded>,
-    expected: i64,
-    reply: Reply,
+/// One waiting write and where its answer goes. The write is taken out
+/// when it runs.
+enum Job {
+    Replace {
+        row: Option<Encoded>,
+        expected: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Create {
+        create: Option<Create>,
+        reply: oneshot::Sender<Result<Vec<Session>, StoreError>>,
+    },
+}
+
+/// A job's own answer, sent once the batch has committed.
+enum Done {
+    Replace(bool),
+    Create(Result<Vec<Session>, StoreError>),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Replace { .. } => "Job::Replace",
+            Self::Create { .. } => "Job::Create",
+        })
+    }
+}
+
+impl Job {
+    fn answer(self, done: Option<Done>, failure: Option<&Failure>) {
+        match (self, done) {
+            (Self::Replace { reply, .. }, Some(Done::Replace(won))) if failure.is_none() => {
+                let _ = reply.send(Ok(won));
+            }
+            (Self::Create { reply, .. }, Some(Done::Create(result))) if failure.is_none() => {
+                let _ = reply.send(result);
+            }
+            (Self::Replace { reply, .. }, _) => {
+                let _ = reply.send(Err(failed(failure)));
+            }
+            (Self::Create { reply, .. }, _) => {
+                let _ = reply.send(Err(failed(failure)));
+            }
+        }
+    }
+}
+
+fn failed(failure: Option<&Failure>) -> StoreError {
+    failure.map_or_else(|| Failure::stopped(WHAT).again(), Failure::again)
 }
 
 /// The handle of the group-commit task; cloning it shares the task.
 #[derive(Debug, Clone)]
-pub(crate) struct Replacer {
+pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
 }
 
-impl Replacer {
+impl Writer {
     /// Starts the task on the current runtime. It ends when the store
     /// (and so every sender) is dropped.
     pub(crate) fn start(pool: sqlx::SqlitePool) -> Self {
@@ -49,14 +112,14 @@ impl Replacer {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 match commit(&pool, &mut batch).await {
-                    Ok(won) => {
-                        for (job, won) in batch.drain(..).zip(won) {
-                            let _ = job.reply.send(Ok(won));
+                    Ok(done) => {
+                        for (job, done) in batch.drain(..).zip(done) {
+                            job.answer(Some(done), None);
                         }
                     }
                     Err(failure) => {
                         for job in batch.drain(..) {
-                            let _ = job.reply.send(Err(failure.again()));
+                            job.answer(None, Some(&failure));
                         }
                     }
                 }
@@ -70,51 +133,84 @@ impl Replacer {
     /// write got there first.
     pub(crate) async fn replace(&self, row: Encoded, expected: i64) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                row: Some(row),
-                expected,
-                reply,
-            })
-            .await
-            .map_err(|_| Failure::stopped(WHAT).again())?;
+        self.send(Job::Replace {
+            row: Some(row),
+            expected,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| Failure::stopped(WHAT).again())?
     }
-}
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("expected", &self.expected)
-            .finish_non_exhaustive()
+    /// Creates a session (see `create_in`); the sessions it evicted, once
+    /// durable.
+    pub(crate) async fn create(&self, create: Create) -> Result<Vec<Session>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Create {
+            create: Some(create),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| Failure::stopped(WHAT).again())?
+    }
+
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| Failure::stopped(WHAT).again())
     }
 }
 
-/// Runs the batch in one transaction; each job's row count, in order.
-/// The rows are taken out of the jobs (bound into their statements); the
-/// replies stay for the caller to answer.
-async fn commit(pool: &sqlx::SqlitePool, batch: &mut [Job]) -> Result<Vec<bool>, Failure> {
+/// Runs the batch in one transaction; each job's answer, in order.
+async fn commit(pool: &sqlx::SqlitePool, batch: &mut [Job]) -> Result<Vec<Done>, Failure> {
     let fail = |e: sqlx::Error| Failure::of(WHAT, e);
     let mut conn = pool.acquire().await.map_err(fail)?;
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
         .await
         .map_err(fail)?;
-    let mut won = Vec::with_capacity(batch.len());
+    let mut done = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        let Some(row) = job.row.take() else {
-            // Each job is bound once; a batch is never run twice.
-            won.push(false);
-            continue;
-        };
-        let done = row
-            .bind(sqlx::query(REPLACE))
-            .bind(job.expected)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        won.push(done.rows_affected() > 0);
+        done.push(match job {
+            Job::Replace { row, expected, .. } => {
+                let Some(row) = row.take() else {
+                    // Each job runs once; a batch is never run twice.
+                    return Err(Failure::stopped(WHAT));
+                };
+                let written = row
+                    .bind(sqlx::query(REPLACE))
+                    .bind(*expected)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                Done::Replace(written.rows_affected() > 0)
+            }
+            Job::Create { create, .. } => {
+                let Some(create) = create.take() else {
+                    return Err(Failure::stopped(WHAT));
+                };
+                Done::Create(in_savepoint(&mut tx, create).await.map_err(fail)?)
+            }
+        });
     }
     // Dropping `tx` on an error above rolls the whole batch back.
     tx.commit().await.map_err(fail)?;
-    Ok(won)
+    Ok(done)
+}
+
+/// One create in a savepoint of the batch's transaction: released if it
+/// succeeds, rolled back alone if it is refused. `Err` only when the
+/// savepoint itself fails (then the whole batch goes).
+async fn in_savepoint(
+    tx: &mut SqliteConnection,
+    create: Create,
+) -> Result<Result<Vec<Session>, StoreError>, sqlx::Error> {
+    let mut savepoint = tx.begin().await?;
+    let result = create_in(&mut savepoint, create).await;
+    if result.is_ok() {
+        savepoint.commit().await?;
+    } else {
+        savepoint.rollback().await?;
+    }
+    Ok(result)
 }

@@ -55,7 +55,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     audit: audit::Writer,
-    replacer: group::Replacer,
+    group: group::Writer,
     records: Option<RecordCipher>,
 }
 
@@ -103,7 +103,7 @@ impl SqliteStore {
             .map_err(classify_migration)?;
         Ok(Self {
             audit: audit::Writer::start(pool.clone()),
-            replacer: group::Replacer::start(pool.clone()),
+            group: group::Writer::start(pool.clone()),
             pool,
             path,
             records: None,

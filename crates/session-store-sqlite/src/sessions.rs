@@ -12,9 +12,9 @@ use time::OffsetDateTime;
 
 use session_core::record::{ClearFields, RecordCipher};
 
-use crate::SqliteStore;
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
+use crate::{SqliteStore, group};
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
@@ -250,6 +250,62 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
     epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
 }
 
+/// A create inside the caller's write transaction (`BEGIN IMMEDIATE`,
+/// group-committed in `group.rs`): refused if the user's epoch moved past
+/// the session's, the user's oldest active sessions revoked down to
+/// `max - 1` (`max` 0: no limit), then the insert; an id already stored is
+/// a conflict. On an error the caller rolls this create back whole.
+pub(crate) async fn create_in(
+    conn: &mut SqliteConnection,
+    create: group::Create,
+) -> Result<Vec<Session>, StoreError> {
+    let group::Create {
+        row,
+        user_id,
+        epoch,
+        max,
+        now,
+        records,
+    } = create;
+    if user_epoch(conn, &user_id).await? > epoch {
+        return Err(StoreError::Superseded);
+    }
+    let mut evicted = Vec::new();
+    if max > 0 {
+        let rows = sqlx::query(LIST_USER)
+            .bind(&user_id)
+            .bind(instant(now)?)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(classify)?;
+        let active = sessions_from_rows(&rows, records.as_ref())?;
+        let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
+        let excess = active.len().saturating_sub(keep);
+        for old in active.iter().take(excess) {
+            if let Some(s) = revoke_one(
+                conn,
+                records.as_ref(),
+                &old.id,
+                RevokeReason::SessionLimit,
+                now,
+            )
+            .await?
+            {
+                evicted.push(s);
+            }
+        }
+    }
+    let done = row
+        .bind(sqlx::query(INSERT))
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(evicted)
+}
+
 impl SqliteStore {
     /// The compare-and-swap behind `replace`, group-committed with the
     /// others waiting (`group.rs`).
@@ -261,7 +317,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let expected = counter(expected_version, "version")?;
         let row = Encoded::new(session, hints, self.records.as_ref())?;
-        self.replacer.replace(row, expected).await
+        self.group.replace(row, expected).await
     }
 }
 
@@ -273,12 +329,13 @@ impl SessionStore for SqliteStore {
             .map(drop)
     }
 
-    /// One `BEGIN IMMEDIATE` transaction: it takes the write lock before
-    /// checking the user's epoch and counting, so a revoke-all or password
-    /// change (their own transactions) lands wholly before (this create is
-    /// refused) or after (it revokes this session), and concurrent logins
-    /// of one user are serialised and can never leave more than `max`
-    /// active sessions.
+    /// Inside a `BEGIN IMMEDIATE` transaction (shared with the other writes
+    /// waiting, each create in its own savepoint: `group.rs`): it holds the
+    /// write lock while checking the user's epoch and counting, so a
+    /// revoke-all or password change (their own transactions) lands wholly
+    /// before (this create is refused) or after (it revokes this session),
+    /// and concurrent logins of one user are serialised and can never leave
+    /// more than `max` active sessions.
     async fn create_limited(
         &self,
         session: &Session,
@@ -286,50 +343,16 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let encoded = Encoded::new(session, WriteHints::NONE, self.records.as_ref())?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        self.group
+            .create(group::Create {
+                row: encoded,
+                user_id: session.user_id.clone(),
+                epoch: session.epoch,
+                max,
+                now,
+                records: self.records.clone(),
+            })
             .await
-            .map_err(classify)?;
-        if user_epoch(&mut tx, &session.user_id).await? > session.epoch {
-            return Err(StoreError::Superseded);
-        }
-        let mut evicted = Vec::new();
-        if max > 0 {
-            let rows = sqlx::query(LIST_USER)
-                .bind(&session.user_id)
-                .bind(instant(now)?)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(classify)?;
-            let active = sessions_from_rows(&rows, self.records.as_ref())?;
-            let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
-            let excess = active.len().saturating_sub(keep);
-            for old in active.iter().take(excess) {
-                if let Some(s) = revoke_one(
-                    &mut tx,
-                    self.records.as_ref(),
-                    &old.id,
-                    RevokeReason::SessionLimit,
-                    now,
-                )
-                .await?
-                {
-                    evicted.push(s);
-                }
-            }
-        }
-        let done = encoded
-            .bind(sqlx::query(INSERT))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if done.rows_affected() == 0 {
-            // Dropping the transaction rolls the evictions back too.
-            return Err(StoreError::Conflict);
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(evicted)
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
