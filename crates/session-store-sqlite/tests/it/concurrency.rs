@@ -199,3 +199,66 @@ async fn interleaved_rotation_chains_of_many_sessions_all_land_and_survive_a_reo
         assert!(stored.revoked.is_none());
     }
 }
+
+/// A create refused inside a shared batch (its id is taken) rolls back
+/// alone: the evictions it made before its insert failed are undone, and
+/// the creates committed beside it stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_refused_in_a_batch_undoes_its_own_evictions_only() {
+    use session_core::StoreError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(dir.path());
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let secrets = secrets();
+    let now = base_time();
+    let (taken, _, _) = open_session(&secrets, &unique_user("taken"), &Lifetimes::default(), now);
+    store.create(&taken).await.unwrap();
+
+    let mut tasks = Vec::new();
+    let mut bystanders = Vec::new();
+    for i in 0..30 {
+        let user = unique_user("batch");
+        let (mut session, _, _) = open_session(&secrets, &user, &Lifetimes::default(), now);
+        if i % 3 == 0 {
+            // The user's one session would be evicted (limit 1) before the
+            // insert of a session whose id is already stored fails.
+            let (existing, _, _) = open_session(&secrets, &user, &Lifetimes::default(), now);
+            store.create(&existing).await.unwrap();
+            bystanders.push((user.clone(), existing.id));
+            session.id = taken.id;
+        }
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            (
+                session.id,
+                store.create_limited(&session, 1, secs(now, 1)).await,
+            )
+        }));
+    }
+    let results: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let refused = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(StoreError::Conflict)))
+        .count();
+    assert_eq!(refused, 10, "each create of the taken id is refused");
+    for (id, result) in results.iter().filter(|(id, _)| *id != taken.id) {
+        assert!(result.as_ref().unwrap().is_empty(), "no session to evict");
+        assert!(
+            store.get(id).await.unwrap().is_some(),
+            "committed beside the refused"
+        );
+    }
+    for (user, id) in &bystanders {
+        let active = store.list_user(user, secs(now, 2)).await.unwrap();
+        assert_eq!(active.len(), 1, "the refused create's eviction was undone");
+        assert_eq!(active[0].id, *id);
+    }
+    let stored = store.get(&taken.id).await.unwrap().unwrap();
+    assert_eq!(stored, taken, "the taken id still holds its own session");
+}
