@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod dpop;
 pub mod geo;
+mod jws;
 pub mod keys;
 pub mod memory;
 pub mod record;
