@@ -17,6 +17,7 @@ pub mod session;
 pub mod shared;
 pub mod store;
 pub mod user;
+pub mod wire;
 
 pub use anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo, Signal};
 pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery, TracingAuditLog};
