@@ -8,6 +8,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use session_core::wire::ErrorBody;
 use zeroize::Zeroizing;
 
 /// Why a request did not give the answer wanted. Never holds a token.
@@ -47,14 +48,6 @@ impl ApiError {
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, Self::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
     }
-}
-
-/// The contract's error body.
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    message: String,
 }
 
 /// For requests without a body.

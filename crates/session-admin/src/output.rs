@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
+use serde::Serialize;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -89,6 +90,11 @@ impl Local {
         }
     }
 
+    /// A time read from a body, as [`Local::time`] shows it; `None` as `-`.
+    pub(crate) fn at(&self, t: Option<OffsetDateTime>) -> String {
+        t.map_or_else(|| "-".to_owned(), |t| self.format(t))
+    }
+
     /// `t` in the local offset.
     pub(crate) fn format(&self, t: OffsetDateTime) -> String {
         let fmt = format_description!(
@@ -98,11 +104,6 @@ impl Local {
             .format(&fmt)
             .unwrap_or_else(|_| t.to_string())
     }
-}
-
-/// Parses an RFC 3339 field.
-pub(crate) fn parse_time(v: Option<&Value>) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(v?.as_str()?, &Rfc3339).ok()
 }
 
 /// A duration as its two largest units: `3d 4h`, `5m 10s`, `12s`.
@@ -141,6 +142,12 @@ pub(crate) fn text(v: Option<&Value>) -> String {
         Some(Value::Object(m)) if m.is_empty() => "-".to_owned(),
         Some(other) => other.to_string(),
     }
+}
+
+/// A field read from a body, shown as [`text`] shows its JSON: a string as
+/// itself, an enum by its wire name, `None` or empty as `-`.
+pub(crate) fn shown<T: Serialize + ?Sized>(v: Option<&T>) -> String {
+    text(v.and_then(|v| serde_json::to_value(v).ok()).as_ref())
 }
 
 /// The shortest prefix length, at least `min`, at which the distinct `ids`
@@ -240,6 +247,11 @@ mod tests {
         );
         assert_eq!(local.time(Some(&Value::Null)), "-");
         assert_eq!(local.time(Some(&json!("not a time"))), "not a time");
+        assert_eq!(
+            local.at(Some(datetime!(2026-01-31 23:30:00 UTC))),
+            "2026-02-01 00:30:00 +01:00"
+        );
+        assert_eq!(local.at(None), "-");
         let utc = Local {
             offset: UtcOffset::UTC,
         };
@@ -296,5 +308,11 @@ mod tests {
         assert_eq!(text(Some(&json!({}))), "-");
         assert_eq!(text(Some(&json!({"a": 1}))), r#"{"a":1}"#);
         assert_eq!(text(Some(&json!(3))), "3");
+        assert_eq!(shown::<str>(None), "-");
+        assert_eq!(shown(Some("")), "-");
+        assert_eq!(shown(Some("x")), "x");
+        assert_eq!(shown(Some(&session_core::Actor::Admin)), "admin");
+        assert_eq!(shown(Some(&true)), "true");
+        assert_eq!(shown(Some(&json!({"a": 1}))), r#"{"a":1}"#);
     }
 }

@@ -34,6 +34,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use time::{Duration, OffsetDateTime};
 
+use crate::jws::{self, SplitError};
+
 /// Longest accepted proof, checked before any parsing.
 pub const MAX_PROOF_LEN: usize = 4096;
 /// Longest accepted `jti`.
@@ -50,7 +52,7 @@ pub const ALGORITHMS: &str = "ES256 EdDSA";
 pub const JKT_LEN: usize = 43;
 
 /// Largest decoded size of a segment of a proof within [`MAX_PROOF_LEN`].
-const MAX_SEGMENT_BYTES: usize = MAX_PROOF_LEN / 4 * 3 + 3;
+const MAX_SEGMENT_BYTES: usize = jws::max_segment_bytes(MAX_PROOF_LEN);
 
 /// Why a proof was refused. Carries no part of the proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -205,18 +207,13 @@ pub fn access_token_hash(token: &str) -> String {
 
 /// Checks a proof against this request; see the module documentation.
 pub fn verify_proof(proof: &str, facts: &RequestFacts<'_>) -> Result<VerifiedProof, ProofError> {
-    if proof.len() > MAX_PROOF_LEN {
-        return Err(ProofError::TooLong);
-    }
-    let mut parts = proof.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProofError::Malformed);
-    };
+    let jws = jws::split_jws(proof, MAX_PROOF_LEN).map_err(|e| match e {
+        SplitError::TooLong => ProofError::TooLong,
+        SplitError::Malformed => ProofError::Malformed,
+    })?;
 
     let mut buf = [0u8; MAX_SEGMENT_BYTES];
-    let n = decode_segment(header_b64, &mut buf)?;
+    let n = decode_segment(jws.header, &mut buf)?;
     let header: RawHeader = serde_json::from_slice(&buf[..n]).map_err(|_| ProofError::Malformed)?;
     if header.typ.as_deref() != Some(PROOF_TYPE) {
         return Err(ProofError::WrongType);
@@ -233,14 +230,13 @@ pub fn verify_proof(proof: &str, facts: &RequestFacts<'_>) -> Result<VerifiedPro
     let key = ParsedKey::of_jwk(&jwk, alg)?;
 
     let mut sig = [0u8; 65];
-    let sig_len = URL_SAFE_NO_PAD
-        .decode_slice(signature_b64.as_bytes(), &mut sig)
-        .map_err(|_| ProofError::BadSignature)?;
-    let signed = &proof.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-    key.key
-        .verify(signed, sig.get(..sig_len).ok_or(ProofError::BadSignature)?)?;
+    let sig_len = jws::decode_segment(jws.signature, &mut sig).ok_or(ProofError::BadSignature)?;
+    key.key.verify(
+        jws.signing_input.as_bytes(),
+        sig.get(..sig_len).ok_or(ProofError::BadSignature)?,
+    )?;
 
-    let n = decode_segment(payload_b64, &mut buf)?;
+    let n = decode_segment(jws.payload, &mut buf)?;
     let claims: RawClaims = serde_json::from_slice(&buf[..n]).map_err(|e| {
         if e.is_data() {
             ProofError::InvalidClaims
@@ -307,9 +303,7 @@ pub fn verify_proof(proof: &str, facts: &RequestFacts<'_>) -> Result<VerifiedPro
 }
 
 fn decode_segment(segment: &str, out: &mut [u8]) -> Result<usize, ProofError> {
-    URL_SAFE_NO_PAD
-        .decode_slice(segment.as_bytes(), out)
-        .map_err(|_| ProofError::Malformed)
+    jws::decode_segment(segment, out).ok_or(ProofError::Malformed)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

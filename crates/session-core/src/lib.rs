@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod dpop;
 pub mod geo;
+mod jws;
 pub mod keys;
 pub mod memory;
 pub mod record;
@@ -16,6 +17,7 @@ pub mod session;
 pub mod shared;
 pub mod store;
 pub mod user;
+pub mod wire;
 
 pub use anomaly::{AnomalyAction, AnomalyPolicy, ClientInfo, Signal};
 pub use audit::{Actor, AuditEvent, AuditKind, AuditQuery, TracingAuditLog};

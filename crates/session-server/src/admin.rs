@@ -13,16 +13,16 @@ use serde::Deserialize;
 use session_core::audit::AuditEvent;
 use session_core::keys::{KeyInfo, RotateError};
 use session_core::rotation::RefreshStanding;
+use session_core::wire::{AdminSessionView, CheckpointList, CheckpointView, TokenResponse};
 use session_core::{Actor, AuditKind, AuditQuery, ClientInfo, RevokeReason, SessionId};
 use time::OffsetDateTime;
 
-use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::error::ApiError;
 use crate::extract::{Client, StrictJson, bearer};
 use crate::health;
 use crate::keyring::RingError;
-use crate::state::AppState;
-use crate::wire::{AdminSessionView, issued_response, no_store};
+use crate::state::{AppState, SignedHead};
+use crate::wire::{issued_response, no_store};
 
 /// The admin router (state applied by the caller). `more` are routes served
 /// behind the admin token as well whose handlers cannot live here: the
@@ -108,7 +108,7 @@ fn valid_user_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = crate::wire::TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
+#[utoipa::path(post, path = "/admin/v1/sessions", tag = "admin", request_body = CreateSessionRequest, responses((status = 201, body = TokenResponse), (status = 401, description = "unauthorized"), (status = 422, description = "invalid_field")), security(("admin_token" = [])))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     Client(caller): Client,
@@ -273,7 +273,7 @@ pub(crate) async fn get_session(
         .await?
         .filter(|s| !s.is_expired(now))
         .ok_or_else(|| ApiError::not_found("no such session"))?;
-    Ok(Json(AdminSessionView::new(&session, now, &state)).into_response())
+    Ok(Json(AdminSessionView::new(&session, now, state.geoip.is_some())).into_response())
 }
 
 #[utoipa::path(delete, path = "/admin/v1/sessions/{id}", tag = "admin", params(("id" = String, Path)), responses((status = 204), (status = 404)), security(("admin_token" = [])))]
@@ -319,7 +319,7 @@ pub(crate) async fn list_user_sessions(
     let sessions = state.service.list(&user_id).await?;
     let views: Vec<_> = sessions
         .iter()
-        .map(|s| AdminSessionView::new(s, now, &state))
+        .map(|s| AdminSessionView::new(s, now, state.geoip.is_some()))
         .collect();
     Ok(Json(serde_json::json!({ "sessions": views })).into_response())
 }
@@ -521,7 +521,7 @@ pub(crate) async fn verify_audit(
             crate::extract::read_json(&headers, body, state.settings.body_limit).await?;
         list.checkpoints
             .iter()
-            .map(CheckpointView::to_checkpoint)
+            .map(SignedHead::try_from)
             .collect::<Result<Vec<_>, _>>()?
     } else {
         Vec::new()

@@ -1,47 +1,19 @@
-//! Audit-chain checkpoints on the wire: the form `GET
+//! Audit-chain checkpoints on the wire: between the server's
+//! `SignedHead` and `session_core::wire::CheckpointView`, the form `GET
 //! /admin/v1/audit/checkpoints` lists them in, `session-admin audit
 //! checkpoints --export` keeps them in outside the database, and `POST
 //! /admin/v1/audit/verify` takes them back in to check the database against.
 
-use serde::{Deserialize, Serialize};
 use session_core::TokenDigest;
 use session_core::keys::MAX_KID_LEN;
-use utoipa::ToSchema;
+use session_core::wire::CheckpointView;
 
 use crate::error::ApiError;
 use crate::state::SignedHead;
-use crate::wire::Timestamp;
 
 /// Longest signature accepted back (base64url of a 64-byte signature is 86
 /// characters; room for other algorithms).
 const MAX_SIGNATURE_LEN: usize = 512;
-
-/// One signed head of the audit chain.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointView {
-    /// The `seq` of the last event it covers.
-    pub seq: i64,
-    /// That event's chain hash, 64 lowercase hex digits.
-    pub head_hash: String,
-    /// The signing key's id (a key of the ring, or of its archive).
-    pub kid: String,
-    /// The base64url signature over `session-audit-checkpoint/v1\n`, the
-    /// `seq` as 8 big-endian bytes and the 32 hash bytes.
-    pub signature: String,
-    /// When it was written (the database's clock).
-    #[schema(value_type = String, format = DateTime)]
-    pub at: Timestamp,
-}
-
-/// `{"checkpoints": [...]}`: the export file, and the body of `POST
-/// /admin/v1/audit/verify` (optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointList {
-    /// Oldest first.
-    pub checkpoints: Vec<CheckpointView>,
-}
 
 impl From<&SignedHead> for CheckpointView {
     fn from(c: &SignedHead) -> Self {
@@ -57,34 +29,36 @@ impl From<&SignedHead> for CheckpointView {
     }
 }
 
-impl CheckpointView {
+impl TryFrom<&CheckpointView> for SignedHead {
+    type Error = ApiError;
+
     /// The checkpoint, its fields checked for shape (not for truth: that is
     /// the verifier's job).
-    pub fn to_checkpoint(&self) -> Result<SignedHead, ApiError> {
+    fn try_from(view: &CheckpointView) -> Result<Self, ApiError> {
         let bad = |what: &str| {
-            ApiError::invalid_request(format!("checkpoint at seq {}: {what}", self.seq))
+            ApiError::invalid_request(format!("checkpoint at seq {}: {what}", view.seq))
         };
-        if self.seq < 1 {
+        if view.seq < 1 {
             return Err(ApiError::invalid_request(
                 "a checkpoint's seq is a positive integer",
             ));
         }
         // The chain hash is a SHA-256 digest: the digests' hex codec.
-        let head_hash = *TokenDigest::from_hex(&self.head_hash)
+        let head_hash = *TokenDigest::from_hex(&view.head_hash)
             .ok_or_else(|| bad("head_hash is 64 hex digits"))?
             .as_bytes();
-        if self.kid.is_empty() || self.kid.len() > MAX_KID_LEN {
+        if view.kid.is_empty() || view.kid.len() > MAX_KID_LEN {
             return Err(bad("kid is 1 to 64 characters"));
         }
-        if self.signature.is_empty() || self.signature.len() > MAX_SIGNATURE_LEN {
+        if view.signature.is_empty() || view.signature.len() > MAX_SIGNATURE_LEN {
             return Err(bad("signature is 1 to 512 characters"));
         }
-        Ok(SignedHead {
-            seq: self.seq,
+        Ok(Self {
+            seq: view.seq,
             head_hash,
-            signature: self.signature.clone().into_bytes(),
-            kid: self.kid.clone(),
-            at: self.at.0,
+            signature: view.signature.clone().into_bytes(),
+            kid: view.kid.clone(),
+            at: view.at.0,
         })
     }
 }
@@ -107,7 +81,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_survives_the_wire() {
-        let c = view().to_checkpoint().unwrap();
+        let c = SignedHead::try_from(&view()).unwrap();
         assert_eq!(c.head_hash, [0xab; 32]);
         let back = CheckpointView::from(&c);
         assert_eq!(back.head_hash, view().head_hash);
@@ -127,7 +101,7 @@ mod tests {
         for edit in cases {
             let mut v = view();
             edit(&mut v);
-            assert!(v.to_checkpoint().is_err(), "{v:?}");
+            assert!(SignedHead::try_from(&v).is_err(), "{v:?}");
         }
     }
 }

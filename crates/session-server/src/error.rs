@@ -6,10 +6,10 @@ use std::time::Duration as StdDuration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use session_axum::Rejection;
 use session_core::StoreError;
 use session_core::service::ServiceError;
+use session_core::wire::ErrorBody;
 
 /// An error answer.
 #[derive(Debug)]
@@ -23,12 +23,6 @@ pub struct ApiError {
     dpop_challenge: Option<&'static str>,
     /// (DPoP) A fresh server nonce for `DPoP-Nonce`.
     dpop_nonce: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
 }
 
 impl ApiError {
@@ -288,9 +282,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (
             self.status,
-            Json(Body {
-                error: self.code,
-                message: &self.message,
+            Json(ErrorBody {
+                error: self.code.to_owned(),
+                message: self.message.clone(),
             }),
         )
             .into_response();

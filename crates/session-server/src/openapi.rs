@@ -6,15 +6,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use session_core::wire::{
+    AdminSessionView, CheckpointList, CheckpointView, DeviceList, DeviceView, LocationView,
+    SessionView, TokenResponse,
+};
 use utoipa::OpenApi;
 
 use crate::admin::{CreateSessionRequest, CreateUserRequest, IntrospectRequest, PasswordRequest};
-use crate::checkpoint::{CheckpointList, CheckpointView};
 use crate::public::{LoginRequest, RefreshRequest};
 use crate::state::AppState;
-use crate::wire::{
-    AdminSessionView, DeviceList, DeviceView, LocationView, SessionView, TokenResponse,
-};
 
 #[derive(OpenApi)]
 #[openapi(

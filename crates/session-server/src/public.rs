@@ -1,6 +1,6 @@
 //! The public listener: login, refresh, logout, who-am-I, devices,
 //! forward-auth, JWKS. The health checks are `health`'s, the response
-//! bodies `wire`'s.
+//! helpers `wire`'s, the bodies `session_core::wire`'s.
 
 use std::sync::Arc;
 
@@ -13,16 +13,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use session_core::rotation::RefreshStanding;
 use session_core::service::ServiceError;
+use session_core::wire::{DeviceList, DeviceView, LocationView, SessionView, TokenResponse};
 use session_core::{Actor, ClientInfo, RevokeReason, SessionId};
 
 use crate::error::ApiError;
 use crate::extract::{Client, REFRESH_COOKIE, StrictJson, bearer, cookie, read_json, wants_bearer};
 use crate::health;
 use crate::state::AppState;
-use crate::wire::{
-    DeviceList, DeviceView, LocationView, SessionView, TokenResponse, issued_response, log_session,
-    no_store,
-};
+use crate::wire::{issued_response, log_session, no_store};
 use session_axum::{Authenticated, DpopRequest, DpopTarget, Source};
 
 /// The public router (state applied by the caller).
@@ -309,7 +307,7 @@ pub(crate) async fn list_sessions(
                 ip: s.ip.clone(),
                 user_agent: s.user_agent.clone(),
                 current: s.id == auth.session_id,
-                location: LocationView::of(&state, s),
+                location: LocationView::of(s, state.geoip.is_some()),
             })
             .collect(),
     };

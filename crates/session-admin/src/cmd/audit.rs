@@ -7,16 +7,18 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use reqwest::{Method, StatusCode};
+use serde::Deserialize as _;
 use serde_json::Value;
 use session_core::AuditQuery;
+use session_core::wire::{AuditEvent, CheckpointList, CheckpointView};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Ctx, array};
+use super::{Ctx, array, list as read_list, read};
 use crate::cli::{AuditArgs, AuditCommand, AuditFilter};
 use crate::client::{AdminClient, ApiError, NO_BODY};
 use crate::error::Failure;
-use crate::output::{self, Local, Table, count, parse_time, shorten, text, unambiguous_prefix};
+use crate::output::{self, Local, Table, count, shorten, shown, text, unambiguous_prefix};
 
 /// Events a `--follow` starts with when no `--limit` is given.
 const FOLLOW_BACKLOG: u32 = 10;
@@ -53,6 +55,27 @@ pub(crate) fn query(
     Ok(q)
 }
 
+/// One audit event: as read, and as the server sent it (what `--json` and
+/// exports print, unchanged).
+#[derive(Debug, Clone)]
+struct Event {
+    event: AuditEvent,
+    sent: Value,
+}
+
+/// The events of an answer of `GET /admin/v1/audit`.
+fn events(body: &Value) -> Result<Vec<Event>, ApiError> {
+    array(body, "events")?
+        .iter()
+        .map(|sent| {
+            Ok(Event {
+                event: read(sent)?,
+                sent: sent.clone(),
+            })
+        })
+        .collect()
+}
+
 async fn fetch(client: &AdminClient, query: &[(&str, String)]) -> anyhow::Result<Value> {
     client
         .get(&["admin", "v1", "audit"], query)
@@ -66,56 +89,56 @@ async fn list(ctx: &Ctx, args: &AuditArgs) -> anyhow::Result<()> {
         q.push(("limit", limit.to_string()));
     }
     let body = fetch(ctx.authed()?, &q).await?;
-    let events = array(&body, "events")?;
+    let events: Vec<AuditEvent> = read_list(&body, "events")?;
     if ctx.json {
+        // As the server sent it.
         return output::json(&body);
     }
     if events.is_empty() {
         return output::println("no matching audit events");
     }
-    output::print(&event_table(events, ctx.local).render())
+    output::print(&event_table(&events, ctx.local).render())
 }
 
 /// Events as a table, in the order given. Session ids are cut to the
 /// shortest prefix that keeps them apart within the table.
-pub(crate) fn event_table(events: &[Value], local: Local) -> Table {
-    let sessions = events.iter().filter_map(|e| e.get("session_id")?.as_str());
+pub(crate) fn event_table(events: &[AuditEvent], local: Local) -> Table {
+    let sessions = events.iter().filter_map(|e| e.session_id.as_deref());
     let cut = unambiguous_prefix(sessions, 8);
     let mut table = Table::new([
         "TIME", "KIND", "USER", "SESSION", "ACTOR", "REASON", "IP", "DETAILS",
     ]);
     for e in events {
-        let session = match e.get("session_id").and_then(Value::as_str) {
+        let session = match &e.session_id {
             Some(s) => shorten(s, cut),
             None => "-".to_owned(),
         };
         table.row(vec![
-            local.time(e.get("at")),
-            text(e.get("kind")),
-            text(e.get("user_id")),
+            local.at(Some(e.at)),
+            shown(Some(&e.kind)),
+            shown(e.user_id.as_deref()),
             session,
-            text(e.get("actor")),
-            text(e.get("reason")),
-            text(e.get("ip")),
-            text(e.get("details")),
+            shown(Some(&e.actor)),
+            shown(e.reason.as_deref()),
+            shown(e.ip.as_deref()),
+            shown(Some(&e.details)),
         ]);
     }
     table
 }
 
 /// One event as one line, for streams (no table to align against).
-pub(crate) fn event_line(e: &Value, local: Local) -> String {
-    let mut line = format!("{}  {:<22}", local.time(e.get("at")), text(e.get("kind")));
-    for (key, label) in [
-        ("user_id", "user"),
-        ("session_id", "session"),
-        ("actor", "actor"),
-        ("reason", "reason"),
-        ("ip", "ip"),
-        ("user_agent", "user_agent"),
-        ("details", "details"),
+pub(crate) fn event_line(e: &AuditEvent, local: Local) -> String {
+    let mut line = format!("{}  {:<22}", local.at(Some(e.at)), shown(Some(&e.kind)));
+    for (label, value) in [
+        ("user", shown(e.user_id.as_deref())),
+        ("session", shown(e.session_id.as_deref())),
+        ("actor", shown(Some(&e.actor))),
+        ("reason", shown(e.reason.as_deref())),
+        ("ip", shown(e.ip.as_deref())),
+        ("user_agent", shown(e.user_agent.as_deref())),
+        ("details", shown(Some(&e.details))),
     ] {
-        let value = text(e.get(key));
         if value != "-" {
             line.push_str(&format!("  {label}={value}"));
         }
@@ -131,8 +154,8 @@ async fn fetch_all(
     base: &[(&'static str, String)],
     page_size: u32,
     mut progress: impl FnMut(usize),
-) -> anyhow::Result<Vec<Value>> {
-    let mut all: Vec<Value> = Vec::new();
+) -> anyhow::Result<Vec<Event>> {
+    let mut all: Vec<Event> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut before: Option<String> = None;
     loop {
@@ -142,32 +165,26 @@ async fn fetch_all(
             q.push(("before", cursor.clone()));
         }
         let body = fetch(client, &q).await?;
-        let page = array(&body, "events")?;
+        let page = events(&body)?;
+        let full = page.len() >= page_size as usize;
+        let empty = page.is_empty();
         for e in page {
-            let id = e
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::Unexpected {
-                    reason: "an audit event without an id".to_owned(),
-                })?;
-            if !seen.insert(id.to_owned()) {
+            if !seen.insert(e.event.id.to_string()) {
                 return Err(ApiError::Unexpected {
                     reason: "the server sent an event twice while paging; it does not honour the `before` cursor"
                         .to_owned(),
                 }
                 .into());
             }
-            all.push(e.clone());
+            all.push(e);
         }
         progress(all.len());
         before = match body.get("next_before") {
             Some(next) => next.as_str().map(str::to_owned),
-            None if page.len() >= page_size as usize => all
-                .last()
-                .and_then(|e| e.get("id")?.as_str().map(str::to_owned)),
+            None if full => all.last().map(|e| e.event.id.to_string()),
             None => None,
         };
-        if before.is_none() || page.is_empty() {
+        if before.is_none() || empty {
             return Ok(all);
         }
     }
@@ -194,7 +211,7 @@ async fn export(ctx: &Ctx, filter: &AuditFilter, page_size: u32) -> anyhow::Resu
     let events = events?;
     let mut out = Vec::new();
     for e in events.iter().rev() {
-        serde_json::to_writer(&mut out, e)?;
+        serde_json::to_writer(&mut out, &e.sent)?;
         out.push(b'\n');
     }
     output::print(&String::from_utf8_lossy(&out))?;
@@ -215,15 +232,15 @@ async fn follow(ctx: &Ctx, args: &AuditArgs) -> anyhow::Result<()> {
     let mut first = filtered.clone();
     first.push(("limit", args.limit.unwrap_or(FOLLOW_BACKLOG).to_string()));
     let body = fetch(client, &first).await?;
-    let backlog = array(&body, "events")?.clone();
+    let backlog = events(&body)?;
     let mut cursor = Cursor::default();
     if backlog.is_empty() {
         // Nothing matches yet: start from the newest event of the whole log,
         // by the server's clock, so the first poll does not replay history.
         let newest = fetch(client, &[("limit", "1".to_owned())]).await?;
-        cursor.at = array(&newest, "events")?
+        cursor.at = read_list::<AuditEvent>(&newest, "events")?
             .first()
-            .and_then(|e| parse_time(e.get("at")));
+            .map(|e| e.at);
     }
     emit(ctx, &mut cursor, backlog.iter().rev())?;
     let mut ticker = tokio::time::interval(args.interval);
@@ -264,15 +281,9 @@ struct Cursor {
 
 impl Cursor {
     /// Whether `e` is new; remembers it.
-    fn admit(&mut self, e: &Value) -> bool {
-        let id = e
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let Some(at) = parse_time(e.get("at")) else {
-            return true;
-        };
+    fn admit(&mut self, e: &AuditEvent) -> bool {
+        let id = e.id.to_string();
+        let at = e.at;
         match self.at {
             Some(cur) if at < cur => false,
             Some(cur) if at == cur => self.ids_at.insert(id),
@@ -289,16 +300,16 @@ impl Cursor {
 fn emit<'a>(
     ctx: &Ctx,
     cursor: &mut Cursor,
-    oldest_first: impl Iterator<Item = &'a Value>,
+    oldest_first: impl Iterator<Item = &'a Event>,
 ) -> anyhow::Result<()> {
     for e in oldest_first {
-        if !cursor.admit(e) {
+        if !cursor.admit(&e.event) {
             continue;
         }
         if ctx.json {
-            output::json_line(e)?;
+            output::json_line(&e.sent)?;
         } else {
-            output::println(&event_line(e, ctx.local))?;
+            output::println(&event_line(&e.event, ctx.local))?;
         }
     }
     Ok(())
@@ -318,7 +329,7 @@ fn no_chain() -> anyhow::Error {
 }
 
 /// The server's stored checkpoints, oldest first.
-async fn stored_checkpoints(client: &AdminClient) -> anyhow::Result<Vec<Value>> {
+async fn stored_checkpoints(client: &AdminClient) -> anyhow::Result<Vec<CheckpointView>> {
     let answer = client
         .raw(
             Method::GET,
@@ -333,37 +344,55 @@ async fn stored_checkpoints(client: &AdminClient) -> anyhow::Result<Vec<Value>> 
     if let Some(refusal) = answer.refusal() {
         return Err(anyhow::Error::new(refusal).context("audit checkpoints"));
     }
-    Ok(array(&answer.body, "checkpoints")?.to_vec())
+    Ok(read_list(&answer.body, "checkpoints")?)
 }
 
-/// What makes two checkpoints the same one.
-fn identity(c: &Value) -> String {
-    ["seq", "head_hash", "kid", "signature"]
-        .map(|k| c.get(k).map(Value::to_string).unwrap_or_default())
-        .join("/")
+/// What makes two checkpoints the same one (all but the time).
+type Identity = (i64, String, String, String);
+
+fn identity(c: &CheckpointView) -> Identity {
+    (
+        c.seq,
+        c.head_hash.clone(),
+        c.kid.clone(),
+        c.signature.clone(),
+    )
+}
+
+/// Checkpoints as the export file and `--json` write them: the server's
+/// JSON, keys in order (as `serde_json::Value` orders them).
+fn checkpoint_doc(checkpoints: Vec<CheckpointView>) -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(CheckpointList { checkpoints })?)
 }
 
 /// The checkpoints of an export file; a file that is not one is refused
 /// (and, when exporting, left as it is).
-fn read_export(path: &Path) -> anyhow::Result<Vec<Value>> {
+fn read_export(path: &Path) -> anyhow::Result<Vec<CheckpointView>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let doc: Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", path.display()))?;
-    let list = doc
-        .get("checkpoints")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "{} is not a checkpoint export (no \"checkpoints\" list)",
-                path.display()
-            ))
-        })?;
-    Ok(list.clone())
+    if !doc.get("checkpoints").is_some_and(Value::is_array) {
+        return Err(Failure::Usage(format!(
+            "{} is not a checkpoint export (no \"checkpoints\" list)",
+            path.display()
+        ))
+        .into());
+    }
+    let list = CheckpointList::deserialize(&doc).map_err(|e| {
+        Failure::Usage(format!(
+            "{} is not a checkpoint export: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(list.checkpoints)
 }
 
 /// `exported` merged into `kept`: every checkpoint once, by `seq`.
-fn merge(mut kept: Vec<Value>, exported: Vec<Value>) -> (Vec<Value>, usize) {
-    let mut seen: HashSet<String> = kept.iter().map(identity).collect();
+fn merge(
+    mut kept: Vec<CheckpointView>,
+    exported: Vec<CheckpointView>,
+) -> (Vec<CheckpointView>, usize) {
+    let mut seen: HashSet<Identity> = kept.iter().map(identity).collect();
     let before = kept.len();
     for c in exported {
         if seen.insert(identity(&c)) {
@@ -371,7 +400,7 @@ fn merge(mut kept: Vec<Value>, exported: Vec<Value>) -> (Vec<Value>, usize) {
         }
     }
     let added = kept.len() - before;
-    kept.sort_by_key(|c| c.get("seq").and_then(Value::as_i64).unwrap_or(i64::MAX));
+    kept.sort_by_key(|c| c.seq);
     (kept, added)
 }
 
@@ -380,15 +409,15 @@ async fn checkpoints(ctx: &Ctx, export: Option<&Path>) -> anyhow::Result<()> {
     let Some(path) = export else {
         let list = stored_checkpoints(client).await?;
         if ctx.json {
-            return output::json(&serde_json::json!({ "checkpoints": list }));
+            return output::json(&checkpoint_doc(list)?);
         }
         let mut table = Table::new(["SEQ", "KEY", "AT", "HEAD"]);
         for c in &list {
             table.row(vec![
-                text(c.get("seq")),
-                text(c.get("kid")),
-                ctx.local.time(c.get("at")),
-                shorten(&text(c.get("head_hash")), Some(16)),
+                shown(Some(&c.seq)),
+                shown(Some(&c.kid)),
+                ctx.local.at(Some(c.at.0)),
+                shorten(&shown(Some(&c.head_hash)), Some(16)),
             ]);
         }
         return output::print(&table.render());
@@ -421,7 +450,8 @@ async fn checkpoints(ctx: &Ctx, export: Option<&Path>) -> anyhow::Result<()> {
     }
     let stored = stored_checkpoints(client).await?;
     let (all, added) = merge(kept, stored);
-    let doc = serde_json::json!({ "checkpoints": all });
+    let all_len = all.len();
+    let doc = checkpoint_doc(all)?;
     let mut text = serde_json::to_string_pretty(&doc)?;
     text.push('\n');
     let tmp = path.with_extension("tmp");
@@ -430,13 +460,13 @@ async fn checkpoints(ctx: &Ctx, export: Option<&Path>) -> anyhow::Result<()> {
     if ctx.json {
         output::json(&serde_json::json!({
             "file": path.display().to_string(),
-            "checkpoints": all.len(),
+            "checkpoints": all_len,
             "added": added,
         }))
     } else {
         output::println(&format!(
             "{} in {} ({added} new)",
-            count(u64::try_from(all.len()).unwrap_or(u64::MAX), "checkpoint"),
+            count(u64::try_from(all_len).unwrap_or(u64::MAX), "checkpoint"),
             path.display()
         ))
     }
@@ -449,7 +479,7 @@ async fn verify(ctx: &Ctx, exported: Option<&Path>) -> anyhow::Result<()> {
         None => None,
         Some(path) => {
             let exported = read_export(path)?;
-            let stored: HashSet<String> = stored_checkpoints(client)
+            let stored: HashSet<Identity> = stored_checkpoints(client)
                 .await?
                 .iter()
                 .map(identity)
@@ -479,7 +509,7 @@ async fn verify(ctx: &Ctx, exported: Option<&Path>) -> anyhow::Result<()> {
                     String::new()
                 }
             ));
-            Some(serde_json::json!({ "checkpoints": extra }))
+            Some(CheckpointList { checkpoints: extra })
         }
     };
     let answer = client
@@ -543,6 +573,27 @@ mod tests {
         offset: UtcOffset::UTC,
     };
 
+    /// An event as the server writes it, read back: `fields` over a
+    /// `session_created` by the user at 2026-01-31 12:00 UTC.
+    fn event(fields: Value) -> AuditEvent {
+        let mut sent = json!({
+            "id": "0194b7c4-5a00-7000-8000-000000000000",
+            "at": "2026-01-31T12:00:00Z",
+            "kind": "session_created",
+            "session_id": null,
+            "user_id": null,
+            "actor": "user",
+            "ip": null,
+            "user_agent": null,
+            "reason": null,
+            "details": {},
+        });
+        for (k, v) in fields.as_object().unwrap() {
+            sent[k] = v.clone();
+        }
+        serde_json::from_value(sent).unwrap()
+    }
+
     #[test]
     fn filters_become_the_contract_query_parameters() {
         let filter = AuditFilter {
@@ -570,7 +621,7 @@ mod tests {
 
     #[test]
     fn event_tables_shorten_session_ids_only_while_unambiguous() {
-        let ev = |sid: &str| json!({"at": "2026-01-31T12:00:00Z", "kind": "session_created", "session_id": sid, "actor": "user", "details": {}});
+        let ev = |sid: &str| event(json!({"session_id": sid}));
         let text = event_table(
             &[ev("AAAAAAAAxxxxxxxxxxxxxx"), ev("AAAAAAAAyyyyyyyyyyyyyy")],
             UTC,
@@ -588,8 +639,8 @@ mod tests {
 
     #[test]
     fn stream_lines_leave_out_empty_fields() {
-        let e = json!({"at": "2026-01-31T12:00:00Z", "kind": "key_rotated", "actor": "admin",
-                       "user_id": null, "details": {"kid": "k2"}});
+        let e = event(json!({"kind": "key_rotated", "actor": "admin",
+                             "user_id": null, "details": {"kid": "k2"}}));
         assert_eq!(
             event_line(&e, UTC),
             r#"2026-01-31 12:00:00 +00:00  key_rotated             actor=admin  details={"kid":"k2"}"#
@@ -606,16 +657,43 @@ mod tests {
 
     #[test]
     fn a_follow_prints_each_event_once_even_when_since_repeats_it() {
+        // Ids and times as in a page of `GET /admin/v1/audit`.
         let mut c = Cursor::default();
-        let a = json!({"id": "a", "at": "2026-01-31T12:00:00Z"});
-        let b = json!({"id": "b", "at": "2026-01-31T12:00:00Z"});
-        let older = json!({"id": "o", "at": "2026-01-31T11:00:00Z"});
-        let later = json!({"id": "l", "at": "2026-01-31T12:00:01Z"});
+        let at = |id: u8, at: &str| {
+            event(json!({"id": format!("0194b7c4-5a00-7000-8000-0000000000{id:02x}"), "at": at}))
+        };
+        let a = at(0xa, "2026-01-31T12:00:00Z");
+        let b = at(0xb, "2026-01-31T12:00:00Z");
+        let older = at(0x0, "2026-01-31T11:00:00Z");
+        let later = at(0x1, "2026-01-31T12:00:01Z");
         assert!(c.admit(&a));
         assert!(c.admit(&b));
         assert!(!c.admit(&a));
         assert!(!c.admit(&older));
         assert!(c.admit(&later));
         assert!(!c.admit(&b));
+    }
+
+    #[test]
+    fn checkpoints_merge_once_each_by_seq_and_keep_the_servers_json() {
+        let c = |seq: i64, kid: &str| CheckpointView {
+            seq,
+            head_hash: "ab".repeat(32),
+            kid: kid.into(),
+            signature: "c2ln".into(),
+            at: datetime!(2026-01-31 12:00:00.5 UTC).into(),
+        };
+        let (all, added) = merge(vec![c(3, "k1"), c(1, "k1")], vec![c(2, "k1"), c(3, "k1")]);
+        assert_eq!(added, 1);
+        assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let (all, added) = merge(all, vec![c(3, "k2")]);
+        assert_eq!((all.len(), added), (4, 1));
+        let sent = json!({"seq": 1, "head_hash": "ab".repeat(32), "kid": "k1",
+                          "signature": "c2ln", "at": "2026-01-31T12:00:00.5Z"});
+        assert_eq!(
+            serde_json::to_string_pretty(&checkpoint_doc(vec![read(&sent).unwrap()]).unwrap())
+                .unwrap(),
+            serde_json::to_string_pretty(&json!({ "checkpoints": [sent] })).unwrap()
+        );
     }
 }

@@ -3,46 +3,47 @@
 use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::{Value, json};
+use session_core::wire::{ArchivedKeyInfo, KeyInfo};
 use time::OffsetDateTime;
 
-use super::Ctx;
+use super::{Ctx, read};
 use crate::cli::KeysCommand;
 use crate::client::{AdminClient, ApiError, NO_BODY};
-use crate::output::{self, Local, Table, age, parse_time, text};
+use crate::output::{self, Local, Table, age, shown};
 
 pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::List => {
             let body = get_keys(ctx.authed()?).await?;
             if ctx.json {
+                // As the server sent it.
                 return output::json(&body);
             }
             let keys = key_list(&body)?;
             if keys.is_empty() {
                 return output::println("the server has no signing keys");
             }
-            let mut table = key_table(keys, ctx.local, ctx.now());
+            let mut table = key_table(&keys, ctx.local, ctx.now());
             // Keys that have left the ring: public halves kept to verify the
             // audit checkpoints they signed.
-            for k in body
-                .get("archived")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let state = if k.get("revoked_at").is_some_and(|v| !v.is_null()) {
+            let archived: Vec<ArchivedKeyInfo> = match body.get("archived") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(list) => read(list)?,
+            };
+            for k in &archived {
+                let state = if k.revoked_at.is_some() {
                     "archived (revoked)"
                 } else {
                     "archived"
                 };
                 table.row(vec![
-                    text(k.get("kid")),
-                    text(k.get("alg")),
+                    shown(Some(&k.kid)),
+                    shown(Some(&k.alg)),
                     state.to_owned(),
                     "-".to_owned(),
                     "-".to_owned(),
-                    ctx.local.time(k.get("activated_at")),
-                    ctx.local.time(k.get("dropped_at")),
+                    ctx.local.at(Some(k.activated_at)),
+                    ctx.local.at(Some(k.dropped_at)),
                     "public half only".to_owned(),
                 ]);
             }
@@ -72,21 +73,22 @@ pub(super) async fn run(ctx: &Ctx, command: KeysCommand) -> anyhow::Result<()> {
                 return output::json(&doc);
             }
             // The new key, wherever the server put it.
-            let key = answer.body.get("key").unwrap_or(&answer.body);
-            let kid = key
-                .get("kid")
-                .and_then(Value::as_str)
-                .unwrap_or("(unnamed)");
+            let key: KeyInfo = read(answer.body.get("key").unwrap_or(&answer.body))?;
+            let kid = if key.kid.is_empty() {
+                "(unnamed)"
+            } else {
+                &key.kid
+            };
             let line = if immediate {
                 format!(
                     "signing key {kid} ({}) signs now; the previous key is out of the JWKS and its tokens are refused",
-                    text(key.get("alg"))
+                    shown(Some(&key.alg))
                 )
             } else {
                 format!(
                     "scheduled signing key {kid} ({}): published now, signs from {}; the previous key then retires and verifies until its tokens expire",
-                    text(key.get("alg")),
-                    ctx.local.time(key.get("activated_at"))
+                    shown(Some(&key.alg)),
+                    ctx.local.at(Some(key.activated_at))
                 )
             };
             output::println(&line)
@@ -103,18 +105,19 @@ pub(super) async fn get_keys(client: &AdminClient) -> anyhow::Result<Value> {
 }
 
 /// The keys in an answer: `{"keys": [...]}` (or a bare list).
-pub(super) fn key_list(body: &Value) -> Result<&Vec<Value>, ApiError> {
-    body.get("keys")
-        .unwrap_or(body)
-        .as_array()
-        .ok_or_else(|| ApiError::Unexpected {
+pub(super) fn key_list(body: &Value) -> Result<Vec<KeyInfo>, ApiError> {
+    let list = body.get("keys").unwrap_or(body);
+    if !list.is_array() {
+        return Err(ApiError::Unexpected {
             reason: "the answer has no \"keys\" list".to_owned(),
-        })
+        });
+    }
+    read(list)
 }
 
 /// The keys as a table: each one's state, age at `now`, and when it was
 /// (or will be) activated and retired.
-pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Table {
+pub(crate) fn key_table(keys: &[KeyInfo], local: Local, now: OffsetDateTime) -> Table {
     let mut table = Table::new([
         "KID",
         "ALG",
@@ -127,14 +130,14 @@ pub(crate) fn key_table(keys: &[Value], local: Local, now: OffsetDateTime) -> Ta
     ]);
     for k in keys {
         table.row(vec![
-            text(k.get("kid")),
-            text(k.get("alg")),
-            text(k.get("state")),
-            local.time(k.get("created_at")),
-            parse_time(k.get("created_at")).map_or_else(|| "-".to_owned(), |t| age(now - t)),
-            local.time(k.get("activated_at")),
-            local.time(k.get("retired_at")),
-            local.time(k.get("expires_at")),
+            shown(Some(&k.kid)),
+            shown(Some(&k.alg)),
+            shown(Some(&k.state)),
+            local.at(Some(k.created_at)),
+            age(now - k.created_at),
+            local.at(Some(k.activated_at)),
+            local.at(k.retired_at),
+            local.at(k.expires_at),
         ]);
     }
     table
@@ -160,7 +163,7 @@ mod tests {
             offset: UtcOffset::UTC,
         };
         let rendered = key_table(
-            key_list(&keys).unwrap(),
+            &key_list(&keys).unwrap(),
             local,
             datetime!(2026-01-31 15:30:00 UTC),
         )

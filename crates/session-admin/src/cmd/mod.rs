@@ -8,6 +8,7 @@ mod status;
 mod users;
 
 use clap::CommandFactory;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use session_core::{Clock, SystemClock};
 use zeroize::Zeroizing;
@@ -90,6 +91,20 @@ pub(crate) async fn run(cli: Cli, local: Local) -> anyhow::Result<()> {
         Command::Status => status::run(&ctx).await,
         Command::Completions { .. } | Command::Man => Ok(()),
     }
+}
+
+/// `body[key]` as a list of the contract's `T` (a body type of
+/// `session_core::wire`), or an [`ApiError::Unexpected`] saying what is
+/// wrong.
+fn list<T: DeserializeOwned>(body: &Value, key: &str) -> Result<Vec<T>, ApiError> {
+    array(body, key)?.iter().map(read).collect()
+}
+
+/// One of the contract's bodies, or an [`ApiError::Unexpected`].
+fn read<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    T::deserialize(value).map_err(|e| ApiError::Unexpected {
+        reason: format!("the answer is not the contract's: {e}"),
+    })
 }
 
 /// `body[key]` as an array, or an [`ApiError::Unexpected`].

@@ -3,12 +3,13 @@
 use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::{Value, json};
+use session_core::wire::{AdminSessionView, LocationView};
 
-use super::{Ctx, array};
+use super::{Ctx, array, list as read_list, read};
 use crate::cli::{RevokeArgs, SessionsCommand};
 use crate::client::NO_BODY;
 use crate::error::Failure;
-use crate::output::{self, Local, Table, count, text};
+use crate::output::{self, Local, Table, count, shown, text};
 
 pub(super) async fn run(ctx: &Ctx, command: SessionsCommand) -> anyhow::Result<()> {
     match command {
@@ -28,22 +29,23 @@ async fn list(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
         .get(&["admin", "v1", "users", user, "sessions"], &[])
         .await
         .with_context(|| format!("sessions of user {user:?}"))?;
-    let sessions = array(&body, "sessions")?;
+    let sessions: Vec<AdminSessionView> = read_list(&body, "sessions")?;
     if ctx.json {
+        // As the server sent it.
         return output::json(&body);
     }
     if sessions.is_empty() {
         return output::println(&format!("user {user:?} has no active sessions"));
     }
-    output::print(&session_table(sessions, ctx.local).render())
+    output::print(&session_table(&sessions, ctx.local).render())
 }
 
 /// The sessions as a table. Session ids stay whole: they are what an
 /// operator copies into `sessions revoke`.
-pub(crate) fn session_table(sessions: &[Value], local: Local) -> Table {
+pub(crate) fn session_table(sessions: &[AdminSessionView], local: Local) -> Table {
     // A server with a GeoIP database sends `location` (null where
     // unknown); the column is there only then.
-    let located = sessions.iter().any(|s| s.get("location").is_some());
+    let located = sessions.iter().any(|s| s.location.is_some());
     let mut header = vec!["SESSION", "CREATED", "LAST SEEN", "EXPIRES", "IP"];
     if located {
         header.push("LOCATION");
@@ -52,31 +54,26 @@ pub(crate) fn session_table(sessions: &[Value], local: Local) -> Table {
     let mut table = Table::new(header);
     for s in sessions {
         let mut row = vec![
-            text(s.get("session_id")),
-            local.time(s.get("created_at")),
-            local.time(s.get("last_seen_at")),
-            local.time(s.get("expires_at")),
-            text(s.get("ip")),
+            shown(Some(&s.session_id)),
+            local.at(Some(s.created_at.0)),
+            local.at(Some(s.last_seen_at.0)),
+            local.at(Some(s.expires_at.0)),
+            shown(s.ip.as_deref()),
         ];
         if located {
-            row.push(place(s.get("location")));
+            row.push(place(s.location.as_ref().and_then(Option::as_ref)));
         }
-        row.push(text(s.get("user_agent")));
+        row.push(shown(s.user_agent.as_deref()));
         table.row(row);
     }
     table
 }
 
 /// A `location` as `City, CC`; `-` where unknown.
-fn place(location: Option<&Value>) -> String {
-    let part = |k: &str| {
-        location
-            .and_then(|l| l.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let parts: Vec<String> = [part("city"), part("country")]
+fn place(location: Option<&LocationView>) -> String {
+    let parts: Vec<&str> = location
         .into_iter()
+        .flat_map(|l| [l.city.as_deref(), l.country.as_deref()])
         .flatten()
         .collect();
     if parts.is_empty() {
@@ -93,51 +90,52 @@ async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("session {id}"))?;
     if ctx.json {
+        // As the server sent it.
         return output::json(&body);
     }
-    output::print(&session_details(&body, ctx.local))
+    let session: AdminSessionView = read(&body)?;
+    output::print(&session_details(&session, &body, ctx.local))
 }
 
-/// One session as `field  value` lines: the contract's fields first, then
-/// whatever else the server sent.
-pub(crate) fn session_details(session: &Value, local: Local) -> String {
-    const KNOWN: [(&str, &str); 16] = [
-        ("session_id", "session"),
-        ("user_id", "user"),
-        ("active", "active"),
-        ("created_at", "created"),
-        ("last_seen_at", "last seen"),
-        ("expires_at", "expires"),
-        ("idle_expires_at", "idle deadline"),
-        ("absolute_expires_at", "absolute deadline"),
-        ("revoked_at", "revoked"),
-        ("revoked_reason", "revoked reason"),
-        ("ip", "ip"),
-        ("user_agent", "user agent"),
-        ("location", "location"),
-        ("current", "current"),
-        ("refresh_generation", "refreshes"),
-        ("metadata", "metadata"),
+/// One session as `field  value` lines: the contract's fields first (its
+/// location only from a server with a GeoIP database), then whatever else
+/// the server sent (`sent`, the same answer as JSON: a newer server's
+/// fields are shown, not dropped).
+pub(crate) fn session_details(session: &AdminSessionView, sent: &Value, local: Local) -> String {
+    let s = session;
+    let mut rows: Vec<(&str, String)> = vec![
+        ("session", shown(Some(&s.session_id))),
+        ("user", shown(Some(&s.user_id))),
+        ("active", shown(Some(&s.active))),
+        ("created", local.at(Some(s.created_at.0))),
+        ("last seen", local.at(Some(s.last_seen_at.0))),
+        ("expires", local.at(Some(s.expires_at.0))),
+        ("idle deadline", local.at(Some(s.idle_expires_at.0))),
+        ("absolute deadline", local.at(Some(s.absolute_expires_at.0))),
+        ("revoked", local.at(s.revoked_at.map(|t| t.0))),
+        ("revoked reason", shown(s.revoked_reason.as_deref())),
+        ("ip", shown(s.ip.as_deref())),
+        ("user agent", shown(s.user_agent.as_deref())),
     ];
-    let mut table = Table::default();
-    let fields = session.as_object().cloned().unwrap_or_default();
-    let show = |key: &str, value: Option<&Value>| {
-        if key == "location" {
-            place(value)
-        } else if key.ends_with("_at") {
-            local.time(value)
-        } else {
-            text(value)
-        }
-    };
-    for (key, label) in KNOWN {
-        if let Some(value) = fields.get(key) {
-            table.row(vec![label.to_owned(), show(key, Some(value))]);
-        }
+    if let Some(location) = &s.location {
+        rows.push(("location", place(location.as_ref())));
     }
-    for (key, value) in &fields {
-        if !KNOWN.iter().any(|(k, _)| k == key) {
-            table.row(vec![key.replace('_', " "), show(key, Some(value))]);
+    rows.push(("refreshes", shown(Some(&s.refresh_generation))));
+    rows.push(("metadata", shown(Some(&s.metadata))));
+    let mut table = Table::default();
+    for (label, value) in rows {
+        table.row(vec![label.to_owned(), value]);
+    }
+    // The contract's fields, read above; anything else is shown as sent.
+    let read = serde_json::to_value(session).unwrap_or_default();
+    for (key, value) in sent.as_object().into_iter().flatten() {
+        if read.get(key).is_none() && key != "location" {
+            let shown = if key.ends_with("_at") {
+                local.time(Some(value))
+            } else {
+                text(Some(value))
+            };
+            table.row(vec![key.replace('_', " "), shown]);
         }
     }
     table.render()
@@ -220,18 +218,32 @@ mod tests {
         offset: UtcOffset::UTC,
     };
 
-    #[test]
-    fn session_tables_show_whole_ids_and_local_times() {
-        let sessions = [json!({
-            "session_id": "Zk3bq2aH0Jz6Yx1wPq9LmA",
+    fn view(id: &str, ip: &str, location: Option<Option<LocationView>>) -> AdminSessionView {
+        let mut view: AdminSessionView = serde_json::from_value(json!({
+            "session_id": id,
+            "user_id": "alice",
             "created_at": "2026-01-31T12:00:00Z",
             "last_seen_at": "2026-01-31T12:05:00Z",
-            "expires_at": null,
-            "ip": "203.0.113.9",
+            "expires_at": "2026-01-31T13:05:00Z",
+            "idle_expires_at": "2026-01-31T13:05:00Z",
+            "absolute_expires_at": "2026-02-01T12:00:00Z",
+            "ip": ip,
             "user_agent": "curl/8",
-            "current": false
-        })];
-        let rendered = session_table(&sessions, UTC).render();
+            "metadata": {},
+            "active": true,
+            "revoked_at": null,
+            "revoked_reason": null,
+            "refresh_generation": 0,
+        }))
+        .unwrap();
+        view.location = location;
+        view
+    }
+
+    #[test]
+    fn session_tables_show_whole_ids_and_local_times() {
+        let s = view("Zk3bq2aH0Jz6Yx1wPq9LmA", "203.0.113.9", None);
+        let rendered = session_table(&[s], UTC).render();
         let lines: Vec<&str> = rendered.lines().collect();
         assert!(
             lines[0].starts_with("SESSION                 CREATED"),
@@ -247,11 +259,15 @@ mod tests {
 
     #[test]
     fn session_tables_show_locations_where_the_server_knows_them() {
+        let paris = LocationView {
+            country: Some("FR".into()),
+            city: Some("Paris".into()),
+        };
         let sessions = [
-            json!({"session_id": "a", "ip": "203.0.113.9", "user_agent": "curl/8",
-                   "location": {"country": "FR", "city": "Paris"}}),
-            json!({"session_id": "b", "ip": "192.0.2.1", "user_agent": "curl/8", "location": null}),
+            view("a", "203.0.113.9", Some(Some(paris))),
+            view("b", "192.0.2.1", Some(None)),
         ];
+        assert_eq!(sessions[1].location, Some(None));
         let rendered = session_table(&sessions, UTC).render();
         let lines: Vec<&str> = rendered.lines().collect();
         assert!(lines[0].contains("IP           LOCATION"), "{rendered}");
@@ -263,37 +279,55 @@ mod tests {
             lines[2].ends_with("192.0.2.1    -          curl/8"),
             "{rendered}"
         );
-        let details = session_details(&sessions[0], UTC);
+        let sent = serde_json::to_value(&sessions[0]).unwrap();
+        let details = session_details(&sessions[0], &sent, UTC);
         assert!(details.contains("location"), "{details}");
         assert!(details.contains("Paris, FR"), "{details}");
     }
 
     #[test]
-    fn session_details_put_the_contract_fields_first() {
-        let s = json!({
-            "zeta": 1,
-            "user_id": "alice",
-            "session_id": "s1",
-            "revoked_at": "2026-01-31T12:00:00Z",
-            "seen_at": "2026-01-31T13:00:00Z",
-            "metadata": {"device": "phone"}
-        });
-        let text = session_details(&s, UTC);
+    fn session_details_put_the_contract_fields_first_and_keep_the_rest() {
+        let mut s = view("s1", "203.0.113.9", None);
+        s.revoked_at = Some(time::macros::datetime!(2026-01-31 12:00:00 UTC).into());
+        s.metadata = json!({"device": "phone"});
+        let mut sent = serde_json::to_value(&s).unwrap();
+        sent["zeta"] = json!(1);
+        sent["seen_at"] = json!("2026-01-31T13:00:00Z");
+        let text = session_details(&s, &sent, UTC);
         let keys: Vec<&str> = text
             .lines()
             .map(|l| l.split("  ").next().unwrap())
             .collect();
         assert_eq!(
             keys,
-            ["session", "user", "revoked", "metadata", "seen at", "zeta"]
+            [
+                "session",
+                "user",
+                "active",
+                "created",
+                "last seen",
+                "expires",
+                "idle deadline",
+                "absolute deadline",
+                "revoked",
+                "revoked reason",
+                "ip",
+                "user agent",
+                "refreshes",
+                "metadata",
+                "seen at",
+                "zeta"
+            ]
         );
+        let row = |label: &str, value: &str| format!("{label:<17}  {value}\n");
         assert!(
-            text.contains("revoked   2026-01-31 12:00:00 +00:00"),
+            text.contains(&row("revoked", "2026-01-31 12:00:00 +00:00")),
             "{text}"
         );
         assert!(
-            text.contains("seen at   2026-01-31 13:00:00 +00:00"),
+            text.contains(&row("seen at", "2026-01-31 13:00:00 +00:00")),
             "{text}"
         );
+        assert!(text.contains(r#"{"device":"phone"}"#), "{text}");
     }
 }

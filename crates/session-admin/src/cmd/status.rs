@@ -3,6 +3,7 @@
 use reqwest::header::DATE;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use session_core::wire::Timestamp;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
@@ -10,7 +11,7 @@ use super::Ctx;
 use super::keys::{get_keys, key_list};
 use crate::client::NO_BODY;
 use crate::error::Failure;
-use crate::output::{self, Table, age, parse_time, text};
+use crate::output::{self, Table, age, text};
 
 /// The token leeway of the contract: beyond it, tokens look expired or
 /// not yet valid.
@@ -84,11 +85,11 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         .iter()
         .map(|k| {
             json!({
-                "kid": k.get("kid"),
-                "alg": k.get("alg"),
-                "state": k.get("state"),
-                "created_at": k.get("created_at"),
-                "age_seconds": parse_time(k.get("created_at")).map(|t| (now - t).whole_seconds()),
+                "kid": k.kid,
+                "alg": k.alg,
+                "state": k.state,
+                "created_at": Timestamp(k.created_at),
+                "age_seconds": (now - k.created_at).whole_seconds(),
             })
         })
         .collect();

@@ -78,7 +78,7 @@ impl Default for KeySchedule {
 }
 
 /// Public facts about one key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyInfo {
     /// Key id.
     pub kid: String,
@@ -104,7 +104,7 @@ pub struct KeyInfo {
 
 /// Public facts about a key dropped from the ring and kept in its archive
 /// (see [`KeyRing::archived`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchivedKeyInfo {
     /// Key id.
     pub kid: String,

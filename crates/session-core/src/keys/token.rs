@@ -6,12 +6,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
+
+use crate::jws::{self, SplitError};
 
 use super::material::{SigningAlgorithm, kid_is_well_formed};
 
@@ -121,8 +121,8 @@ pub enum TokenError {
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
 /// Largest decoded size of any segment of a token no longer than
-/// [`MAX_ACCESS_TOKEN_LEN`] (4 base64 characters carry 3 bytes).
-const MAX_SEGMENT_BYTES: usize = MAX_ACCESS_TOKEN_LEN / 4 * 3 + 3;
+/// [`MAX_ACCESS_TOKEN_LEN`].
+const MAX_SEGMENT_BYTES: usize = jws::max_segment_bytes(MAX_ACCESS_TOKEN_LEN);
 /// Largest signature of the offered algorithms (EdDSA and ES256: 64 bytes).
 pub(super) const MAX_SIGNATURE_BYTES: usize = 64;
 
@@ -140,18 +140,13 @@ pub(super) fn verify_strictly(
     leeway_secs: i64,
     signature: impl FnOnce(&str, &[u8], &str) -> Result<(), TokenError>,
 ) -> Result<AccessClaims, TokenError> {
-    if token.len() > MAX_ACCESS_TOKEN_LEN {
-        return Err(TokenError::TooLong);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
+    let jws = jws::split_jws(token, MAX_ACCESS_TOKEN_LEN).map_err(|e| match e {
+        SplitError::TooLong => TokenError::TooLong,
+        SplitError::Malformed => TokenError::Malformed,
+    })?;
 
     let mut header_buf = [0u8; MAX_SEGMENT_BYTES];
-    let header_len = decode_segment(header_b64, &mut header_buf)?;
+    let header_len = decode_segment(jws.header, &mut header_buf)?;
     let header: RawHeader<'_> =
         serde_json::from_slice(&header_buf[..header_len]).map_err(|_| TokenError::Malformed)?;
     match &header.alg {
@@ -169,11 +164,10 @@ pub(super) fn verify_strictly(
         _ => return Err(TokenError::BadKeyId),
     };
 
-    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-    signature(kid, signed.as_bytes(), signature_b64)?;
+    signature(kid, jws.signing_input.as_bytes(), jws.signature)?;
 
     let mut payload_buf = [0u8; MAX_SEGMENT_BYTES];
-    let payload_len = decode_segment(payload_b64, &mut payload_buf)?;
+    let payload_len = decode_segment(jws.payload, &mut payload_buf)?;
     let claims: RawClaims<'_> =
         serde_json::from_slice(&payload_buf[..payload_len]).map_err(|e| {
             if e.is_data() {
@@ -251,12 +245,9 @@ fn check_claims(
     })
 }
 
-/// Decodes one segment as strict base64url: no padding, no standard
-/// alphabet, no non-canonical trailing bits.
+/// Decodes one segment as strict base64url (see [`jws::decode_segment`]).
 fn decode_segment(segment: &str, out: &mut [u8]) -> Result<usize, TokenError> {
-    URL_SAFE_NO_PAD
-        .decode_slice(segment.as_bytes(), out)
-        .map_err(|_| TokenError::Malformed)
+    jws::decode_segment(segment, out).ok_or(TokenError::Malformed)
 }
 
 // ---------------------------------------------------------------------------
@@ -416,7 +407,8 @@ mod tests {
     //! signed by the ring's own key (`sign_raw`), so that the check under
     //! test is the one that refuses them.
 
-    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use jsonwebtoken::EncodingKey;
     use serde_json::json;
     use time::macros::datetime;
