@@ -11,6 +11,10 @@ use session_server::config::{RawSettings, SETTINGS, default_config_toml};
 use session_server::state::Opened;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn cli() -> Command {
     let mut cmd = Command::new("session-server")
         .about(
