@@ -524,19 +524,14 @@ async fn create_sessions_bound(
                 if let Some(jkt) = &jkt {
                     body["dpop_jkt"] = serde_json::Value::from(&**jkt);
                 }
-                let req = request(
-                    Method::POST,
+                let body = admin_create(
+                    &mut sender,
                     &host,
+                    &authorization,
                     "/admin/v1/sessions",
-                    Some(&authorization),
-                    Some(body.to_string()),
-                )?;
-                let (status, body) = exchange(&mut sender, req).await?;
-                ensure!(
-                    status == StatusCode::CREATED,
-                    "creating a session answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
+                    body.to_string(),
+                )
+                .await?;
                 let t: TokenResponse =
                     serde_json::from_slice(&body).context("reading the created session")?;
                 issued.push(Issued {
@@ -552,6 +547,25 @@ async fn create_sessions_bound(
         all.extend(task.await??);
     }
     Ok(all)
+}
+
+/// `POST` of `json` to the admin API's `path`; its body if it answered
+/// 201, else an error (set-up must not fail quietly).
+async fn admin_create(
+    sender: &mut Sender,
+    host: &str,
+    authorization: &str,
+    path: &str,
+    json: String,
+) -> Result<Bytes> {
+    let req = request(Method::POST, host, path, Some(authorization), Some(json))?;
+    let (status, body) = exchange(sender, req).await?;
+    ensure!(
+        status == StatusCode::CREATED,
+        "POST {path} answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(body)
 }
 
 /// `count` password users made through `POST /admin/v1/users` (names
@@ -570,19 +584,14 @@ async fn create_users(admin: SocketAddr, admin_token: &str, count: usize) -> Res
             "password": URL_SAFE_NO_PAD.encode(password),
         })
         .to_string();
-        let req = request(
-            Method::POST,
+        admin_create(
+            &mut sender,
             &host,
+            &authorization,
             "/admin/v1/users",
-            Some(&authorization),
-            Some(body.clone()),
-        )?;
-        let (status, answer) = exchange(&mut sender, req).await?;
-        ensure!(
-            status == StatusCode::CREATED,
-            "creating a user answered {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
+            body.clone(),
+        )
+        .await?;
         bodies.push(body);
     }
     Ok(bodies)
@@ -743,6 +752,30 @@ impl Workload {
                 )?
             }
         }))
+    }
+
+    /// Sends `req` on `sender` and takes in the answer: when it completed,
+    /// and what went wrong if it counts as an error. A transport error
+    /// replaces the connection.
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        addr: SocketAddr,
+        req: Request<Full<Bytes>>,
+        chain: &mut Option<String>,
+    ) -> Result<(Instant, Option<String>)> {
+        let outcome = exchange(sender, req).await;
+        let done = Instant::now();
+        let failure = match outcome {
+            Ok((status, body)) => {
+                (!self.answer(chain, status, &body)).then(|| format!("HTTP {}", status.as_u16()))
+            }
+            Err(error) => {
+                *sender = connect(addr).await?;
+                Some(format!("{error:#}"))
+            }
+        };
+        Ok((done, failure))
     }
 
     /// Takes in an answer; `false` if it counts as an error. A refresh
@@ -918,17 +951,8 @@ async fn closed_loop(
                     break;
                 };
                 let began = Instant::now();
-                let outcome = exchange(&mut sender, req).await;
-                let done = Instant::now();
+                let (done, failure) = workload.send(&mut sender, addr, req, &mut chain).await?;
                 let measured = began >= measure_from && done <= end;
-                let failure = match outcome {
-                    Ok((status, body)) => (!workload.answer(&mut chain, status, &body))
-                        .then(|| format!("HTTP {}", status.as_u16())),
-                    Err(error) => {
-                        sender = connect(addr).await?;
-                        Some(format!("{error:#}"))
-                    }
-                };
                 if measured {
                     tally.histogram.saturating_record(micros(done - began));
                     tally.last = Some(done);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-use crate::{Report, Tally, Workload, connect, cpu_of, create_sessions, exchange, micros};
+use crate::{Report, Tally, Workload, connect, cpu_of, create_sessions, micros};
 
 /// One slice of the run, printed as a JSON line on stdout as it ends.
 #[derive(Debug, Serialize)]
@@ -117,16 +117,7 @@ pub(crate) async fn run(plan: Plan<'_>) -> Result<Report> {
                 let Some(req) = workload.next(&chain)? else {
                     break;
                 };
-                let outcome = exchange(&mut sender, req).await;
-                let done = Instant::now();
-                let failure = match outcome {
-                    Ok((status, body)) => (!workload.answer(&mut chain, status, &body))
-                        .then(|| format!("HTTP {}", status.as_u16())),
-                    Err(error) => {
-                        sender = connect(addr).await?;
-                        Some(format!("{error:#}"))
-                    }
-                };
+                let (done, failure) = workload.send(&mut sender, addr, req, &mut chain).await?;
                 let mut tally = current.lock().unwrap_or_else(PoisonError::into_inner);
                 tally.histogram.saturating_record(micros(done - due));
                 if let Some(kind) = failure {
