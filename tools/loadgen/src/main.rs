@@ -885,6 +885,20 @@ impl Tally {
         })
     }
 
+    /// Adds what `other` measured to this tally.
+    fn merge(&mut self, other: Self) -> Result<()> {
+        self.histogram.add(&other.histogram)?;
+        self.errors += other.errors;
+        for (kind, n) in other.error_kinds {
+            match self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, m)) => *m += n,
+                None => self.error_kinds.push((kind, n)),
+            }
+        }
+        self.last = self.last.max(other.last);
+        Ok(())
+    }
+
     fn error(&mut self, kind: String) {
         self.errors += 1;
         if let Some((_, n)) = self.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
@@ -979,15 +993,7 @@ async fn closed_loop(
             // by then the window is over or nearly so.
             cpu_to = Some((cpu_of(&pids), cpu_of(&own), Instant::now()));
         }
-        total.histogram.add(&tally.histogram)?;
-        total.errors += tally.errors;
-        for (kind, n) in tally.error_kinds {
-            match total.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, m)) => *m += n,
-                None => total.error_kinds.push((kind, n)),
-            }
-        }
-        total.last = total.last.max(tally.last);
+        total.merge(tally)?;
     }
     let (server_after, own_after, cpu_until) =
         cpu_to.unwrap_or((server_before, own_before, cpu_from));

@@ -165,7 +165,7 @@ pub(crate) async fn run(plan: Plan<'_>) -> Result<Report> {
             chains: alive.load(Ordering::Relaxed),
         };
         println!("{}", serde_json::to_string(&line)?);
-        merge(&mut total, tally)?;
+        total.merge(tally)?;
         (cpu_before, before) = (cpu_now, now);
     }
     for task in tasks {
@@ -177,7 +177,7 @@ pub(crate) async fn run(plan: Plan<'_>) -> Result<Report> {
         &mut *current.lock().unwrap_or_else(PoisonError::into_inner),
         Tally::new()?,
     );
-    merge(&mut total, rest)?;
+    total.merge(rest)?;
     let window = start.elapsed().as_secs_f64().max(1e-3);
     let requests = total.histogram.len();
     Ok(Report {
@@ -196,16 +196,4 @@ pub(crate) async fn run(plan: Plan<'_>) -> Result<Report> {
             plan.rate
         ),
     })
-}
-
-fn merge(total: &mut Tally, tally: Tally) -> Result<()> {
-    total.histogram.add(&tally.histogram)?;
-    total.errors += tally.errors;
-    for (kind, n) in tally.error_kinds {
-        match total.error_kinds.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, m)) => *m += n,
-            None => total.error_kinds.push((kind, n)),
-        }
-    }
-    Ok(())
 }
