@@ -45,49 +45,42 @@ pub(crate) struct Create {
     pub(crate) records: Option<RecordCipher>,
 }
 
-/// One waiting write and where its answer goes. The write is taken out
-/// when it runs.
-enum Job {
-    Replace {
-        row: Option<Encoded>,
-        expected: i64,
-        reply: oneshot::Sender<Result<bool, StoreError>>,
-    },
-    Create {
-        create: Option<Create>,
-        reply: oneshot::Sender<Result<Vec<Session>, StoreError>>,
-    },
+/// One waiting write.
+enum Work {
+    Replace { row: Encoded, expected: i64 },
+    Create(Create),
 }
 
-/// A job's own answer, sent once the batch has committed.
+/// Where a write's answer goes.
+enum Reply {
+    Replace(oneshot::Sender<Result<bool, StoreError>>),
+    Create(oneshot::Sender<Result<Vec<Session>, StoreError>>),
+}
+
+/// A write's own answer, sent once the batch has committed.
 enum Done {
     Replace(bool),
     Create(Result<Vec<Session>, StoreError>),
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Replace { .. } => "Job::Replace",
-            Self::Create { .. } => "Job::Create",
-        })
-    }
-}
-
-impl Job {
-    fn answer(self, done: Option<Done>, failure: Option<&Failure>) {
+impl Reply {
+    /// Sends `done`, or the batch's failure. A caller that has gone away
+    /// is not waiting for anything.
+    fn send(self, done: Result<Done, &Failure>) {
         match (self, done) {
-            (Self::Replace { reply, .. }, Some(Done::Replace(won))) if failure.is_none() => {
+            (Self::Replace(reply), Ok(Done::Replace(won))) => {
                 let _ = reply.send(Ok(won));
             }
-            (Self::Create { reply, .. }, Some(Done::Create(result))) if failure.is_none() => {
+            (Self::Create(reply), Ok(Done::Create(result))) => {
                 let _ = reply.send(result);
             }
-            (Self::Replace { reply, .. }, _) => {
-                let _ = reply.send(Err(failed(failure)));
+            // `commit` answers each write with its own kind; a mismatch
+            // cannot happen, and would be a failure, never a success.
+            (Self::Replace(reply), done) => {
+                let _ = reply.send(Err(failed(done.err())));
             }
-            (Self::Create { reply, .. }, _) => {
-                let _ = reply.send(Err(failed(failure)));
+            (Self::Create(reply), done) => {
+                let _ = reply.send(Err(failed(done.err())));
             }
         }
     }
@@ -100,26 +93,27 @@ fn failed(failure: Option<&Failure>) -> StoreError {
 /// The handle of the group-commit task; cloning it shares the task.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<(Work, Reply)>,
 }
 
 impl Writer {
     /// Starts the task on the current runtime. It ends when the store
     /// (and so every sender) is dropped.
     pub(crate) fn start(pool: sqlx::SqlitePool) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
+        let (tx, mut rx) = mpsc::channel::<(Work, Reply)>(4 * MAX_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                match commit(&pool, &mut batch).await {
+                let (work, replies): (Vec<Work>, Vec<Reply>) = batch.drain(..).unzip();
+                match commit(&pool, work).await {
                     Ok(done) => {
-                        for (job, done) in batch.drain(..).zip(done) {
-                            job.answer(Some(done), None);
+                        for (reply, done) in replies.into_iter().zip(done) {
+                            reply.send(Ok(done));
                         }
                     }
                     Err(failure) => {
-                        for job in batch.drain(..) {
-                            job.answer(None, Some(&failure));
+                        for reply in replies {
+                            reply.send(Err(&failure));
                         }
                     }
                 }
@@ -133,12 +127,8 @@ impl Writer {
     /// write got there first.
     pub(crate) async fn replace(&self, row: Encoded, expected: i64) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Replace {
-            row: Some(row),
-            expected,
-            reply,
-        })
-        .await?;
+        self.send(Work::Replace { row, expected }, Reply::Replace(reply))
+            .await?;
         answer.await.map_err(|_| Failure::stopped(WHAT).again())?
     }
 
@@ -146,49 +136,39 @@ impl Writer {
     /// durable.
     pub(crate) async fn create(&self, create: Create) -> Result<Vec<Session>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Create {
-            create: Some(create),
-            reply,
-        })
-        .await?;
+        self.send(Work::Create(create), Reply::Create(reply))
+            .await?;
         answer.await.map_err(|_| Failure::stopped(WHAT).again())?
     }
 
-    async fn send(&self, job: Job) -> Result<(), StoreError> {
+    async fn send(&self, work: Work, reply: Reply) -> Result<(), StoreError> {
         self.tx
-            .send(job)
+            .send((work, reply))
             .await
             .map_err(|_| Failure::stopped(WHAT).again())
     }
 }
 
-/// Runs the batch in one transaction; each job's answer, in order.
-async fn commit(pool: &sqlx::SqlitePool, batch: &mut [Job]) -> Result<Vec<Done>, Failure> {
+/// Runs the batch in one transaction; each write's answer, in order.
+async fn commit(pool: &sqlx::SqlitePool, batch: Vec<Work>) -> Result<Vec<Done>, Failure> {
     let fail = |e: sqlx::Error| Failure::of(WHAT, e);
     let mut conn = pool.acquire().await.map_err(fail)?;
     let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
         .await
         .map_err(fail)?;
     let mut done = Vec::with_capacity(batch.len());
-    for job in batch.iter_mut() {
-        done.push(match job {
-            Job::Replace { row, expected, .. } => {
-                let Some(row) = row.take() else {
-                    // Each job runs once; a batch is never run twice.
-                    return Err(Failure::stopped(WHAT));
-                };
+    for work in batch {
+        done.push(match work {
+            Work::Replace { row, expected } => {
                 let written = row
                     .bind(sqlx::query(REPLACE))
-                    .bind(*expected)
+                    .bind(expected)
                     .execute(&mut *tx)
                     .await
                     .map_err(fail)?;
                 Done::Replace(written.rows_affected() > 0)
             }
-            Job::Create { create, .. } => {
-                let Some(create) = create.take() else {
-                    return Err(Failure::stopped(WHAT));
-                };
+            Work::Create(create) => {
                 Done::Create(in_savepoint(&mut tx, create).await.map_err(fail)?)
             }
         });
