@@ -312,13 +312,13 @@ enum Alg {
     EdDsa,
 }
 
-enum PublicKey {
-    P256 {
-        key: Box<p256::ecdsa::VerifyingKey>,
-        x: [u8; 32],
-        y: [u8; 32],
-    },
-    Ed25519(Box<ed25519_dalek::VerifyingKey>),
+/// A proof's public key, parsed once by aws-lc (the workspace's one
+/// signature backend: it verifies ES256 about five times faster than the
+/// `p256` crate, and Ed25519 as fast as ed25519-dalek), with the raw
+/// coordinates its thumbprint is made of.
+struct PublicKey {
+    parsed: aws_lc_rs::signature::ParsedPublicKey,
+    bytes: KeyBytes,
 }
 
 /// Decodes a base64url coordinate of exactly 32 bytes.
@@ -408,61 +408,54 @@ impl ParsedKey {
 
 impl PublicKey {
     fn from_bytes(bytes: KeyBytes) -> Result<Self, ProofError> {
-        match bytes {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey};
+        let parsed = match bytes {
             KeyBytes::P256 { x, y } => {
-                let point = p256::Sec1Point::from_affine_coordinates(&x.into(), &y.into(), false);
-                let key = p256::ecdsa::VerifyingKey::from_sec1_point(&point)
-                    .map_err(|_| ProofError::InvalidKey)?;
-                Ok(Self::P256 {
-                    key: Box::new(key),
-                    x,
-                    y,
-                })
+                let mut point = [0u8; 65];
+                point[0] = 4;
+                point[1..33].copy_from_slice(&x);
+                point[33..].copy_from_slice(&y);
+                // Parsing checks that the point is on the curve.
+                ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
             }
             KeyBytes::Ed25519(x) => {
+                // aws-lc takes any 32 bytes; refuse what does not decode to
+                // a point and the small-order (weak) keys here.
                 let key = ed25519_dalek::VerifyingKey::from_bytes(&x)
                     .map_err(|_| ProofError::InvalidKey)?;
                 if key.is_weak() {
                     return Err(ProofError::InvalidKey);
                 }
-                Ok(Self::Ed25519(Box::new(key)))
+                ParsedPublicKey::new(&ED25519, x)
             }
         }
+        .map_err(|_| ProofError::InvalidKey)?;
+        Ok(Self { parsed, bytes })
     }
 
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), ProofError> {
-        match self {
-            Self::P256 { key, .. } => {
-                use p256::ecdsa::signature::Verifier as _;
-                if signature.len() != 64 {
-                    return Err(ProofError::BadSignature);
-                }
-                let sig = p256::ecdsa::Signature::from_slice(signature)
-                    .map_err(|_| ProofError::BadSignature)?;
-                key.verify(message, &sig)
-                    .map_err(|_| ProofError::BadSignature)
-            }
-            Self::Ed25519(key) => {
-                let sig = ed25519_dalek::Signature::from_slice(signature)
-                    .map_err(|_| ProofError::BadSignature)?;
-                key.verify_strict(message, &sig)
-                    .map_err(|_| ProofError::BadSignature)
-            }
+        // ES256 is the 64-byte r || s form; Ed25519 64 bytes. Anything else
+        // is refused before the backend sees it.
+        if signature.len() != 64 {
+            return Err(ProofError::BadSignature);
         }
+        self.parsed
+            .verify_sig(message, signature)
+            .map_err(|_| ProofError::BadSignature)
     }
 
     /// RFC 7638: SHA-256 of the required members, in lexicographic order,
     /// without whitespace.
     fn thumbprint(&self) -> Jkt {
-        match self {
-            Self::P256 { x, y, .. } => Jkt::of_canonical_json(&format!(
+        match &self.bytes {
+            KeyBytes::P256 { x, y } => Jkt::of_canonical_json(&format!(
                 r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
                 URL_SAFE_NO_PAD.encode(x),
                 URL_SAFE_NO_PAD.encode(y)
             )),
-            Self::Ed25519(key) => Jkt::of_canonical_json(&format!(
+            KeyBytes::Ed25519(x) => Jkt::of_canonical_json(&format!(
                 r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-                URL_SAFE_NO_PAD.encode(key.as_bytes())
+                URL_SAFE_NO_PAD.encode(x)
             )),
         }
     }
