@@ -23,6 +23,7 @@
 //! - `propagation`: revoke on instance A, time until instance B answers
 //!   401 (Redis only).
 
+use session_bench_report::Report;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt as _;
@@ -32,7 +33,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::cmd;
 use crate::load_resp::Resp;
@@ -449,30 +450,6 @@ pub(crate) struct Server {
     pub(crate) public: SocketAddr,
     pub(crate) admin: SocketAddr,
     log: PathBuf,
-}
-
-/// What a `session-loadgen` job measured: its JSON report, the last line
-/// it prints on stdout (the same struct as there).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct Report {
-    /// Requests completed inside the measured window.
-    pub(crate) requests: u64,
-    /// Of those, non-2xx answers and transport errors.
-    pub(crate) errors: u64,
-    /// The first few error causes with their counts.
-    pub(crate) error_kinds: Vec<(String, u64)>,
-    /// Seconds measured (shorter than asked when a pool ran out).
-    pub(crate) window_s: f64,
-    pub(crate) rps: f64,
-    pub(crate) p50_us: u64,
-    pub(crate) p99_us: u64,
-    pub(crate) max_us: u64,
-    /// CPU use of the server processes in the window (1.0 = one core).
-    pub(crate) server_cpu: f64,
-    /// CPU use of this generator in the window.
-    pub(crate) generator_cpu: f64,
-    /// Anything the reader must know (pool exhausted, …).
-    pub(crate) note: String,
 }
 
 /// The arguments of a `session-loadgen` job that drives `server`'s public

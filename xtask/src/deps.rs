@@ -1,6 +1,7 @@
 //! Dependencies point one way: stores → core; axum → core; server → core +
-//! axum + stores; admin → core; examples → core + axum + stores; nothing →
-//! xtask. Checked on `cargo metadata`'s resolve graph, so that a dependency
+//! axum + stores; admin → core; examples → core + axum + stores; the
+//! bench tools (xtask, the load generator) → their shared report types
+//! only; nothing → xtask. Checked on `cargo metadata`'s resolve graph, so that a dependency
 //! added anywhere cannot bend the arrows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -16,6 +17,8 @@ const SERVER: &str = "session-server";
 const ADMIN: &str = "session-admin";
 const AXUM: &str = "session-axum";
 const XTASK: &str = "xtask";
+const LOADGEN: &str = "session-loadgen";
+const BENCH_REPORT: &str = "session-bench-report";
 const STORE_PREFIX: &str = "session-store-";
 const EXAMPLE_PREFIX: &str = "example-";
 
@@ -265,6 +268,13 @@ impl Graph {
                     }
                 }
             }
+            if name == LOADGEN || name == XTASK || name == BENCH_REPORT {
+                for dep in all.iter().filter(|dep| **dep != BENCH_REPORT) {
+                    found.push(format!(
+                        "`{name}` depends on workspace crate `{dep}` (only `{BENCH_REPORT}` is allowed: the bench tools build apart from what they measure)"
+                    ));
+                }
+            }
             if non_dev.contains(CONFORMANCE) {
                 found.push(format!(
                     "`{name}` depends on `{CONFORMANCE}` outside [dev-dependencies]"
@@ -333,6 +343,8 @@ mod tests {
         "session-server",
         "session-admin",
         "example-app",
+        "session-loadgen",
+        "session-bench-report",
         "xtask",
     ];
 
@@ -358,6 +370,9 @@ mod tests {
             ("example-app", "session-store-redis", None),
             ("example-app", "session-server", Some("dev")),
             ("xtask", "clap", None),
+            ("xtask", "session-bench-report", None),
+            ("session-loadgen", "session-bench-report", None),
+            ("session-bench-report", "serde", None),
         ]
     }
 
@@ -494,6 +509,16 @@ mod tests {
             with(&[("session-admin", "session-axum", None)]),
             [
                 "`session-admin` depends on workspace crate `session-axum` (only `session-core` is allowed: it reaches the server over HTTP)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_load_generator_depending_on_what_it_measures_is_reported() {
+        assert_eq!(
+            with(&[("session-loadgen", "session-core", Some("dev"))]),
+            [
+                "`session-loadgen` depends on workspace crate `session-core` (only `session-bench-report` is allowed: the bench tools build apart from what they measure)"
             ]
         );
     }

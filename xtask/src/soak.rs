@@ -18,9 +18,10 @@ use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use serde::Deserialize;
 
-use crate::bench::{self, RedisDb, Report, Server};
+use session_bench_report::{Report, Slice};
+
+use crate::bench::{self, RedisDb, Server};
 use crate::cmd;
 
 /// The longest soak this command runs.
@@ -57,23 +58,6 @@ pub(crate) struct SoakArgs {
     /// Use the release binaries already in `target/release`.
     #[arg(long)]
     no_build: bool,
-}
-
-/// One slice as `session-loadgen soak` prints it.
-#[derive(Debug, Deserialize)]
-struct Slice {
-    t_s: f64,
-    requests: u64,
-    errors: u64,
-    error_kinds: Vec<(String, u64)>,
-    rps: f64,
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-    server_cpu: f64,
-    server_rss_kib: u64,
-    server_fds: u64,
-    chains: u64,
 }
 
 /// A slice with what this side measured at its end.

@@ -11,6 +11,7 @@
 //! progress goes to stderr. The admin token is read from its file, never
 //! taken on the command line.
 
+use session_bench_report::Report;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 
@@ -76,10 +77,8 @@ enum Job {
     /// Create `count` sessions through the admin API and write
     /// `session_id<TAB>access_token<TAB>refresh_token` lines to `out`.
     Prepare {
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         #[arg(long)]
         count: usize,
         #[arg(long, default_value_t = 32)]
@@ -109,10 +108,8 @@ enum Job {
     ValidateDpop {
         #[arg(long)]
         public: SocketAddr,
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         #[arg(long, default_value_t = 1000)]
         hot: usize,
         #[command(flatten)]
@@ -122,10 +119,8 @@ enum Job {
     Refresh {
         #[arg(long)]
         public: SocketAddr,
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         #[command(flatten)]
         common: Common,
     },
@@ -134,10 +129,8 @@ enum Job {
     Login {
         #[arg(long)]
         public: SocketAddr,
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         #[arg(long, default_value_t = 32)]
         users: usize,
         #[command(flatten)]
@@ -145,10 +138,8 @@ enum Job {
     },
     /// `POST /admin/v1/sessions` for `bench-<n>` users.
     Create {
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         #[command(flatten)]
         common: Common,
     },
@@ -157,10 +148,8 @@ enum Job {
     Soak {
         #[arg(long)]
         public: SocketAddr,
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        #[command(flatten)]
+        admin: Admin,
         /// Requests per second, spread over the connections.
         #[arg(long)]
         rate: f64,
@@ -177,11 +166,9 @@ enum Job {
     },
     /// Revoke on instance A, poll instance B until it answers 401.
     Propagate {
-        /// Instance A's admin listener.
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        admin_token_file: PathBuf,
+        /// Instance A's admin API.
+        #[command(flatten)]
+        admin: Admin,
         /// Instance B's public listener.
         #[arg(long)]
         public_b: SocketAddr,
@@ -192,27 +179,15 @@ enum Job {
     },
 }
 
-/// What a job measured, as printed on stdout.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub(crate) struct Report {
-    /// Requests completed inside the measured window.
-    pub(crate) requests: u64,
-    /// Of those, non-2xx answers and transport errors.
-    pub(crate) errors: u64,
-    /// The first few error causes with their counts.
-    pub(crate) error_kinds: Vec<(String, u64)>,
-    /// Seconds measured (shorter than asked when a pool ran out).
-    pub(crate) window_s: f64,
-    pub(crate) rps: f64,
-    pub(crate) p50_us: u64,
-    pub(crate) p99_us: u64,
-    pub(crate) max_us: u64,
-    /// CPU use of the server processes in the window (1.0 = one core).
-    pub(crate) server_cpu: f64,
-    /// CPU use of this generator in the window.
-    pub(crate) generator_cpu: f64,
-    /// Anything the reader must know (pool exhausted, …).
-    pub(crate) note: String,
+/// The admin API a job opens sessions and users through.
+#[derive(Debug, clap::Args)]
+struct Admin {
+    /// Its listener.
+    #[arg(long)]
+    admin: SocketAddr,
+    /// The file holding its bearer token.
+    #[arg(long)]
+    admin_token_file: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -234,8 +209,11 @@ fn run(args: LoadArgs) -> Result<()> {
     let report = runtime.block_on(async move {
         match args.job {
             Job::Prepare {
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 count,
                 connections,
                 out,
@@ -264,8 +242,11 @@ fn run(args: LoadArgs) -> Result<()> {
             }
             Job::ValidateDpop {
                 public,
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 hot,
                 common,
             } => {
@@ -296,8 +277,11 @@ fn run(args: LoadArgs) -> Result<()> {
             }
             Job::Refresh {
                 public,
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 common,
             } => {
                 let admin_token = read_admin_token(&admin_token_file)?;
@@ -314,8 +298,11 @@ fn run(args: LoadArgs) -> Result<()> {
             }
             Job::Login {
                 public,
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 users,
                 common,
             } => {
@@ -329,8 +316,11 @@ fn run(args: LoadArgs) -> Result<()> {
                 closed_loop(public, Arc::new(workload), &common, Vec::new()).await
             }
             Job::Create {
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 common,
             } => {
                 let workload = Workload::Create {
@@ -342,8 +332,11 @@ fn run(args: LoadArgs) -> Result<()> {
             }
             Job::Soak {
                 public,
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 rate,
                 connections,
                 duration,
@@ -363,8 +356,11 @@ fn run(args: LoadArgs) -> Result<()> {
                 .await
             }
             Job::Propagate {
-                admin,
-                admin_token_file,
+                admin:
+                    Admin {
+                        admin,
+                        admin_token_file,
+                    },
                 public_b,
                 count,
                 server_pids,

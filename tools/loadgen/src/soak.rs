@@ -15,33 +15,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use serde::Serialize;
 
-use crate::{Report, Tally, Workload, connect, cpu_of, create_sessions, micros};
+use session_bench_report::{Report, Slice};
 
-/// One slice of the run, printed as a JSON line on stdout as it ends.
-#[derive(Debug, Serialize)]
-struct Slice {
-    /// Which slice (from 0).
-    slice: u64,
-    /// Seconds since the paced load started, at the slice's end.
-    t_s: f64,
-    requests: u64,
-    errors: u64,
-    error_kinds: Vec<(String, u64)>,
-    rps: f64,
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-    /// CPU use of the server processes in the slice (1.0 = one core).
-    server_cpu: f64,
-    /// Resident set of the first server process, KiB.
-    server_rss_kib: u64,
-    /// Open file descriptors of the first server process.
-    server_fds: u64,
-    /// Refresh chains still alive (a chain that got an error ends).
-    chains: u64,
-}
+use crate::{Tally, Workload, connect, cpu_of, create_sessions, micros};
 
 /// What the job was asked to do.
 #[derive(Debug)]
