@@ -927,6 +927,36 @@ mod tests {
     }
 
     #[test]
+    fn small_order_ed25519_keys_are_refused() {
+        // The identity (order 1) and the point with y = 0 (order 4): any
+        // signature "verifies" under such a key for many messages, and
+        // aws-lc takes any 32 bytes, so the check happens at parse time.
+        let s = Signer::ed();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for weak in [identity, [0u8; 32]] {
+            let mut h = s.header();
+            h["jwk"]["x"] = json!(URL_SAFE_NO_PAD.encode(weak));
+            assert_eq!(check(&s.sign(&h, &claims())), Err(ProofError::InvalidKey));
+        }
+    }
+
+    #[test]
+    fn a_signature_of_the_wrong_length_is_refused() {
+        for s in both() {
+            let t = s.proof(&claims());
+            let (signed, sig) = t.rsplit_once('.').unwrap();
+            let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+            raw.pop();
+            let short = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&raw));
+            assert_eq!(check(&short), Err(ProofError::BadSignature), "{}", s.alg());
+            raw.extend_from_slice(&[0, 0]);
+            let long = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&raw));
+            assert_eq!(check(&long), Err(ProofError::BadSignature), "{}", s.alg());
+        }
+    }
+
+    #[test]
     fn headers_that_point_elsewhere_are_forbidden() {
         let s = Signer::ed();
         for name in ["jku", "x5u", "x5c", "crit"] {
