@@ -198,9 +198,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Drops session `id`'s sealed grace successor if its window (the
     /// [`WriteHints::grace_until`] it was written with) has passed by
-    /// `now`. Refresh calls it before reading, so a successor is not kept
-    /// at rest past its window while a purge is pending. Stores whose
-    /// backend expires the successor by itself keep the default.
+    /// `now`. Refresh calls it when the record it read holds a successor
+    /// that is due, then reads again, so a successor is not kept at rest
+    /// past its window while a purge is pending. Stores whose backend
+    /// expires the successor by itself keep the default.
     async fn clear_expired_grace(
         &self,
         _id: &SessionId,
@@ -261,6 +262,20 @@ impl<S: SessionStore + ?Sized> ApplyRefresh for S {
     }
 }
 
+/// Whether `session` holds a sealed grace successor whose keeping time
+/// (the end of the grace window after its rotation, at the latest the
+/// session's deadline: what [`WriteHints::refresh`] tells the store) has
+/// passed.
+fn successor_due(session: &Session, grace: time::Duration, now: OffsetDateTime) -> bool {
+    session.refresh.grace_successor.is_some()
+        && WriteHints::refresh(session, grace)
+            .grace_until
+            .map_or(session.expires_at(), |until| {
+                until.min(session.expires_at())
+            })
+            <= now
+}
+
 /// The loop behind [`ApplyRefresh::refresh`].
 ///
 /// Defence in depth: a session opened under an older epoch of its user
@@ -282,13 +297,25 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
         anomalies,
         revoked_here: false,
     };
-    store
-        .clear_expired_grace(&presented.session_id, now)
-        .await?;
+    let mut cleared = false;
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let Some(session) = store.get(&presented.session_id).await? else {
+        let Some(mut session) = store.get(&presented.session_id).await? else {
             return Ok(answer(RefreshOutcome::Expired, None, Vec::new()));
         };
+        // A sealed successor past its window is cleared at rest before the
+        // plan sees the session. Asked only when the record just read holds
+        // one that is due, so the common refresh makes no extra store call;
+        // at most once, since the store decides by the deadline it stored.
+        if !cleared && successor_due(&session, params.grace, now) {
+            cleared = true;
+            store
+                .clear_expired_grace(&presented.session_id, now)
+                .await?;
+            let Some(read) = store.get(&presented.session_id).await? else {
+                return Ok(answer(RefreshOutcome::Expired, None, Vec::new()));
+            };
+            session = read;
+        }
         let plan = plan_refresh(&session, presented, next, params, now);
         let issues = matches!(
             plan.outcome,

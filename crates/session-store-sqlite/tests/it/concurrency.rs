@@ -262,3 +262,57 @@ async fn a_create_refused_in_a_batch_undoes_its_own_evictions_only() {
     let stored = store.get(&taken.id).await.unwrap().unwrap();
     assert_eq!(stored, taken, "the taken id still holds its own session");
 }
+
+/// Compare-and-swaps of many sessions at once share one statement
+/// (`group.rs`); each still wins or loses by its own version: the ones
+/// that expected the stored version land, the ones that expected another
+/// leave their session as it was, whatever the others in the batch did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaces_in_one_batch_win_or_lose_by_their_own_version() {
+    use session_core::WriteHints;
+
+    const SESSIONS: usize = 48;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&db_path(dir.path())).await.unwrap());
+    let secrets = secrets();
+    let now = base_time();
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let (session, _, _) =
+            open_session(&secrets, &unique_user("cas"), &Lifetimes::default(), now);
+        store.create(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let tasks = sessions.iter().enumerate().map(|(i, session)| {
+        let store = Arc::clone(&store);
+        let mut next = session.clone();
+        next.version += 1;
+        next.last_seen_at = secs(now, 30);
+        next.metadata = serde_json::json!({ "written": i });
+        // Every third expects a version that is not stored.
+        let expected = if i % 3 == 0 {
+            session.version + 7
+        } else {
+            session.version
+        };
+        async move { store.replace(&next, expected, WriteHints::NONE).await }
+    });
+    let won: Vec<bool> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for (i, (session, won)) in sessions.iter().zip(won).enumerate() {
+        let stored = store.get(&session.id).await.unwrap().unwrap();
+        if i % 3 == 0 {
+            assert!(!won, "session {i} expected a stale version");
+            assert_eq!(stored.version, session.version, "session {i} untouched");
+            assert_eq!(stored.metadata, session.metadata, "session {i} untouched");
+        } else {
+            assert!(won, "session {i} expected the stored version");
+            assert_eq!(stored.version, session.version + 1);
+            assert_eq!(stored.metadata, serde_json::json!({ "written": i }));
+            assert_eq!(stored.last_seen_at, secs(now, 30));
+        }
+    }
+}
