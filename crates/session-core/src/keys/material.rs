@@ -211,11 +211,11 @@ impl Key {
         let (encoding, public, signer) = match alg {
             SigningAlgorithm::EdDSA => {
                 use aws_lc_rs::signature::KeyPair as _;
-                // PKCS#8 v1 (what this crate writes) has no public key to
-                // check against; v2 documents are checked.
-                let sk =
-                    aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&material)
-                        .map_err(MaterialError::Ed25519)?;
+                // PKCS#8 v1 (what OpenSSL writes) or v2 (what this crate
+                // writes); a v2 document's public key must match its
+                // private key.
+                let sk = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&material)
+                    .map_err(MaterialError::Ed25519)?;
                 (
                     EncodingKey::from_ed_der(&material),
                     Some(sk.public_key().as_ref().to_vec()),
@@ -398,6 +398,51 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
+
+    #[test]
+    fn an_openssl_style_v1_ed25519_key_loads_and_a_v2_key_with_a_foreign_public_half_does_not() {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey as _, KeypairBytes, PublicKeyBytes};
+
+        let now = datetime!(2026-01-01 00:00 UTC);
+        let seed = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        // RFC 8410's v1 form, as `openssl genpkey -algorithm ed25519` writes it.
+        let mut v1 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        v1.extend_from_slice(&seed);
+        let key = Key::from_material(
+            "v1".into(),
+            SigningAlgorithm::EdDSA,
+            Zeroizing::new(v1),
+            now,
+        )
+        .unwrap();
+        assert_eq!(key.public.as_deref(), Some(&public[..]));
+
+        let v2 = |public| {
+            let der = KeypairBytes {
+                secret_key: seed,
+                public_key: Some(PublicKeyBytes(public)),
+            }
+            .to_pkcs8_der()
+            .unwrap();
+            Zeroizing::new(der.as_bytes().to_vec())
+        };
+        let own = Key::from_material("v2".into(), SigningAlgorithm::EdDSA, v2(public), now);
+        assert_eq!(own.unwrap().public.as_deref(), Some(&public[..]));
+        let foreign = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32])
+            .verifying_key()
+            .to_bytes();
+        let refused = Key::from_material("v2".into(), SigningAlgorithm::EdDSA, v2(foreign), now);
+        assert!(
+            refused.is_err(),
+            "a v2 key whose public half is not its own"
+        );
+    }
 
     #[test]
     fn generated_kids_are_url_safe_and_unique() {
