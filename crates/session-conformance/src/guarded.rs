@@ -57,6 +57,17 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         self.store.replace(session, expected_version, hints).await
     }
 
+    async fn replace_reading_epoch(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<(bool, u64), StoreError> {
+        self.store
+            .replace_reading_epoch(session, expected_version, hints)
+            .await
+    }
+
     async fn clear_expired_grace(
         &self,
         id: &SessionId,

@@ -196,6 +196,24 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError>;
 
+    /// [`SessionStore::replace`], and the epoch of `session`'s user (see
+    /// [`SessionStore::user_epoch`]) read in the same step where the store
+    /// can (one transaction, one round trip), else beside the write. The
+    /// refresh path uses it to refuse a rotation that a revoke-all or
+    /// password change overtook. The default runs the two side by side.
+    async fn replace_reading_epoch(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<(bool, u64), StoreError> {
+        let (written, epoch) = tokio::join!(
+            self.replace(session, expected_version, hints),
+            self.user_epoch(&session.user_id)
+        );
+        Ok((written?, epoch?))
+    }
+
     /// Drops session `id`'s sealed grace successor if its window (the
     /// [`WriteHints::grace_until`] it was written with) has passed by
     /// `now`. Refresh calls it when the record it read holds a successor
@@ -328,15 +346,15 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
             return Ok(answer(plan.outcome, Some(session), plan.anomalies));
         };
         let hints = WriteHints::refresh(&new, params.grace);
-        let write = store.replace(&new, session.version, hints);
         if !issues {
-            if write.await? {
+            if store.replace(&new, session.version, hints).await? {
                 return Ok(answer(plan.outcome, Some(new), plan.anomalies));
             }
             continue;
         }
-        let (written, epoch) = tokio::join!(write, store.user_epoch(&session.user_id));
-        let (written, epoch) = (written?, epoch?);
+        let (written, epoch) = store
+            .replace_reading_epoch(&new, session.version, hints)
+            .await?;
         if session.epoch < epoch {
             if !written {
                 return Ok(answer(RefreshOutcome::Revoked, Some(session), Vec::new()));

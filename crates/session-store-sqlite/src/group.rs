@@ -20,7 +20,9 @@
 use session_core::StoreError;
 use session_core::record::RecordCipher;
 use session_core::session::Session;
-use sqlx::{Acquire as _, SqliteConnection};
+use std::collections::HashMap;
+
+use sqlx::{Acquire as _, QueryBuilder, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,19 +49,26 @@ pub(crate) struct Create {
 
 /// One waiting write.
 enum Work {
-    Replace { row: Encoded, expected: i64 },
+    /// A compare-and-swap; with `epoch_of`, also that user's epoch, read
+    /// in the batch's transaction after every write in it.
+    Replace {
+        row: Encoded,
+        expected: i64,
+        epoch_of: Option<String>,
+    },
     Create(Create),
 }
 
 /// Where a write's answer goes.
 enum Reply {
-    Replace(oneshot::Sender<Result<bool, StoreError>>),
+    Replace(oneshot::Sender<Result<(bool, i64), StoreError>>),
     Create(oneshot::Sender<Result<Vec<Session>, StoreError>>),
 }
 
 /// A write's own answer, sent once the batch has committed.
 enum Done {
-    Replace(bool),
+    /// Whether it won, and the epoch it asked for (0 if it asked none).
+    Replace(bool, i64),
     Create(Result<Vec<Session>, StoreError>),
 }
 
@@ -68,8 +77,8 @@ impl Reply {
     /// is not waiting for anything.
     fn send(self, done: Result<Done, &Failure>) {
         match (self, done) {
-            (Self::Replace(reply), Ok(Done::Replace(won))) => {
-                let _ = reply.send(Ok(won));
+            (Self::Replace(reply), Ok(Done::Replace(won, epoch))) => {
+                let _ = reply.send(Ok((won, epoch)));
             }
             (Self::Create(reply), Ok(Done::Create(result))) => {
                 let _ = reply.send(result);
@@ -125,10 +134,21 @@ impl Writer {
     /// Replaces the row of `row`'s session if its version is still
     /// `expected`; `Ok(true)` once that is durable, `Ok(false)` if another
     /// write got there first.
-    pub(crate) async fn replace(&self, row: Encoded, expected: i64) -> Result<bool, StoreError> {
+    /// A compare-and-swap: whether it won and, with `epoch_of`, that
+    /// user's epoch as the batch's transaction sees it after its writes.
+    pub(crate) async fn replace(
+        &self,
+        row: Encoded,
+        expected: i64,
+        epoch_of: Option<String>,
+    ) -> Result<(bool, i64), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Work::Replace { row, expected }, Reply::Replace(reply))
-            .await?;
+        let work = Work::Replace {
+            row,
+            expected,
+            epoch_of,
+        };
+        self.send(work, Reply::Replace(reply)).await?;
         answer.await.map_err(|_| Failure::stopped(WHAT).again())?
     }
 
@@ -157,21 +177,55 @@ async fn commit(pool: &sqlx::SqlitePool, batch: Vec<Work>) -> Result<Vec<Done>, 
         .await
         .map_err(fail)?;
     let mut done = Vec::with_capacity(batch.len());
+    let mut epochs_of = Vec::new();
     for work in batch {
         done.push(match work {
-            Work::Replace { row, expected } => {
+            Work::Replace {
+                row,
+                expected,
+                epoch_of,
+            } => {
                 let written = row
                     .bind(sqlx::query(REPLACE))
                     .bind(expected)
                     .execute(&mut *tx)
                     .await
                     .map_err(fail)?;
-                Done::Replace(written.rows_affected() > 0)
+                if let Some(user) = epoch_of {
+                    epochs_of.push((done.len(), user));
+                }
+                Done::Replace(written.rows_affected() > 0, 0)
             }
             Work::Create(create) => {
                 Done::Create(in_savepoint(&mut tx, create).await.map_err(fail)?)
             }
         });
+    }
+    // The epochs asked for, in one statement after every write: what a
+    // revoke-all committed before this transaction moved is seen; one
+    // committed after it revokes what this batch wrote.
+    if !epochs_of.is_empty() {
+        let mut sql: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT user_id, epoch FROM user_epochs WHERE user_id IN (");
+        let mut users = sql.separated(", ");
+        for (_, user) in &epochs_of {
+            users.push_bind(user.as_str());
+        }
+        sql.push(")");
+        let epochs: HashMap<String, i64> = sql
+            .build_query_as::<(String, i64)>()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?
+            .into_iter()
+            .collect();
+        for (at, user) in &epochs_of {
+            if let (Some(Done::Replace(_, epoch)), Some(stored)) =
+                (done.get_mut(*at), epochs.get(user))
+            {
+                *epoch = *stored;
+            }
+        }
     }
     // Dropping `tx` on an error above rolls the whole batch back.
     tx.commit().await.map_err(fail)?;

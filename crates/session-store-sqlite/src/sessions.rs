@@ -314,10 +314,13 @@ impl SqliteStore {
         session: &Session,
         expected_version: u64,
         hints: WriteHints,
-    ) -> Result<bool, StoreError> {
+        epoch: bool,
+    ) -> Result<(bool, u64), StoreError> {
         let expected = counter(expected_version, "version")?;
         let row = Encoded::new(session, hints, self.records.as_ref())?;
-        self.group.replace(row, expected).await
+        let epoch_of = epoch.then(|| session.user_id.clone());
+        let (written, epoch) = self.group.replace(row, expected, epoch_of).await?;
+        Ok((written, stored_counter(epoch, "epoch")?))
     }
 }
 
@@ -372,7 +375,18 @@ impl SessionStore for SqliteStore {
         expected_version: u64,
         hints: WriteHints,
     ) -> Result<bool, StoreError> {
-        self.write(session, expected_version, hints).await
+        Ok(self.write(session, expected_version, hints, false).await?.0)
+    }
+
+    /// One trip through the group writer: the user's epoch is read in the
+    /// batch's `BEGIN IMMEDIATE` transaction, after its writes.
+    async fn replace_reading_epoch(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<(bool, u64), StoreError> {
+        self.write(session, expected_version, hints, true).await
     }
 
     /// One `UPDATE`: the successor and its deadline go once it has passed.
