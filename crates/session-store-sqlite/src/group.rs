@@ -17,11 +17,11 @@
 //! it won. If the batch cannot be committed, nothing in it is, and every
 //! caller gets the error (fail closed).
 
+use std::collections::HashMap;
+
 use session_core::StoreError;
 use session_core::record::RecordCipher;
 use session_core::session::Session;
-use std::collections::HashMap;
-
 use sqlx::{Acquire as _, QueryBuilder, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -132,10 +132,9 @@ impl Writer {
     }
 
     /// Replaces the row of `row`'s session if its version is still
-    /// `expected`; `Ok(true)` once that is durable, `Ok(false)` if another
-    /// write got there first.
-    /// A compare-and-swap: whether it won and, with `epoch_of`, that
-    /// user's epoch as the batch's transaction sees it after its writes.
+    /// `expected`: `true` once that is durable, `false` if another write
+    /// got there first; with `epoch_of`, also that user's epoch as the
+    /// batch's transaction sees it after its writes (else 0).
     pub(crate) async fn replace(
         &self,
         row: Encoded,
