@@ -48,6 +48,10 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         self.store.get(id).await
     }
 
+    fn recent(&self, id: &SessionId) -> Option<Session> {
+        self.store.recent(id)
+    }
+
     async fn replace(
         &self,
         session: &Session,

@@ -1122,3 +1122,95 @@ pub async fn purge_expired_keeps_live_sessions(store: Arc<dyn SessionStore>) {
 pub async fn ping_answers(store: Arc<dyn SessionStore>) {
     store.ping().await.expect("a reachable store answers ping");
 }
+
+/// Two instances of one store on one backend (two servers on one Redis,
+/// two handles on one SQLite file): what `here` remembers of the sessions
+/// it wrote ([`SessionStore::recent`]) never decides a refresh once
+/// `there` has written since. Revoked there, a session gets no tokens
+/// here: not by a rotation, not by a grace replay (which writes nothing,
+/// so no compare-and-swap would catch a stale copy); rotated there, the
+/// replay here gets the successor `there` stored.
+pub async fn a_copy_kept_by_one_instance_never_outvotes_another(
+    here: Arc<dyn SessionStore>,
+    there: Arc<dyn SessionStore>,
+) {
+    let secrets = secrets();
+    let now = base_time();
+    let grace = default_grace();
+
+    // Revoked there after a rotation here: the live token and the replay
+    // of the previous one inside the grace window both get nothing.
+    let (session, _, p0) = opened(&*here, &secrets, &unique_user("copies"), now).await;
+    let (_, p1, _) = rotate(&*here, &secrets, &p0, grace, secs(now, 1)).await;
+    there
+        .revoke(&session.id, RevokeReason::Admin, secs(now, 2))
+        .await
+        .expect("revoke")
+        .expect("active until now");
+    for (presented, what) in [(&p0, "a replay inside grace"), (&p1, "the live token")] {
+        let (_, _, next) = mint(&secrets, &session.id, presented.generation + 1);
+        let result = here
+            .refresh(presented, &next, &params(grace), secs(now, 3))
+            .await
+            .expect("refresh");
+        assert!(
+            !matches!(
+                result.outcome,
+                RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
+            ),
+            "{what} of a session revoked by another instance got tokens: {:?}",
+            result.outcome
+        );
+    }
+    let after = stored(&*there, &session.id).await;
+    assert_eq!(
+        after.revoked.map(|r| r.reason),
+        Some(RevokeReason::Admin),
+        "the revocation stands"
+    );
+
+    // Rotated there after a rotation here: replaying the token here rotated
+    // away gets what `there` stored, and the live token there still works.
+    let (session, _, p0) = opened(&*here, &secrets, &unique_user("copies"), now).await;
+    let (_, p1, _) = rotate(&*here, &secrets, &p0, grace, secs(now, 1)).await;
+    let (t2, p2, _) = rotate(&*there, &secrets, &p1, grace, secs(now, 2)).await;
+    let (_, _, next) = mint(&secrets, &session.id, 2);
+    let replay = here
+        .refresh(&p1, &next, &params(grace), secs(now, 3))
+        .await
+        .expect("refresh");
+    let RefreshOutcome::GraceReplay { sealed } = &replay.outcome else {
+        panic!(
+            "a replay of the token rotated away elsewhere is a grace replay, not {:?}",
+            replay.outcome
+        );
+    };
+    assert_eq!(
+        secrets.unseal_successor(&session.id, sealed),
+        Some(t2),
+        "the successor the other instance issued"
+    );
+    rotate(&*here, &secrets, &p2, grace, secs(now, 4)).await;
+
+    // The user's sessions revoked there: the copy here is refused too.
+    let user = unique_user("copies");
+    let (_, _, p0) = opened(&*here, &secrets, &user, now).await;
+    let (_, p1, _) = rotate(&*here, &secrets, &p0, grace, secs(now, 1)).await;
+    there
+        .revoke_user(&user, RevokeReason::RevokeAll, secs(now, 2))
+        .await
+        .expect("revoke_user");
+    let (_, _, next) = mint(&secrets, &p1.session_id, 2);
+    let result = here
+        .refresh(&p1, &next, &params(grace), secs(now, 3))
+        .await
+        .expect("refresh");
+    assert!(
+        !matches!(
+            result.outcome,
+            RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
+        ),
+        "a session revoked with its user elsewhere got tokens: {:?}",
+        result.outcome
+    );
+}

@@ -8,6 +8,7 @@ pub mod geo;
 mod jws;
 pub mod keys;
 pub mod memory;
+pub mod recent;
 pub mod record;
 pub mod rotation;
 pub mod sealing;

@@ -147,6 +147,17 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The session with this id, revoked or not, while its record lives.
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
+    /// This instance's copy of session `id` as it last wrote it (see
+    /// [`crate::recent::RecentWrites`]), for the refresh path to plan on
+    /// instead of reading: a hint, never an answer. It may be stale; a store
+    /// that keeps copies must move the version on every write that changes
+    /// the record (so that a compare-and-swap planned on a stale copy loses)
+    /// and forget the copy when a compare-and-swap of it loses. The default
+    /// keeps none.
+    fn recent(&self, _id: &SessionId) -> Option<Session> {
+        None
+    }
+
     /// Replaces the stored session with `session` if the stored version is
     /// still `expected_version`; false when another writer got there first
     /// or the session is gone. `hints` say how long parts of the record
@@ -316,9 +327,17 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
         revoked_here: false,
     };
     let mut cleared = false;
+    // Only the first attempt may plan on the store's copy of the record;
+    // every later one reads the record itself.
+    let mut copy = store.recent(&presented.session_id);
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let Some(mut session) = store.get(&presented.session_id).await? else {
-            return Ok(answer(RefreshOutcome::Expired, None, Vec::new()));
+        let mut from_copy = copy.is_some();
+        let mut session = match copy.take() {
+            Some(session) => session,
+            None => match store.get(&presented.session_id).await? {
+                Some(session) => session,
+                None => return Ok(answer(RefreshOutcome::Expired, None, Vec::new())),
+            },
         };
         // A sealed successor past its window is cleared at rest before the
         // plan sees the session. Asked only when the record just read holds
@@ -333,6 +352,7 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
                 return Ok(answer(RefreshOutcome::Expired, None, Vec::new()));
             };
             session = read;
+            from_copy = false;
         }
         let plan = plan_refresh(&session, presented, next, params, now);
         let issues = matches!(
@@ -340,6 +360,11 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
             RefreshOutcome::Rotated | RefreshOutcome::GraceReplay { .. }
         );
         let Some(new) = plan.write else {
+            // An answer that writes nothing is not checked by a
+            // compare-and-swap, so it must come from the record itself.
+            if from_copy {
+                continue;
+            }
             if issues && session.epoch < store.user_epoch(&session.user_id).await? {
                 return Ok(answer(RefreshOutcome::Revoked, Some(session), Vec::new()));
             }
@@ -357,6 +382,9 @@ async fn refresh_with_cas<S: SessionStore + ?Sized>(
             .await?;
         if session.epoch < epoch {
             if !written {
+                if from_copy {
+                    continue;
+                }
                 return Ok(answer(RefreshOutcome::Revoked, Some(session), Vec::new()));
             }
             let revoked = store.revoke(&new.id, RevokeReason::RevokeAll, now).await?;

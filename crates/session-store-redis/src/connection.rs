@@ -11,6 +11,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use session_core::StoreError;
+use session_core::recent::{DEFAULT_RECENT_WRITES, RecentWrites};
 use session_core::record::RecordCipher;
 
 use crate::RedisStore;
@@ -36,6 +37,12 @@ pub struct RedisOptions {
     /// "At rest"). Without one they are stored in the clear; records
     /// sealed earlier then do not open.
     pub records: Option<RecordCipher>,
+    /// How many sessions this instance keeps a copy of as it last wrote
+    /// them, so that their next refresh plans on the copy and skips a read
+    /// (default [`DEFAULT_RECENT_WRITES`]; 0 keeps none). A stale copy
+    /// costs a lost compare-and-swap and a read, never a wrong answer; see
+    /// [`session_core::recent`].
+    pub recent_writes: u64,
 }
 
 impl Default for RedisOptions {
@@ -44,6 +51,7 @@ impl Default for RedisOptions {
             timeout: DEFAULT_COMMAND_TIMEOUT,
             allow_eviction: false,
             records: None,
+            recent_writes: DEFAULT_RECENT_WRITES,
         }
     }
 }
@@ -287,6 +295,7 @@ impl RedisStore {
             feed_nodes: Arc::new(feed_nodes),
             cluster,
             records: options.records.clone(),
+            recent: RecentWrites::new(options.recent_writes),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::SessionId;
+use session_core::recent::RecentWrites;
 use session_core::record::RecordCipher;
 
 use crate::connection::LazyConn;
@@ -34,6 +35,8 @@ pub struct RedisStore {
     feed_nodes: Arc<Vec<redis::Client>>,
     cluster: bool,
     records: Option<RecordCipher>,
+    /// The sessions this instance wrote last, for refresh to plan on.
+    recent: RecentWrites,
 }
 
 impl fmt::Debug for RedisStore {

@@ -28,6 +28,32 @@ return 1
     )
 });
 
+/// The body of the compare-and-swap scripts: a Lua function `replace()`
+/// returning 1 when written, 0 when not (see [`REPLACE`]).
+macro_rules! replace_fn {
+    () => {
+        r"
+local function replace()
+  local cur = redis.call('GET', KEYS[1])
+  if not cur then return 0 end
+  local semi = string.find(cur, ';', 1, true)
+  if not semi or string.sub(cur, 1, semi - 1) ~= ARGV[1] then return 0 end
+  local was_revoked = string.sub(cur, semi + 1, semi + 1) == 'R'
+  local revokes = ARGV[6] == '1'
+  if was_revoked and not revokes then return 0 end
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  if ARGV[4] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5])
+  else
+    redis.call('DEL', KEYS[2])
+  end
+  if revokes and not was_revoked then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+  return 1
+end
+"
+    };
+}
+
 /// Compare-and-swap on the version: every write to an existing session
 /// (rotation, reuse revocation, anomaly revocation, revoke) goes through it.
 ///
@@ -39,23 +65,47 @@ return 1
 /// Returns 1 when written; 0 when the session is gone, its version moved,
 /// or the write would clear a revocation (a revocation is never undone).
 /// Publishes the session id when this write is the one that revokes.
-pub(crate) static REPLACE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static REPLACE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(replace_fn!(), "return replace()\n")));
+
+/// [`REPLACE`], then the user's epoch, in one script: on a single node only
+/// (the epoch key is in the user's slot, not the session's).
+///
+/// KEYS: 1 session, 2 grace successor, 3 the user's epoch. ARGV: as
+/// [`REPLACE`].
+/// Returns `{written, epoch}`: 1 or 0 as [`REPLACE`], and the epoch as a
+/// string ("0" when never moved).
+pub(crate) static REPLACE_READING_EPOCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        replace_fn!(),
+        "local written = replace()\n",
+        "return {written, redis.call('GET', KEYS[3]) or '0'}\n"
+    ))
+});
+
+/// A create in one step, on a single node only (the keys span the user's
+/// and the session's slots): refuses a session whose user's epoch has
+/// moved past its own, refuses an id that exists, else indexes the
+/// session (as [`INDEX_ADD`]) and stores it with its grace successor (as
+/// [`CREATE`]). Atomic, so no revoke-all can fall between the epoch check
+/// and the write.
+///
+/// KEYS: 1 index, 2 the user's epoch, 3 session, 4 grace successor.
+/// ARGV: 1 score, 2 session id, 3 index deadline ms, 4 the session's
+/// epoch, 5 stored string, 6 its deadline ms, 7 grace successor ("" =
+/// none), 8 its deadline ms.
+/// Returns 1 when created, 0 when the epoch moved on, -1 when the id
+/// exists (nothing written in either case).
+pub(crate) static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
-local semi = string.find(cur, ';', 1, true)
-if not semi or string.sub(cur, 1, semi - 1) ~= ARGV[1] then return 0 end
-local was_revoked = string.sub(cur, semi + 1, semi + 1) == 'R'
-local revokes = ARGV[6] == '1'
-if was_revoked and not revokes then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[5])
-else
-  redis.call('DEL', KEYS[2])
-end
-if revokes and not was_revoked then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[4]) then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
+local t = redis.call('PEXPIRETIME', KEYS[1])
+if t < tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+redis.call('SET', KEYS[3], ARGV[5], 'PXAT', ARGV[6])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'PXAT', ARGV[8]) end
 return 1
 ",
     )

@@ -36,10 +36,7 @@ impl RedisStore {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.keys.epoch(user_id));
         let epoch: Option<String> = self.query(&cmd).await?;
-        epoch.map_or(Ok(0), |e| {
-            e.parse()
-                .map_err(|_| StoreError::corrupt(Unexpected("a user epoch that is not a number")))
-        })
+        epoch.map_or(Ok(0), |e| parse_epoch(&e))
     }
 
     /// Undoes a create refused after the fact: nobody was given this
@@ -86,26 +83,94 @@ impl RedisStore {
         session: &Session,
         expected_version: u64,
         hints: WriteHints,
-    ) -> Result<bool, StoreError> {
+        read_epoch: bool,
+    ) -> Result<(bool, u64), StoreError> {
         let value = self.encode(session)?;
         let deadline = codec::deadline_ms(session.expires_at());
         let (g, g_deadline) = grace_field(session, hints);
-        let written: i64 = self
+        let script = if read_epoch {
+            &*scripts::REPLACE_READING_EPOCH
+        } else {
+            &*scripts::REPLACE
+        };
+        let mut invocation = script.key(self.keys.session(&session.id));
+        invocation.key(self.keys.grace(&session.id));
+        if read_epoch {
+            invocation.key(self.keys.epoch(&session.user_id));
+        }
+        invocation
+            .arg(expected_version.to_string())
+            .arg(value)
+            .arg(deadline)
+            .arg(g)
+            .arg(g_deadline)
+            .arg(if session.revoked.is_some() { "1" } else { "0" })
+            .arg(self.keys.channel())
+            .arg(session.id.to_string());
+        let answer = if read_epoch {
+            match self.invoke::<(i64, String)>(&invocation).await {
+                Ok((written, epoch)) => parse_epoch(&epoch).map(|epoch| (written, epoch)),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.invoke::<i64>(&invocation)
+                .await
+                .map(|written| (written, 0))
+        };
+        // The copy follows what is stored: the written session, or none
+        // when this write lost or its outcome is unknown.
+        match answer {
+            Ok((1, epoch)) => {
+                self.recent.wrote(session);
+                Ok((true, epoch))
+            }
+            Ok((_, epoch)) => {
+                self.recent.forget(&session.id);
+                Ok((false, epoch))
+            }
+            Err(e) => {
+                self.recent.forget(&session.id);
+                Err(e)
+            }
+        }
+    }
+
+    /// A create on a single node: the epoch check, the index entry and the
+    /// session in one script (`CREATE_INDEXED`), so nothing can fall
+    /// between them and there is nothing to undo.
+    async fn create_in_one_step(
+        &self,
+        session: &Session,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (g, g_deadline) = grace_field(session, WriteHints::NONE);
+        let created: i64 = self
             .invoke(
-                scripts::REPLACE
+                scripts::CREATE_INDEXED
+                    .key(self.keys.index(&session.user_id))
+                    .key(self.keys.epoch(&session.user_id))
                     .key(self.keys.session(&session.id))
                     .key(self.keys.grace(&session.id))
-                    .arg(expected_version.to_string())
+                    .arg(codec::index_score(session.created_at))
+                    .arg(session.id.to_string())
+                    .arg(codec::deadline_ms(
+                        session.absolute_expires_at.max(session.expires_at()),
+                    ))
+                    .arg(session.epoch)
                     .arg(value)
-                    .arg(deadline)
+                    .arg(codec::deadline_ms(session.expires_at()))
                     .arg(g)
-                    .arg(g_deadline)
-                    .arg(if session.revoked.is_some() { "1" } else { "0" })
-                    .arg(self.keys.channel())
-                    .arg(session.id.to_string()),
+                    .arg(g_deadline),
             )
             .await?;
-        Ok(written == 1)
+        match created {
+            1 => {
+                self.recent.wrote(session);
+                Ok(())
+            }
+            0 => Err(StoreError::Superseded),
+            _ => Err(StoreError::Conflict),
+        }
     }
 
     /// Revokes one session if it is active at `now`, starting from
@@ -132,7 +197,11 @@ impl RedisStore {
             }
             let expected = session.version;
             session.revoke(reason, now);
-            if self.write(&session, expected, WriteHints::NONE).await? {
+            if self
+                .write(&session, expected, WriteHints::NONE, false)
+                .await?
+                .0
+            {
                 return Ok(Some(session));
             }
         }
@@ -250,6 +319,13 @@ impl RedisStore {
     }
 }
 
+/// A user epoch as Redis keeps it (a decimal string).
+fn parse_epoch(epoch: &str) -> Result<u64, StoreError> {
+    epoch
+        .parse()
+        .map_err(|_| StoreError::corrupt(Unexpected("a user epoch that is not a number")))
+}
+
 /// The grace successor to store, and until when: the grace window (plus a
 /// margin for clock skew between servers and Redis) after the rotation,
 /// never past the session's deadline.
@@ -270,6 +346,11 @@ impl SessionStore for RedisStore {
         // Sealed before anything is written: a cipher without its key yet
         // refuses here, leaving no index entry behind.
         let value = self.encode(session)?;
+        if !self.cluster {
+            return self.create_in_one_step(session, value).await;
+        }
+        // On a cluster the index and epoch live in the user's slot and the
+        // session in its own, so the create takes three steps.
         // The index entry first: a session that exists is always in its
         // user's index (revoke_user must find it); an entry whose create
         // then fails is dropped later. The index script refuses a session
@@ -321,6 +402,7 @@ impl SessionStore for RedisStore {
             self.undo_create(session).await;
             return Err(StoreError::Superseded);
         }
+        self.recent.wrote(session);
         Ok(())
     }
 
@@ -344,13 +426,38 @@ impl SessionStore for RedisStore {
         self.read(id).await
     }
 
+    /// Kept by `write` and `create`: every script write moves the version,
+    /// so a compare-and-swap planned on a stale copy loses.
+    fn recent(&self, id: &SessionId) -> Option<Session> {
+        self.recent.get(id)
+    }
+
     async fn replace(
         &self,
         session: &Session,
         expected_version: u64,
         hints: WriteHints,
     ) -> Result<bool, StoreError> {
-        self.write(session, expected_version, hints).await
+        Ok(self.write(session, expected_version, hints, false).await?.0)
+    }
+
+    /// On a single node, one script writes and reads the epoch after the
+    /// write; on a cluster the epoch lives in another slot, so the two run
+    /// side by side (one round trip either way).
+    async fn replace_reading_epoch(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        hints: WriteHints,
+    ) -> Result<(bool, u64), StoreError> {
+        if !self.cluster {
+            return self.write(session, expected_version, hints, true).await;
+        }
+        let (written, epoch) = tokio::join!(
+            self.write(session, expected_version, hints, false),
+            self.read_epoch(&session.user_id)
+        );
+        Ok((written?.0, epoch?))
     }
 
     async fn revoke(

@@ -26,6 +26,7 @@ mod group;
 mod sessions;
 mod users;
 
+use session_core::recent::RecentWrites;
 use session_core::record::RecordCipher;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct SqliteStore {
     audit: audit::Writer,
     group: group::Writer,
     records: Option<RecordCipher>,
+    /// The sessions this store value wrote last, for refresh to plan on.
+    recent: RecentWrites,
 }
 
 impl SqliteStore {
@@ -107,6 +110,7 @@ impl SqliteStore {
             pool,
             path,
             records: None,
+            recent: RecentWrites::default(),
         })
     }
 
@@ -117,6 +121,17 @@ impl SqliteStore {
     #[must_use]
     pub fn with_records(mut self, records: RecordCipher) -> Self {
         self.records = Some(records);
+        self
+    }
+
+    /// Keeps a copy of up to `capacity` sessions as this store last wrote
+    /// them (default [`session_core::recent::DEFAULT_RECENT_WRITES`]; 0
+    /// keeps none), so that their next refresh plans on the copy instead of
+    /// reading the row. A stale copy (another process wrote the file) costs
+    /// a lost compare-and-swap and a read, never a wrong answer.
+    #[must_use]
+    pub fn with_recent_writes(mut self, capacity: u64) -> Self {
+        self.recent = RecentWrites::new(capacity);
         self
     }
 

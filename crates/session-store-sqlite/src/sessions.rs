@@ -319,7 +319,14 @@ impl SqliteStore {
         let expected = counter(expected_version, "version")?;
         let row = Encoded::new(session, hints, self.records.as_ref())?;
         let epoch_of = epoch.then(|| session.user_id.clone());
-        let (written, epoch) = self.group.replace(row, expected, epoch_of).await?;
+        // The copy follows what is stored: the written session, or none
+        // when this write lost or its outcome is unknown.
+        let replaced = self.group.replace(row, expected, epoch_of).await;
+        match replaced {
+            Ok((true, _)) => self.recent.wrote(session),
+            _ => self.recent.forget(&session.id),
+        }
+        let (written, epoch) = replaced?;
         Ok((written, stored_counter(epoch, "epoch")?))
     }
 }
@@ -346,7 +353,8 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         let encoded = Encoded::new(session, WriteHints::NONE, self.records.as_ref())?;
-        self.group
+        let evicted = self
+            .group
             .create(group::Create {
                 row: encoded,
                 user_id: session.user_id.clone(),
@@ -355,7 +363,12 @@ impl SessionStore for SqliteStore {
                 now,
                 records: self.records.clone(),
             })
-            .await
+            .await?;
+        self.recent.wrote(session);
+        for old in &evicted {
+            self.recent.forget(&old.id);
+        }
+        Ok(evicted)
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -367,6 +380,15 @@ impl SessionStore for SqliteStore {
         row.as_ref()
             .map(|r| session_from_row(r, self.records.as_ref()))
             .transpose()
+    }
+
+    /// Kept by the compare-and-swap and create: every write that changes
+    /// a session moves its version (clearing a grace successor whose window
+    /// has passed does not, and refresh reads the row itself before
+    /// planning on a record holding one), so a compare-and-swap planned on
+    /// a stale copy loses.
+    fn recent(&self, id: &SessionId) -> Option<Session> {
+        self.recent.get(id)
     }
 
     async fn replace(

@@ -89,9 +89,14 @@ pub(crate) async fn single_sealed_store() -> Arc<Cleaned> {
 /// A store on the test cluster under a fresh prefix; its keys are deleted
 /// when it is dropped.
 pub(crate) async fn cluster_store() -> Arc<Cleaned> {
+    cluster_store_with_prefix(&unique_prefix()).await
+}
+
+/// [`cluster_store`] under a given prefix.
+pub(crate) async fn cluster_store_with_prefix(prefix: &str) -> Arc<Cleaned> {
     let nodes = servers::cluster_nodes();
     let url = format!("redis+cluster://{}", nodes.join(","));
-    let store = RedisStore::connect(&url, &unique_prefix())
+    let store = RedisStore::connect(&url, prefix)
         .await
         .unwrap_or_else(|e| panic!("the Redis cluster at {url} is required: {e:?}"));
     assert!(store.is_cluster());

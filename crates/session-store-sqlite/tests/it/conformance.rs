@@ -23,3 +23,24 @@ mod from_pool {
     session_conformance::session_store_tests!(fresh_from_pool());
     session_conformance::session_and_user_store_tests!(fresh_from_pool());
 }
+
+/// Two handles on one file (two processes on one embedded store): the
+/// copy one keeps of the sessions it wrote never outvotes what the other
+/// wrote since.
+#[tokio::test]
+async fn a_copy_kept_by_one_handle_never_outvotes_another() {
+    use std::sync::Arc;
+
+    use session_conformance::guarded::Guarded;
+    use session_store_sqlite::SqliteStore;
+
+    let here = fresh().await;
+    let there = SqliteStore::open(here.store.path())
+        .await
+        .expect("a second handle on the file");
+    session_conformance::sessions::a_copy_kept_by_one_instance_never_outvotes_another(
+        here,
+        Arc::new(Guarded::new(there, ())),
+    )
+    .await;
+}
