@@ -9,8 +9,16 @@
 //! comes back the cache is emptied, so no revocation published in the gap
 //! can be missed.
 //!
-//! Two rules keep the cache from failing open:
+//! `strict` asks the store on every request, but it too keeps a token's
+//! verified claims once it has seen it valid, so that the signature (the
+//! costliest check) is checked once per token, not once per request.
 //!
+//! Three rules keep the cache from failing open:
+//!
+//! - **The key ring.** An entry is used only while the key ring is the
+//!   one its signature was checked against (its generation moves with
+//!   every change of keys), so a key revoked by an immediate rotation has
+//!   its tokens refused at once, cached or not.
 //! - **The epoch.** Every change of the feed's state (and every overflow
 //!   of the revocation set, below) moves an epoch. A request reads the
 //!   epoch before it asks the store and caches what the store said with
@@ -100,6 +108,11 @@ struct Entry {
     /// The epoch read before the store read this entry comes from; the
     /// entry is trusted only while the epoch has not moved since.
     epoch: u64,
+    /// The key ring's generation read before the signature was checked;
+    /// the entry is used at all only while the ring is still that one (an
+    /// immediate rotation revokes a key: its tokens are refused at once,
+    /// cached or not).
+    keys: u64,
 }
 
 /// How many revoked session ids the set holds before it overflows.
@@ -259,31 +272,38 @@ impl Validator {
     ) -> Result<Arc<Authenticated>, AuthError> {
         let now = self.service.now().unix_timestamp();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // The epoch is read before the mode and before any store read.
+        // The epoch and the key ring's generation are read before the mode,
+        // before the signature is checked and before any store read.
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let keys = self.service.keys_generation();
         let mode = self.effective_mode();
-        if mode != ValidationMode::Strict
-            && let Some(e) = self.cache.get(&digest)
-            && e.epoch == epoch
-        {
+        let seen = self
+            .cache
+            .get(&digest)
+            .filter(|e| e.keys == keys && e.epoch == epoch);
+        if let Some(e) = &seen {
+            if e.auth.claims.exp + session_core::keys::MAX_LEEWAY.whole_seconds() <= now {
+                return Err(AuthError::Invalid);
+            }
+            if mode == ValidationMode::Cached
+                && self.revoked.contains(&e.auth.session_id, Instant::now())
             {
-                if e.auth.claims.exp + session_core::keys::MAX_LEEWAY.whole_seconds() <= now {
-                    return Err(AuthError::Invalid);
-                }
-                if mode == ValidationMode::Cached
-                    && self.revoked.contains(&e.auth.session_id, Instant::now())
-                {
-                    return Err(AuthError::Invalid);
-                }
-                if e.auth.session.is_some() || !need_session {
-                    return Ok(e.auth.clone());
-                }
+                return Err(AuthError::Invalid);
+            }
+            if mode != ValidationMode::Strict && (e.auth.session.is_some() || !need_session) {
+                return Ok(e.auth.clone());
             }
         }
-        let claims = self
-            .service
-            .verify_access(token)
-            .map_err(|_| AuthError::Invalid)?;
+        // A token seen valid under this ring keeps its verified claims (the
+        // signature check is the request's costliest step); `strict` still
+        // asks the store below, every time.
+        let claims = match &seen {
+            Some(e) => e.auth.claims.clone(),
+            None => self
+                .service
+                .verify_access(token)
+                .map_err(|_| AuthError::Invalid)?,
+        };
         let session_id: SessionId = claims.sid.parse().map_err(|_| AuthError::Invalid)?;
         if mode == ValidationMode::Cached && self.revoked.contains(&session_id, Instant::now()) {
             return Err(AuthError::Invalid);
@@ -312,12 +332,20 @@ impl Validator {
             session_id,
             session,
         });
-        if mode != ValidationMode::Strict && self.epoch.load(Ordering::SeqCst) == epoch {
+        // Cached by the epoch rule (see the module documentation): an
+        // entry made in `strict` is trusted for its session only once the
+        // mode is `cached` again with the epoch unmoved, as any other.
+        // `strict` caches a token once; later requests only reuse its
+        // claims.
+        if (mode != ValidationMode::Strict || seen.is_none())
+            && self.epoch.load(Ordering::SeqCst) == epoch
+        {
             self.cache.insert(
                 digest,
                 Arc::new(Entry {
                     auth: auth.clone(),
                     epoch,
+                    keys,
                 }),
             );
         }

@@ -610,6 +610,14 @@ impl SessionService {
         }
     }
 
+    /// The generation of the key ring [`SessionService::verify_access`]
+    /// checks against: it moves whenever the ring's keys change (a
+    /// rotation, a revoked key), so a cache of verified tokens can tell
+    /// that a signature it checked may no longer be accepted.
+    pub fn keys_generation(&self) -> u64 {
+        self.keys.generation()
+    }
+
     /// Verifies an access token's signature and claims (no store lookup).
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
         self.keys.verify(token, self.now())

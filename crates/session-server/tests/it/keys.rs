@@ -173,6 +173,42 @@ async fn an_immediate_rotation_refuses_the_old_keys_tokens_at_once() {
     );
 }
 
+/// A token already seen valid (so cached, and in `strict` its verified
+/// claims kept) is refused at once after an immediate rotation revokes its
+/// key, in every mode; a token of the new key keeps working.
+#[tokio::test]
+async fn an_immediate_rotation_refuses_the_old_keys_tokens_already_seen() {
+    for mode in ["cached", "strict", "stateless"] {
+        let c = on_manual_clock(|raw| raw.set("validation", mode)).await;
+        let app = &c.app;
+        let before = app.admin_session("u1").await;
+        for _ in 0..2 {
+            assert_eq!(
+                app.whoami(&before.access).await.status(),
+                StatusCode::OK,
+                "{mode}"
+            );
+        }
+        assert_eq!(
+            app.rotate("?immediate=true").await.status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            app.whoami(&before.access).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{mode}: a token of the revoked key was still accepted"
+        );
+        let after = app.admin_session("u1").await;
+        for _ in 0..2 {
+            assert_eq!(
+                app.whoami(&after.access).await.status(),
+                StatusCode::OK,
+                "{mode}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn hs256_keys_answer_rotation_not_supported() {
     let app = App::start_with(|raw| {
