@@ -10,7 +10,9 @@
 //! - a replace is its `UPDATE … WHERE id = ? AND version = ?`, won or lost
 //!   by its own row count;
 //! - a create runs in a savepoint of its own (epoch check, evictions down
-//!   to the per-user limit, insert), rolled back alone if it is refused.
+//!   to the per-user limit, insert), rolled back alone if it is refused;
+//!   without a per-user limit it is one `INSERT … SELECT … WHERE` the
+//!   user's epoch has not moved on, which writes nothing when refused.
 //!
 //! Each write keeps its meaning: it sees every write committed or batched
 //! before it, wins or loses alone, and is durable before its caller hears
@@ -27,7 +29,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Failure;
-use crate::sessions::{Encoded, REPLACE, create_in};
+use crate::sessions::{Encoded, REPLACE, create_in, create_unlimited};
 
 /// What this writer's errors call its batches.
 const WHAT: &str = "session write";
@@ -194,6 +196,11 @@ async fn commit(pool: &sqlx::SqlitePool, batch: Vec<Work>) -> Result<Vec<Done>, 
                     epochs_of.push((done.len(), user));
                 }
                 Done::Replace(written.rows_affected() > 0, 0)
+            }
+            // Without a per-user limit a create is one statement that
+            // writes nothing when refused; with one, it runs in a savepoint.
+            Work::Create(create) if create.max == 0 => {
+                Done::Create(create_unlimited(&mut tx, create).await.map_err(fail)?)
             }
             Work::Create(create) => {
                 Done::Create(in_savepoint(&mut tx, create).await.map_err(fail)?)

@@ -250,6 +250,53 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
     epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
 }
 
+/// [`INSERT`] only while the user's epoch (`?2` is the user id) has not
+/// moved past the session's (`?24`): a create without a per-user limit in
+/// one statement, which writes nothing when it is refused.
+const INSERT_UNLESS_SUPERSEDED: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ", grace_until) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23 \
+     WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) <= ?24 \
+     ON CONFLICT (id) DO NOTHING"
+);
+
+/// A create without a per-user limit (`max` 0) inside the caller's write
+/// transaction: one statement, [`INSERT_UNLESS_SUPERSEDED`], so it needs
+/// no savepoint: refused, it has written nothing. Only when it inserts
+/// nothing is the epoch read again, to tell a superseded login from an id
+/// already stored. `Err` when a statement fails (the whole batch then
+/// fails: a failed statement may have ended the transaction).
+pub(crate) async fn create_unlimited(
+    conn: &mut SqliteConnection,
+    create: group::Create,
+) -> Result<Result<Vec<Session>, StoreError>, sqlx::Error> {
+    let epoch = match counter(create.epoch, "epoch") {
+        Ok(epoch) => epoch,
+        Err(e) => return Ok(Err(e)),
+    };
+    let done = create
+        .row
+        .bind(sqlx::query(INSERT_UNLESS_SUPERSEDED))
+        .bind(epoch)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() > 0 {
+        return Ok(Ok(Vec::new()));
+    }
+    let stored: Option<i64> = sqlx::query_scalar(USER_EPOCH)
+        .bind(&create.user_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(Err(if stored.unwrap_or(0) > epoch {
+        StoreError::Superseded
+    } else {
+        StoreError::Conflict
+    }))
+}
+
 /// A create inside the caller's write transaction (`BEGIN IMMEDIATE`,
 /// group-committed in `group.rs`): refused if the user's epoch moved past
 /// the session's, the user's oldest active sessions revoked down to
