@@ -218,11 +218,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         expected_version: u64,
         hints: WriteHints,
     ) -> Result<(bool, u64), StoreError> {
-        let (written, epoch) = tokio::join!(
-            self.replace(session, expected_version, hints),
-            self.user_epoch(&session.user_id)
-        );
-        Ok((written?, epoch?))
+        replace_beside_epoch(self, session, expected_version, hints).await
     }
 
     /// Drops session `id`'s sealed grace successor if its window (the
@@ -259,6 +255,22 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn purge_expired(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(0)
     }
+}
+
+/// [`SessionStore::replace_reading_epoch`]'s default, for a store that
+/// overrides it only in some configurations: the write and the epoch read
+/// side by side.
+pub async fn replace_beside_epoch<S: SessionStore + ?Sized>(
+    store: &S,
+    session: &Session,
+    expected_version: u64,
+    hints: WriteHints,
+) -> Result<(bool, u64), StoreError> {
+    let (written, epoch) = tokio::join!(
+        store.replace(session, expected_version, hints),
+        store.user_epoch(&session.user_id)
+    );
+    Ok((written?, epoch?))
 }
 
 /// The refresh algorithm, over any [`SessionStore`]: read, decide with

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Value;
 use session_core::record::RecordError;
-use session_core::store::MAX_CAS_ATTEMPTS;
+use session_core::store::{MAX_CAS_ATTEMPTS, replace_beside_epoch};
 use session_core::{RevokeReason, Session, SessionId, SessionStore, StoreError, WriteHints};
 use time::OffsetDateTime;
 
@@ -450,14 +450,10 @@ impl SessionStore for RedisStore {
         expected_version: u64,
         hints: WriteHints,
     ) -> Result<(bool, u64), StoreError> {
-        if !self.cluster {
-            return self.write(session, expected_version, hints, true).await;
+        if self.cluster {
+            return replace_beside_epoch(self, session, expected_version, hints).await;
         }
-        let (written, epoch) = tokio::join!(
-            self.write(session, expected_version, hints, false),
-            self.read_epoch(&session.user_id)
-        );
-        Ok((written?.0, epoch?))
+        self.write(session, expected_version, hints, true).await
     }
 
     async fn revoke(
