@@ -7,12 +7,11 @@ use async_trait::async_trait;
 use session_core::audit::{AuditEvent, AuditQuery};
 use session_core::{AuditLog, StoreError};
 use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::oneshot;
 
-use tokio::sync::{mpsc, oneshot};
-
-use crate::SqliteStore;
 use crate::codec::{audit_from_row, instant, json_text};
 use crate::error::{Failure, classify};
+use crate::{SqliteStore, writer};
 
 #[async_trait]
 impl AuditLog for SqliteStore {
@@ -99,70 +98,75 @@ const WHAT: &str = "audit";
 /// Most events one transaction commits.
 const MAX_BATCH: usize = 256;
 
-/// Group commit for appends: one task drains whatever appends are waiting
-/// into one transaction — one fsync for the batch instead of one per
-/// event — and answers each caller once its event is durable.
+/// The insert each event of a batch runs, prepared once per connection.
+const INSERT: &str = concat!(
+    "INSERT INTO audit_events (",
+    audit_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING"
+);
+
+/// Group commit for appends, on a writer thread of its own (`writer.rs`):
+/// whatever appends are waiting go into one transaction (one fsync for the
+/// batch instead of one per event), and each caller hears back once its
+/// event is durable.
 #[derive(Debug, Clone)]
-pub(crate) struct Writer {
-    tx: mpsc::Sender<(Row, Waiter)>,
-}
+pub(crate) struct Writer(writer::Writer<(Row, Waiter)>);
 
 impl Writer {
-    /// Starts the writer task on the current runtime. It ends when the
-    /// store (and so the sender) is dropped.
-    pub(crate) fn start(pool: sqlx::SqlitePool) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Row, Waiter)>(4 * MAX_BATCH);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let result = commit(&pool, &batch).await;
-                for (_, waiter) in batch.drain(..) {
-                    let _ = waiter.send(match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(e.again()),
-                    });
-                }
+    /// Starts the writer on the database at `path`.
+    pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
+        writer::Writer::start(WHAT, path, &[INSERT], MAX_BATCH, |conn, batch| {
+            let result = commit(conn, &batch);
+            for (_, waiter) in batch {
+                let _ = waiter.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e.again()),
+                });
             }
-        });
-        Self { tx }
+        })
+        .map(Self)
     }
 
     async fn append(&self, row: Row) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((row, done))
-            .await
-            .map_err(|_| Failure::stopped(WHAT).again())?;
-        wait.await.map_err(|_| Failure::stopped(WHAT).again())?
+        self.0.send((row, done)).await?;
+        wait.await.map_err(|_| self.0.stopped())?
+    }
+
+    /// Stops the writer once the appends already sent are committed.
+    pub(crate) async fn close(&self) {
+        self.0.close().await;
     }
 }
 
-async fn commit(pool: &sqlx::SqlitePool, batch: &[(Row, Waiter)]) -> Result<(), Failure> {
-    let fail = |e: sqlx::Error| Failure::of(WHAT, e);
-    // One multi-row statement: atomic by itself, so a batch costs one trip
-    // to sqlx's worker thread and one commit (one fsync), not one trip per
-    // event plus BEGIN and COMMIT.
-    let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
-        "INSERT INTO audit_events (",
-        audit_columns!(),
-        ") "
-    ));
-    sql.push_values(batch, |mut values, (r, _)| {
-        values
-            .push_bind(r.id.as_str())
-            .push_bind(r.at)
-            .push_bind(r.kind)
-            .push_bind(r.session_id.as_deref())
-            .push_bind(r.user_id.as_deref())
-            .push_bind(r.actor)
-            .push_bind(r.ip.as_deref())
-            .push_bind(r.user_agent.as_deref())
-            .push_bind(r.reason.as_deref())
-            .push_bind(r.details.as_str());
-    });
-    sql.push(" ON CONFLICT (id) DO NOTHING");
-    sql.build().execute(pool).await.map_err(fail)?;
-    Ok(())
+/// One transaction for the batch; if any insert fails, none is kept and
+/// every caller gets the error (fail closed).
+fn commit(conn: &mut rusqlite::Connection, batch: &[(Row, Waiter)]) -> Result<(), Failure> {
+    let fail = |e: rusqlite::Error| Failure::of_sqlite(WHAT, &e);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(fail)?;
+    {
+        let mut insert = tx.prepare_cached(INSERT).map_err(fail)?;
+        for (r, _) in batch {
+            insert
+                .execute(rusqlite::params![
+                    r.id,
+                    r.at,
+                    r.kind,
+                    r.session_id,
+                    r.user_id,
+                    r.actor,
+                    r.ip,
+                    r.user_agent,
+                    r.reason,
+                    r.details,
+                ])
+                .map_err(fail)?;
+        }
+    }
+    // Dropping `tx` on an error above rolls the batch back.
+    tx.commit().map_err(fail)
 }
 
 impl SqliteStore {

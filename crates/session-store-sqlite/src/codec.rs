@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{BadColumn, OutOfRange, classify};
+use crate::error::{BadColumn, OutOfRange, classify, classify_sqlite};
 
 fn bad(column: &'static str, problem: impl ToString) -> StoreError {
     StoreError::corrupt(BadColumn {
@@ -52,20 +52,46 @@ pub(crate) fn instants_json(ts: &[OffsetDateTime]) -> Result<String, StoreError>
     serde_json::to_string(&ns).map_err(StoreError::backend)
 }
 
-fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+/// A column type both drivers decode: sqlx on the pool, rusqlite on the
+/// writers' own connections (`writer.rs`).
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
 {
-    row.try_get(column).map_err(classify)
 }
 
-fn read_instant(row: &SqliteRow, column: &'static str) -> Result<OffsetDateTime, StoreError> {
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+/// A row of either driver, read by column name.
+pub(crate) trait Columns {
+    fn column<T: Column>(&self, column: &'static str) -> Result<T, StoreError>;
+}
+
+impl Columns for SqliteRow {
+    fn column<T: Column>(&self, column: &'static str) -> Result<T, StoreError> {
+        self.try_get(column).map_err(classify)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn column<T: Column>(&self, column: &'static str) -> Result<T, StoreError> {
+        self.get(column).map_err(classify_sqlite)
+    }
+}
+
+fn get<T: Column>(row: &impl Columns, column: &'static str) -> Result<T, StoreError> {
+    row.column(column)
+}
+
+fn read_instant(row: &impl Columns, column: &'static str) -> Result<OffsetDateTime, StoreError> {
     let ns: i64 = get(row, column)?;
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).map_err(|e| bad(column, e))
 }
 
 fn read_opt_instant(
-    row: &SqliteRow,
+    row: &impl Columns,
     column: &'static str,
 ) -> Result<Option<OffsetDateTime>, StoreError> {
     let ns: Option<i64> = get(row, column)?;
@@ -75,7 +101,7 @@ fn read_opt_instant(
     .transpose()
 }
 
-fn read_counter(row: &SqliteRow, column: &'static str) -> Result<u64, StoreError> {
+fn read_counter(row: &impl Columns, column: &'static str) -> Result<u64, StoreError> {
     let n: i64 = get(row, column)?;
     u64::try_from(n).map_err(|_| bad(column, format!("negative counter {n}")))
 }
@@ -87,14 +113,14 @@ fn read_digest(column: &'static str, bytes: Vec<u8>) -> Result<TokenDigest, Stor
     Ok(TokenDigest::from_bytes(arr))
 }
 
-fn read_json(row: &SqliteRow, column: &'static str) -> Result<serde_json::Value, StoreError> {
+fn read_json(row: &impl Columns, column: &'static str) -> Result<serde_json::Value, StoreError> {
     let text: String = get(row, column)?;
     serde_json::from_str(&text).map_err(|e| bad(column, e))
 }
 
 /// Decodes a row selected with `session_columns!()`.
 pub(crate) fn session_from_row(
-    row: &SqliteRow,
+    row: &impl Columns,
     records: Option<&RecordCipher>,
 ) -> Result<Session, StoreError> {
     let id: String = get(row, "id")?;
@@ -167,7 +193,7 @@ pub(crate) fn session_from_row(
 }
 
 /// Decodes a `users` row.
-pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+pub(crate) fn user_from_row(row: &impl Columns) -> Result<User, StoreError> {
     Ok(User {
         username: get(row, "username")?,
         password_hash: get(row, "password_hash")?,
@@ -176,7 +202,7 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
 }
 
 /// Decodes a row selected with `audit_columns!()`.
-pub(crate) fn audit_from_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+pub(crate) fn audit_from_row(row: &impl Columns) -> Result<AuditEvent, StoreError> {
     let id: String = get(row, "id")?;
     let kind: String = get(row, "kind")?;
     let actor: String = get(row, "actor")?;

@@ -1,4 +1,4 @@
-//! Maps sqlx errors onto [`StoreError`] by kind, never by message, keeping
+//! Maps sqlx (and the writers' rusqlite) errors onto [`StoreError`] by kind, never by message, keeping
 //! the original error as the source.
 
 use session_core::StoreError;
@@ -49,6 +49,55 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. }) => StoreError::corrupt(e),
         e => StoreError::backend(e),
+    }
+}
+
+/// Whether SQLite's primary result code means the store cannot answer now
+/// (locked past the busy timeout, out of memory or disk, unreadable file).
+fn unavailable_code(code: Option<rusqlite::ErrorCode>) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        code,
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::OutOfMemory
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+        )
+    )
+}
+
+/// Classifies an error of a writer's own (rusqlite) connection as
+/// [`classify`] does a sqlx one.
+pub(crate) fn classify_sqlite(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+    if let rusqlite::Error::SqliteFailure(failure, _) = &e
+        && matches!(
+            failure.extended_code,
+            SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    {
+        return StoreError::Conflict;
+    }
+    let code = e.sqlite_error_code();
+    if unavailable_code(code) {
+        return StoreError::unavailable(e);
+    }
+    match (code, &e) {
+        (Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase), _)
+        | (
+            _,
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnName(_)
+            | rusqlite::Error::InvalidColumnIndex(_),
+        ) => StoreError::corrupt(e),
+        _ => StoreError::backend(e),
     }
 }
 
@@ -111,13 +160,12 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    /// The batch of `what` failed with `e`.
-    pub(crate) fn of(what: &'static str, e: sqlx::Error) -> Self {
-        let message = e.to_string();
+    /// The batch of `what` failed with `e`, on a writer's own connection.
+    pub(crate) fn of_sqlite(what: &'static str, e: &rusqlite::Error) -> Self {
         Self {
             what,
-            unavailable: matches!(classify(e), StoreError::Unavailable(_)),
-            message,
+            unavailable: unavailable_code(e.sqlite_error_code()),
+            message: e.to_string(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! session creation.
 //!
 //! With `synchronous=FULL` every commit is an fsync, so a store that gives
-//! each write its own commit does at most one write per fsync. One task
-//! instead drains whatever writes are waiting into one `BEGIN IMMEDIATE`
+//! each write its own commit does at most one write per fsync. One writer
+//! thread with a connection of its own (`writer.rs`) instead drains whatever writes are waiting into one `BEGIN IMMEDIATE`
 //! transaction, runs them in arrival order, commits once, and only then
 //! answers each caller:
 //!
@@ -19,17 +19,19 @@
 //! it won. If the batch cannot be committed, nothing in it is, and every
 //! caller gets the error (fail closed).
 
-use std::collections::HashMap;
-
+use rusqlite::{Connection, OptionalExtension as _, ToSql, TransactionBehavior, params};
 use session_core::StoreError;
 use session_core::record::RecordCipher;
-use session_core::session::Session;
-use sqlx::{Acquire as _, QueryBuilder, Sqlite, SqliteConnection};
+use session_core::session::{RevokeReason, Session};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::error::Failure;
-use crate::sessions::{Encoded, REPLACE, create_in, create_unlimited};
+use crate::codec::{counter, instant, session_from_row, stored_counter};
+use crate::error::{Failure, classify_sqlite};
+use crate::sessions::{
+    Encoded, INSERT, INSERT_UNLESS_SUPERSEDED, LIST_USER, REPLACE, REVOKE_ONE, USER_EPOCH,
+};
+use crate::writer;
 
 /// What this writer's errors call its batches.
 const WHAT: &str = "session write";
@@ -101,36 +103,37 @@ fn failed(failure: Option<&Failure>) -> StoreError {
     failure.map_or_else(|| Failure::stopped(WHAT).again(), Failure::again)
 }
 
-/// The handle of the group-commit task; cloning it shares the task.
+/// The handle of the group-commit writer; cloning it shares the thread.
 #[derive(Debug, Clone)]
-pub(crate) struct Writer {
-    tx: mpsc::Sender<(Work, Reply)>,
-}
+pub(crate) struct Writer(writer::Writer<(Work, Reply)>);
 
 impl Writer {
-    /// Starts the task on the current runtime. It ends when the store
-    /// (and so every sender) is dropped.
-    pub(crate) fn start(pool: sqlx::SqlitePool) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Work, Reply)>(4 * MAX_BATCH);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let (work, replies): (Vec<Work>, Vec<Reply>) = batch.drain(..).unzip();
-                match commit(&pool, work).await {
-                    Ok(done) => {
-                        for (reply, done) in replies.into_iter().zip(done) {
-                            reply.send(Ok(done));
-                        }
+    /// Starts the writer on the database at `path`.
+    pub(crate) fn start(path: &std::path::Path) -> Result<Self, StoreError> {
+        let statements = [
+            REPLACE,
+            INSERT,
+            INSERT_UNLESS_SUPERSEDED,
+            USER_EPOCH,
+            LIST_USER,
+            REVOKE_ONE,
+        ];
+        writer::Writer::start(WHAT, path, &statements, MAX_BATCH, |conn, batch| {
+            let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
+            match commit(conn, work) {
+                Ok(done) => {
+                    for (reply, done) in replies.into_iter().zip(done) {
+                        reply.send(Ok(done));
                     }
-                    Err(failure) => {
-                        for reply in replies {
-                            reply.send(Err(&failure));
-                        }
+                }
+                Err(failure) => {
+                    for reply in replies {
+                        reply.send(Err(&failure));
                     }
                 }
             }
-        });
-        Self { tx }
+        })
+        .map(Self)
     }
 
     /// Replaces the row of `row`'s session if its version is still
@@ -149,33 +152,31 @@ impl Writer {
             expected,
             epoch_of,
         };
-        self.send(work, Reply::Replace(reply)).await?;
-        answer.await.map_err(|_| Failure::stopped(WHAT).again())?
+        self.0.send((work, Reply::Replace(reply))).await?;
+        answer.await.map_err(|_| self.0.stopped())?
     }
 
     /// Creates a session (see `create_in`); the sessions it evicted, once
     /// durable.
     pub(crate) async fn create(&self, create: Create) -> Result<Vec<Session>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Work::Create(create), Reply::Create(reply))
+        self.0
+            .send((Work::Create(create), Reply::Create(reply)))
             .await?;
-        answer.await.map_err(|_| Failure::stopped(WHAT).again())?
+        answer.await.map_err(|_| self.0.stopped())?
     }
 
-    async fn send(&self, work: Work, reply: Reply) -> Result<(), StoreError> {
-        self.tx
-            .send((work, reply))
-            .await
-            .map_err(|_| Failure::stopped(WHAT).again())
+    /// Stops the writer once the writes already sent are committed.
+    pub(crate) async fn close(&self) {
+        self.0.close().await;
     }
 }
 
 /// Runs the batch in one transaction; each write's answer, in order.
-async fn commit(pool: &sqlx::SqlitePool, batch: Vec<Work>) -> Result<Vec<Done>, Failure> {
-    let fail = |e: sqlx::Error| Failure::of(WHAT, e);
-    let mut conn = pool.acquire().await.map_err(fail)?;
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-        .await
+fn commit(conn: &mut Connection, batch: Vec<Work>) -> Result<Vec<Done>, Failure> {
+    let fail = |e: rusqlite::Error| Failure::of_sqlite(WHAT, &e);
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
     let mut done = Vec::with_capacity(batch.len());
     let mut epochs_of = Vec::new();
@@ -186,71 +187,175 @@ async fn commit(pool: &sqlx::SqlitePool, batch: Vec<Work>) -> Result<Vec<Done>, 
                 expected,
                 epoch_of,
             } => {
-                let written = row
-                    .bind(sqlx::query(REPLACE))
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await
+                let written = tx
+                    .prepare_cached(REPLACE)
+                    .and_then(|mut replace| replace.execute(&with(&row, &expected)[..]))
                     .map_err(fail)?;
                 if let Some(user) = epoch_of {
                     epochs_of.push((done.len(), user));
                 }
-                Done::Replace(written.rows_affected() > 0, 0)
+                Done::Replace(written > 0, 0)
             }
             // Without a per-user limit a create is one statement that
             // writes nothing when refused; with one, it runs in a savepoint.
             Work::Create(create) if create.max == 0 => {
-                Done::Create(create_unlimited(&mut tx, create).await.map_err(fail)?)
+                Done::Create(create_unlimited(&tx, &create).map_err(fail)?)
             }
-            Work::Create(create) => {
-                Done::Create(in_savepoint(&mut tx, create).await.map_err(fail)?)
-            }
+            Work::Create(create) => Done::Create(in_savepoint(&mut tx, &create).map_err(fail)?),
         });
     }
-    // The epochs asked for, in one statement after every write: what a
-    // revoke-all committed before this transaction moved is seen; one
-    // committed after it revokes what this batch wrote.
-    if !epochs_of.is_empty() {
-        let mut sql: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT user_id, epoch FROM user_epochs WHERE user_id IN (");
-        let mut users = sql.separated(", ");
-        for (_, user) in &epochs_of {
-            users.push_bind(user.as_str());
-        }
-        sql.push(")");
-        let epochs: HashMap<String, i64> = sql
-            .build_query_as::<(String, i64)>()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(fail)?
-            .into_iter()
-            .collect();
-        for (at, user) in &epochs_of {
-            if let (Some(Done::Replace(_, epoch)), Some(stored)) =
-                (done.get_mut(*at), epochs.get(user))
-            {
-                *epoch = *stored;
-            }
+    // The epochs asked for, after every write: what a revoke-all committed
+    // before this transaction moved is seen; one committed after it
+    // revokes what this batch wrote.
+    for (at, user) in &epochs_of {
+        if let (Some(Done::Replace(_, epoch)), Some(stored)) =
+            (done.get_mut(*at), stored_epoch(&tx, user).map_err(fail)?)
+        {
+            *epoch = stored;
         }
     }
     // Dropping `tx` on an error above rolls the whole batch back.
-    tx.commit().await.map_err(fail)?;
+    tx.commit().map_err(fail)?;
     Ok(done)
+}
+
+/// `row`'s `?1`..`?23` and `extra` as `?24`.
+fn with<'a>(row: &'a Encoded, extra: &'a i64) -> [&'a dyn ToSql; 24] {
+    let [
+        p1,
+        p2,
+        p3,
+        p4,
+        p5,
+        p6,
+        p7,
+        p8,
+        p9,
+        p10,
+        p11,
+        p12,
+        p13,
+        p14,
+        p15,
+        p16,
+        p17,
+        p18,
+        p19,
+        p20,
+        p21,
+        p22,
+        p23,
+    ] = row.params();
+    [
+        p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19, p20,
+        p21, p22, p23, extra,
+    ]
+}
+
+/// The user's epoch as stored (none for a user never revoked).
+fn stored_epoch(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(USER_EPOCH)?
+        .query_row(params![user_id], |r| r.get(0))
+        .optional()
+}
+
+/// A create without a per-user limit (`max` 0): one statement,
+/// [`INSERT_UNLESS_SUPERSEDED`], so it needs no savepoint: refused, it has
+/// written nothing. Only when it inserts nothing is the epoch read again,
+/// to tell a superseded login from an id already stored. `Err` when a
+/// statement fails (the whole batch then fails: a failed statement may have
+/// ended the transaction).
+fn create_unlimited(
+    conn: &Connection,
+    create: &Create,
+) -> rusqlite::Result<Result<Vec<Session>, StoreError>> {
+    let epoch = match counter(create.epoch, "epoch") {
+        Ok(epoch) => epoch,
+        Err(e) => return Ok(Err(e)),
+    };
+    let inserted = conn
+        .prepare_cached(INSERT_UNLESS_SUPERSEDED)?
+        .execute(&with(&create.row, &epoch)[..])?;
+    if inserted > 0 {
+        return Ok(Ok(Vec::new()));
+    }
+    Ok(Err(
+        if stored_epoch(conn, &create.user_id)?.unwrap_or(0) > epoch {
+            StoreError::Superseded
+        } else {
+            StoreError::Conflict
+        },
+    ))
 }
 
 /// One create in a savepoint of the batch's transaction: released if it
 /// succeeds, rolled back alone if it is refused. `Err` only when the
 /// savepoint itself fails (then the whole batch goes).
-async fn in_savepoint(
-    tx: &mut SqliteConnection,
-    create: Create,
-) -> Result<Result<Vec<Session>, StoreError>, sqlx::Error> {
-    let mut savepoint = tx.begin().await?;
-    let result = create_in(&mut savepoint, create).await;
-    if result.is_ok() {
-        savepoint.commit().await?;
-    } else {
-        savepoint.rollback().await?;
+fn in_savepoint(
+    tx: &mut rusqlite::Transaction<'_>,
+    create: &Create,
+) -> rusqlite::Result<Result<Vec<Session>, StoreError>> {
+    let mut savepoint = tx.savepoint()?;
+    let result = create_in(&savepoint, create);
+    if result.is_err() {
+        savepoint.rollback()?;
     }
+    // Releases the savepoint: with its writes, or with none after the
+    // rollback above.
+    savepoint.commit()?;
     Ok(result)
+}
+
+/// A create inside the batch's write transaction (`BEGIN IMMEDIATE`):
+/// refused if the user's epoch moved past the session's, the user's oldest
+/// active sessions revoked down to `max - 1`, then the insert; an id
+/// already stored is a conflict. On an error the caller rolls this create
+/// back whole.
+fn create_in(conn: &Connection, create: &Create) -> Result<Vec<Session>, StoreError> {
+    let Create {
+        row,
+        user_id,
+        epoch,
+        max,
+        now,
+        records,
+    } = create;
+    let stored = stored_epoch(conn, user_id).map_err(classify_sqlite)?;
+    if stored.map_or(Ok(0), |e| stored_counter(e, "epoch"))? > *epoch {
+        return Err(StoreError::Superseded);
+    }
+    let records = records.as_ref();
+    let now = instant(*now)?;
+    let mut evicted = Vec::new();
+    if *max > 0 {
+        let active = {
+            let mut list = conn.prepare_cached(LIST_USER).map_err(classify_sqlite)?;
+            let mut rows = list.query(params![user_id, now]).map_err(classify_sqlite)?;
+            let mut active = Vec::new();
+            while let Some(r) = rows.next().map_err(classify_sqlite)? {
+                active.push(session_from_row(r, records)?);
+            }
+            active
+        };
+        let keep = usize::try_from(*max - 1).unwrap_or(usize::MAX);
+        let excess = active.len().saturating_sub(keep);
+        let mut revoke = conn.prepare_cached(REVOKE_ONE).map_err(classify_sqlite)?;
+        for old in active.iter().take(excess) {
+            let reason = RevokeReason::SessionLimit.as_str();
+            let mut rows = revoke
+                .query(params![now, reason, old.id.to_string()])
+                .map_err(classify_sqlite)?;
+            if let Some(r) = rows.next().map_err(classify_sqlite)? {
+                evicted.push(session_from_row(r, records)?);
+            }
+        }
+    }
+    let inserted = conn
+        .prepare_cached(INSERT)
+        .and_then(|mut insert| insert.execute(&row.params()[..]))
+        .map_err(classify_sqlite)?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(evicted)
 }

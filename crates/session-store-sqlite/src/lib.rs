@@ -25,6 +25,7 @@ mod error;
 mod group;
 mod sessions;
 mod users;
+mod writer;
 
 use session_core::recent::RecentWrites;
 use session_core::record::RecordCipher;
@@ -93,7 +94,9 @@ impl SqliteStore {
     /// A store on a pool the application already has (its own connect
     /// options: give it WAL journaling, `synchronous=FULL`, foreign keys
     /// and a busy timeout as [`SqliteStore::open`] does, or accept less
-    /// durability). Applies any pending schema migrations to it.
+    /// durability). Applies any pending schema migrations to it. The pool
+    /// must be on a database file: the audit log's writer opens a
+    /// connection of its own to it (with `synchronous=FULL`).
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
         let path = pool.connect_options().get_filename().to_path_buf();
         Self::from_pool_at(pool, path).await
@@ -105,8 +108,8 @@ impl SqliteStore {
             .await
             .map_err(classify_migration)?;
         Ok(Self {
-            audit: audit::Writer::start(pool.clone()),
-            group: group::Writer::start(pool.clone()),
+            audit: audit::Writer::start(&path)?,
+            group: group::Writer::start(&path)?,
             pool,
             path,
             records: None,
@@ -143,6 +146,8 @@ impl SqliteStore {
     /// Closes every pooled connection (checkpointing the WAL when the last
     /// one goes). Calls after this fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.group.close().await;
+        self.audit.close().await;
         self.pool.close().await;
     }
 

@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use session_core::session::{RevokeReason, Session};
 use session_core::{SessionId, SessionStore, StoreError, WriteHints};
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use session_core::record::{ClearFields, RecordCipher};
@@ -15,8 +15,6 @@ use session_core::record::{ClearFields, RecordCipher};
 use crate::codec::{counter, instant, instants_json, json_text, session_from_row, stored_counter};
 use crate::error::classify;
 use crate::{SqliteStore, group};
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 /// A session's column values as bound, in `session_columns!()` order.
 pub(crate) struct Encoded {
@@ -99,35 +97,37 @@ impl Encoded {
         })
     }
 
-    /// Binds `?1`..`?23`.
-    pub(crate) fn bind(self, q: Query<'_>) -> Query<'_> {
-        q.bind(self.id)
-            .bind(self.user_id)
-            .bind(self.created_at)
-            .bind(self.last_seen_at)
-            .bind(self.idle_expires_at)
-            .bind(self.absolute_expires_at)
-            .bind(self.ip)
-            .bind(self.user_agent)
-            .bind(self.metadata)
-            .bind(self.generation)
-            .bind(self.current_digest)
-            .bind(self.previous_digest)
-            .bind(self.rotated_at)
-            .bind(self.grace_successor)
-            .bind(self.recent_refreshes)
-            .bind(self.revoked_at)
-            .bind(self.revoked_reason)
-            .bind(self.version)
-            .bind(self.dpop_jkt)
-            .bind(self.epoch)
-            .bind(self.location)
-            .bind(self.sealed)
-            .bind(self.grace_until)
+    /// `?1`..`?23`, for the writer's (rusqlite) statements.
+    pub(crate) fn params(&self) -> [&dyn rusqlite::ToSql; 23] {
+        [
+            &self.id,
+            &self.user_id,
+            &self.created_at,
+            &self.last_seen_at,
+            &self.idle_expires_at,
+            &self.absolute_expires_at,
+            &self.ip,
+            &self.user_agent,
+            &self.metadata,
+            &self.generation,
+            &self.current_digest,
+            &self.previous_digest,
+            &self.rotated_at,
+            &self.grace_successor,
+            &self.recent_refreshes,
+            &self.revoked_at,
+            &self.revoked_reason,
+            &self.version,
+            &self.dpop_jkt,
+            &self.epoch,
+            &self.location,
+            &self.sealed,
+            &self.grace_until,
+        ]
     }
 }
 
-const INSERT: &str = concat!(
+pub(crate) const INSERT: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
     ", grace_until) \
@@ -153,7 +153,7 @@ const GET: &str = concat!(
 // "Active" below is the model's `Session::is_active`: not revoked, and now
 // strictly before both deadlines.
 
-const LIST_USER: &str = concat!(
+pub(crate) const LIST_USER: &str = concat!(
     "SELECT ",
     session_columns!(),
     " FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL \
@@ -162,7 +162,7 @@ const LIST_USER: &str = concat!(
 
 // Revocation mirrors `Session::revoke`: record when and why, drop the
 // sealed grace successor, bump the version.
-const REVOKE_ONE: &str = concat!(
+pub(crate) const REVOKE_ONE: &str = concat!(
     "UPDATE sessions SET revoked_at = ?1, revoked_reason = ?2, grace_successor = NULL, \
      version = version + 1 \
      WHERE id = ?3 AND revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
@@ -179,7 +179,7 @@ const REVOKE_USER: &str = concat!(
     session_columns!()
 );
 
-const USER_EPOCH: &str = "SELECT epoch FROM user_epochs WHERE user_id = ?1";
+pub(crate) const USER_EPOCH: &str = "SELECT epoch FROM user_epochs WHERE user_id = ?1";
 
 /// Moves a user's epoch on (from 0, the epoch of a user never revoked).
 pub(crate) const BUMP_EPOCH: &str = "INSERT INTO user_epochs (user_id, epoch) VALUES (?1, 1) \
@@ -253,7 +253,7 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
 /// [`INSERT`] only while the user's epoch (`?2` is the user id) has not
 /// moved past the session's (`?24`): a create without a per-user limit in
 /// one statement, which writes nothing when it is refused.
-const INSERT_UNLESS_SUPERSEDED: &str = concat!(
+pub(crate) const INSERT_UNLESS_SUPERSEDED: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
     ", grace_until) \
@@ -262,96 +262,6 @@ const INSERT_UNLESS_SUPERSEDED: &str = concat!(
      WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) <= ?24 \
      ON CONFLICT (id) DO NOTHING"
 );
-
-/// A create without a per-user limit (`max` 0) inside the caller's write
-/// transaction: one statement, [`INSERT_UNLESS_SUPERSEDED`], so it needs
-/// no savepoint: refused, it has written nothing. Only when it inserts
-/// nothing is the epoch read again, to tell a superseded login from an id
-/// already stored. `Err` when a statement fails (the whole batch then
-/// fails: a failed statement may have ended the transaction).
-pub(crate) async fn create_unlimited(
-    conn: &mut SqliteConnection,
-    create: group::Create,
-) -> Result<Result<Vec<Session>, StoreError>, sqlx::Error> {
-    let epoch = match counter(create.epoch, "epoch") {
-        Ok(epoch) => epoch,
-        Err(e) => return Ok(Err(e)),
-    };
-    let done = create
-        .row
-        .bind(sqlx::query(INSERT_UNLESS_SUPERSEDED))
-        .bind(epoch)
-        .execute(&mut *conn)
-        .await?;
-    if done.rows_affected() > 0 {
-        return Ok(Ok(Vec::new()));
-    }
-    let stored: Option<i64> = sqlx::query_scalar(USER_EPOCH)
-        .bind(&create.user_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(Err(if stored.unwrap_or(0) > epoch {
-        StoreError::Superseded
-    } else {
-        StoreError::Conflict
-    }))
-}
-
-/// A create inside the caller's write transaction (`BEGIN IMMEDIATE`,
-/// group-committed in `group.rs`): refused if the user's epoch moved past
-/// the session's, the user's oldest active sessions revoked down to
-/// `max - 1` (`max` 0: no limit), then the insert; an id already stored is
-/// a conflict. On an error the caller rolls this create back whole.
-pub(crate) async fn create_in(
-    conn: &mut SqliteConnection,
-    create: group::Create,
-) -> Result<Vec<Session>, StoreError> {
-    let group::Create {
-        row,
-        user_id,
-        epoch,
-        max,
-        now,
-        records,
-    } = create;
-    if user_epoch(conn, &user_id).await? > epoch {
-        return Err(StoreError::Superseded);
-    }
-    let mut evicted = Vec::new();
-    if max > 0 {
-        let rows = sqlx::query(LIST_USER)
-            .bind(&user_id)
-            .bind(instant(now)?)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(classify)?;
-        let active = sessions_from_rows(&rows, records.as_ref())?;
-        let keep = usize::try_from(max - 1).unwrap_or(usize::MAX);
-        let excess = active.len().saturating_sub(keep);
-        for old in active.iter().take(excess) {
-            if let Some(s) = revoke_one(
-                conn,
-                records.as_ref(),
-                &old.id,
-                RevokeReason::SessionLimit,
-                now,
-            )
-            .await?
-            {
-                evicted.push(s);
-            }
-        }
-    }
-    let done = row
-        .bind(sqlx::query(INSERT))
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::Conflict);
-    }
-    Ok(evicted)
-}
 
 impl SqliteStore {
     /// The compare-and-swap behind `replace`, group-committed with the

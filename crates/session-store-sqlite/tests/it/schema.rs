@@ -1,9 +1,9 @@
 //! The file's settings and schema as an operator sees them.
 
 use session_conformance::fixtures::{base_time, open_session, secrets, unique_user};
-use session_core::audit::{Actor, AuditEvent, AuditKind};
+use session_core::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use session_core::session::Lifetimes;
-use session_core::{AuditLog, SessionStore, StoreError};
+use session_core::{AuditLog, SessionStore, StoreError, WriteHints};
 use session_store_sqlite::SqliteStore;
 use sqlx::{Executor as _, Row as _};
 
@@ -136,6 +136,15 @@ async fn a_closed_store_is_unavailable() {
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
+        store.replace(&session, 0, WriteHints::NONE).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let event = AuditEvent::new(AuditKind::SessionCreated, Actor::User, base_time());
+    assert!(matches!(
+        AuditLog::append(&store.store, &event).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
         store.get(&session.id).await,
         Err(StoreError::Unavailable(_))
     ));
@@ -161,9 +170,19 @@ async fn a_write_lock_held_past_the_busy_timeout_is_unavailable_not_lost() {
         .await
         .expect_err("the write waits, then gives up");
     assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
+    let event = AuditEvent::new(AuditKind::SessionCreated, Actor::User, base_time());
+    let err = AuditLog::append(&store.store, &event)
+        .await
+        .expect_err("the append waits, then gives up");
+    assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
     raw.execute("ROLLBACK").await.unwrap();
     store.create(&session).await.unwrap();
     assert_eq!(store.get(&session.id).await.unwrap(), Some(session));
+    AuditLog::append(&store.store, &event).await.unwrap();
+    let logged = AuditLog::query(&store.store, &AuditQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(logged, vec![event], "the retried append lands once");
 }
 
 #[tokio::test]
