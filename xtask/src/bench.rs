@@ -597,6 +597,25 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
         .context("not an HTTP answer")
 }
 
+/// The JSON body of `GET path` (a small answer with a `Content-Length`,
+/// read to the end of a `Connection: close`).
+pub(crate) fn http_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let body = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| &answer[at + 4..])
+        .context("not an HTTP answer")?;
+    serde_json::from_slice(body).with_context(|| format!("the body of GET {path}"))
+}
+
 // ---------------------------------------------------------- the run
 
 /// Builds the release binaries (unless `no_build`) and lays out a run: a

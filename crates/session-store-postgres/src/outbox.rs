@@ -40,7 +40,8 @@ pub struct OutboxConfig {
     /// delivered (read-your-writes) before it answers from PostgreSQL as is.
     pub query_wait: Duration,
     /// Rewrite the file without its delivered prefix once that prefix is
-    /// this large (an empty backlog truncates the file at once).
+    /// this large and at least as large as the undelivered rest (an empty
+    /// backlog truncates the file at once).
     pub compact_bytes: u64,
     /// What to do about the schema when PostgreSQL is first reached.
     pub migrate: MigrateMode,
@@ -402,7 +403,7 @@ fn run_file_writer(
 }
 
 /// Drops the delivered prefix: truncates an all-delivered file, or rewrites
-/// the undelivered rest once the prefix is large. Runs on the writer thread
+/// the undelivered rest once the prefix is large (`worth_rewriting`). Runs on the writer thread
 /// while the delivery task waits, so neither offset moves meanwhile.
 /// The points of a compaction where a fault can be injected (tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,7 +439,7 @@ fn compact(
         forget_delivered();
         return file.sync_all();
     }
-    if delivered < compact_bytes {
+    if !worth_rewriting(delivered, durable, compact_bytes) {
         return Ok(());
     }
     let tmp = path.with_extension("jsonl.tmp");
@@ -471,6 +472,18 @@ fn compact(
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Whether to rewrite the file without its delivered prefix: once the
+/// prefix is `compact_bytes` or more, and only while it is at least as
+/// large as the undelivered rest, so a rewrite never copies more than it
+/// frees. Copying the rest every `compact_bytes` whatever its size made
+/// each compaction cost the whole backlog while PostgreSQL fell behind
+/// (quadratic, and every append waited on it: BENCHMARKS.md, "The
+/// outbox's compaction"); now the file stays under twice the backlog plus
+/// `compact_bytes`, and each byte is copied a bounded number of times.
+fn worth_rewriting(delivered: u64, durable: u64, compact_bytes: u64) -> bool {
+    delivered >= compact_bytes && delivered >= durable.saturating_sub(delivered)
 }
 
 /// A batch read back from the file.
@@ -571,7 +584,7 @@ async fn run_delivery(
             st.delivered_offset += batch.bytes;
             st.delivered_count += batch.lines;
             let compact_now = st.delivered_offset == st.durable_len
-                || st.delivered_offset >= config.compact_bytes;
+                || worth_rewriting(st.delivered_offset, st.durable_len, config.compact_bytes);
             (compact_now, st.delivered_count)
         };
         shared.delivered.send_replace(delivered);
@@ -684,5 +697,34 @@ mod tests {
         );
         let st = shared.state();
         assert_eq!((st.delivered_offset, st.durable_len), (0, 8));
+    }
+
+    #[test]
+    fn a_compaction_waits_until_the_delivered_prefix_is_as_large_as_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OUTBOX_FILE);
+        let lines = ["delivered\n", "pending-1\n", "pending-2\n"];
+        let (mut file, shared) = outbox_with(dir.path(), &lines);
+        // 10 bytes delivered, 20 pending: a rewrite would copy more than
+        // it frees.
+        compact(&mut file, &path, &shared, 1, &|_| Ok(())).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), lines.concat());
+        assert_eq!(shared.state().delivered_offset, 10);
+        // Once the prefix has caught up with the rest, it goes.
+        shared.state().delivered_offset = 20;
+        compact(&mut file, &path, &shared, 1, &|_| Ok(())).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "pending-2\n");
+        let st = shared.state();
+        assert_eq!((st.delivered_offset, st.durable_len), (0, 10));
+    }
+
+    #[test]
+    fn rewriting_never_copies_more_than_it_frees() {
+        assert!(!worth_rewriting(4 << 20, 100 << 20, 4 << 20));
+        assert!(worth_rewriting(50 << 20, 100 << 20, 4 << 20));
+        assert!(
+            !worth_rewriting(1 << 20, 2 << 20, 4 << 20),
+            "below compact_bytes"
+        );
     }
 }
