@@ -121,24 +121,34 @@ async fn a_killed_server_loses_no_acknowledged_session_user_or_event() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "the user survived");
-    let events: Value = http
-        .get(format!(
-            "{}/admin/v1/audit?kind=session_created&limit=1000",
-            proc.admin
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: std::collections::HashSet<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["session_id"].as_str())
-        .collect();
+    // Every page: the load may have created more sessions than one holds.
+    let mut ids = std::collections::HashSet::new();
+    let mut before = String::new();
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{}/admin/v1/audit?kind=session_created&limit=1000&before={before}",
+                proc.admin
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["session_id"].as_str().map(str::to_owned)),
+        );
+        match page["next_before"].as_str() {
+            Some(next) => before = next.to_owned(),
+            None => break,
+        }
+    }
     for t in &acked {
         assert!(
             ids.contains(t.session_id.as_str()),
