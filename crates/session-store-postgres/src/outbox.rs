@@ -32,6 +32,11 @@ const PRIVATE: u32 = 0o600;
 pub struct OutboxConfig {
     /// At most this many events per delivery transaction.
     pub batch_size: usize,
+    /// After delivering a batch smaller than `batch_size`, how long to let
+    /// events gather (durable in the outbox already) before the next: fewer,
+    /// larger transactions cost PostgreSQL less per event. Queries still
+    /// wait for what was appended before them (`query_wait`).
+    pub linger: Duration,
     /// The first pause after a failed delivery; it doubles on each failure.
     pub min_backoff: Duration,
     /// The longest pause between delivery attempts.
@@ -51,6 +56,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            linger: Duration::from_millis(10),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             query_wait: Duration::from_secs(2),
@@ -593,6 +599,9 @@ async fn run_delivery(
             if writer.send(Cmd::Compact { done }).is_ok() {
                 let _ = wait.await;
             }
+        }
+        if batch.events.len() < config.batch_size && !config.linger.is_zero() {
+            tokio::time::sleep(config.linger).await;
         }
     }
 }
