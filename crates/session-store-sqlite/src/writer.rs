@@ -10,12 +10,16 @@
 //! per connection, and the callers are woken once their batch is durable.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use session_core::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Failure;
+
+/// A batch that takes this long is logged as a warning.
+const SLOW_BATCH: Duration = Duration::from_millis(100);
 
 /// What a writer's thread is asked to do.
 enum Message<J> {
@@ -81,7 +85,20 @@ impl<J: Send + 'static> Writer<J> {
                         }
                     }
                     if !jobs.is_empty() {
+                        let (count, started) = (jobs.len(), Instant::now());
                         run(&mut conn, jobs);
+                        let took = started.elapsed();
+                        if took >= SLOW_BATCH {
+                            // Every caller in the batch waited this long:
+                            // worth an operator's look (the disk, a
+                            // checkpoint, another process holding the lock).
+                            tracing::warn!(
+                                writer = what,
+                                writes = count,
+                                ms = took.as_millis(),
+                                "slow SQLite batch"
+                            );
+                        }
                     }
                     if let Some(done) = close {
                         rx.close();
