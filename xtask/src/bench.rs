@@ -581,14 +581,21 @@ impl Drop for Server {
     }
 }
 
-/// The status code of a plain `GET` (for readiness).
-fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+/// A connection that has sent a plain `GET path` and asked to be closed
+/// after the answer.
+fn get(addr: SocketAddr, path: &str) -> Result<TcpStream> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
+    Ok(stream)
+}
+
+/// The status code of a plain `GET` (for readiness).
+fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let mut stream = get(addr, path)?;
     let mut head = [0; 12];
     stream.read_exact(&mut head)?;
     let head = String::from_utf8_lossy(&head);
@@ -600,14 +607,8 @@ fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
 /// The JSON body of `GET path` (a small answer with a `Content-Length`,
 /// read to the end of a `Connection: close`).
 pub(crate) fn http_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    get(addr, path)?.read_to_end(&mut answer)?;
     let body = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
