@@ -1,5 +1,5 @@
-//! Maps sqlx (and the writers' rusqlite) errors onto [`StoreError`] by kind, never by message, keeping
-//! the original error as the source.
+//! Maps sqlx (and the writers' rusqlite) errors onto [`StoreError`] by
+//! kind, never by message, keeping the original error as the source.
 
 use session_core::StoreError;
 use sqlx::migrate::MigrateError;

@@ -3,9 +3,9 @@
 //!
 //! With `synchronous=FULL` every commit is an fsync, so a store that gives
 //! each write its own commit does at most one write per fsync. One writer
-//! thread with a connection of its own (`writer.rs`) instead drains whatever writes are waiting into one `BEGIN IMMEDIATE`
-//! transaction, runs them in arrival order, commits once, and only then
-//! answers each caller:
+//! thread with a connection of its own (`writer.rs`) instead drains
+//! whatever writes are waiting into one `BEGIN IMMEDIATE` transaction, runs
+//! them in arrival order, commits once, and only then answers each caller:
 //!
 //! - a replace is its `UPDATE … WHERE id = ? AND version = ?`, won or lost
 //!   by its own row count;
