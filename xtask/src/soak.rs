@@ -9,7 +9,9 @@
 //! default). For each slice this command adds the Redis side (the bench
 //! database's keys and their `MEMORY USAGE`, the server's `used_memory`)
 //! and the size of the server's data directory (the SQLite audit log grows
-//! by one event per refresh, by design), prints the table, and ends with a
+//! by one event per refresh, by design), and what the machine did in the
+//! slice (steal, iowait, CPU and I/O pressure, dirty pages), so that a slow
+//! minute can be told apart from a busy host; it prints the table, and ends with a
 //! drift verdict: the last slices against the first ones after warm-up.
 //! The command fails when any request failed or anything but the audit
 //! log kept growing. Loopback only, bounded by `--minutes`.
@@ -71,6 +73,9 @@ struct Row {
     /// Audit events appended but not yet delivered (`/readyz`): the
     /// PostgreSQL outbox's backlog; none for the SQLite log.
     audit_backlog: Option<u64>,
+    /// What the machine did in the slice, for telling a slow minute of the
+    /// server from one of the host.
+    host: HostSlice,
 }
 
 pub(crate) fn run(args: &SoakArgs) -> Result<()> {
@@ -146,10 +151,14 @@ pub(crate) fn run(args: &SoakArgs) -> Result<()> {
     let stdout = child.stdout.take().context("the generator's stdout")?;
     let mut rows = Vec::new();
     let mut last = String::new();
+    let mut host = HostSample::read();
     eprintln!("{}", header());
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if let Ok(slice) = serde_json::from_str::<Slice>(&line) {
+            let now = HostSample::read();
+            let host_slice = now.since(&host);
+            host = now;
             let (db_bytes, db_keys) = redis.conn.memory_usage_of_db()?;
             let row = Row {
                 slice,
@@ -160,6 +169,7 @@ pub(crate) fn run(args: &SoakArgs) -> Result<()> {
                 audit_backlog: bench::http_json(server.public, "/readyz")
                     .ok()
                     .and_then(|ready| ready["audit_backlog"].as_u64()),
+                host: host_slice,
             };
             eprintln!("{}", format_row(&row));
             rows.push(row);
@@ -213,8 +223,9 @@ pub(crate) fn run(args: &SoakArgs) -> Result<()> {
 
 fn header() -> String {
     "| t (s) | req/s | p50 | p99 | max | errors | chains | server CPU | RSS (MiB) | fds | \
-     Redis db keys | Redis db bytes | Redis used_memory (MiB) | data dir (MiB) | audit backlog |\n\
-     |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+     Redis db keys | Redis db bytes | Redis used_memory (MiB) | data dir (MiB) | audit backlog | \
+     steal | iowait | CPU pressure | I/O pressure | dirty (MiB) |\n\
+     |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         .to_owned()
 }
 
@@ -226,8 +237,12 @@ fn format_row(row: &Row) -> String {
     for (kind, n) in &s.error_kinds {
         errors.push_str(&format!(" ({n}× {kind})"));
     }
+    let pct = |share: Option<f64>| {
+        share.map_or_else(|| "–".to_owned(), |x| format!("{:.1} %", x * 100.0))
+    };
+    let h = &row.host;
     format!(
-        "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} | {} | {} |",
+        "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         s.t_s,
         s.rps,
         ms(s.p50_us),
@@ -244,7 +259,116 @@ fn format_row(row: &Row) -> String {
         mib(row.data_dir_bytes as f64),
         row.audit_backlog
             .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+        pct(h.steal),
+        pct(h.iowait),
+        pct(h.cpu_pressure),
+        pct(h.io_pressure),
+        h.dirty_kib
+            .map_or_else(|| "–".to_owned(), |k| mib(k as f64 * 1024.0)),
     )
+}
+
+/// Counters of the whole machine at one moment (Linux's `/proc`); a figure
+/// this kernel does not offer is `None`.
+#[derive(Debug, Default)]
+struct HostSample {
+    /// `/proc/stat`'s first line: (steal, iowait, all) in clock ticks.
+    ticks: Option<(u64, u64, u64)>,
+    /// Microseconds in which some task waited for a CPU (PSI, `some`).
+    cpu_stall_us: Option<u64>,
+    /// Microseconds in which some task waited for I/O (PSI, `some`).
+    io_stall_us: Option<u64>,
+    /// When this was read.
+    at: Option<std::time::Instant>,
+}
+
+/// What the machine did between two samples.
+#[derive(Debug, Default)]
+struct HostSlice {
+    /// Share of the CPU time the hypervisor gave to someone else.
+    steal: Option<f64>,
+    /// Share of the CPU time idle with I/O outstanding.
+    iowait: Option<f64>,
+    /// Share of the wall time in which some task waited for a CPU.
+    cpu_pressure: Option<f64>,
+    /// Share of the wall time in which some task waited for I/O.
+    io_pressure: Option<f64>,
+    /// Page cache waiting to be written back (`Dirty` + `Writeback`), at
+    /// the slice's end.
+    dirty_kib: Option<u64>,
+}
+
+impl HostSample {
+    fn read() -> Self {
+        let ticks = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| cpu_ticks(&stat));
+        Self {
+            ticks,
+            cpu_stall_us: pressure_total("/proc/pressure/cpu"),
+            io_stall_us: pressure_total("/proc/pressure/io"),
+            at: Some(std::time::Instant::now()),
+        }
+    }
+
+    fn since(&self, earlier: &Self) -> HostSlice {
+        let share = |a: u64, b: u64, of: f64| (of > 0.0).then(|| a.saturating_sub(b) as f64 / of);
+        let (steal, iowait) = match (self.ticks, earlier.ticks) {
+            (Some((s1, w1, t1)), Some((s0, w0, t0))) => {
+                let all = t1.saturating_sub(t0) as f64;
+                (share(s1, s0, all), share(w1, w0, all))
+            }
+            _ => (None, None),
+        };
+        let wall_us = match (self.at, earlier.at) {
+            (Some(b), Some(a)) => b.duration_since(a).as_micros() as f64,
+            _ => 0.0,
+        };
+        let stall = |b: Option<u64>, a: Option<u64>| share(b?, a?, wall_us);
+        HostSlice {
+            steal,
+            iowait,
+            cpu_pressure: stall(self.cpu_stall_us, earlier.cpu_stall_us),
+            io_pressure: stall(self.io_stall_us, earlier.io_stall_us),
+            dirty_kib: dirty_kib(),
+        }
+    }
+}
+
+/// (steal, iowait, all) clock ticks of `/proc/stat`'s first line.
+fn cpu_ticks(stat: &str) -> Option<(u64, u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already counted in user).
+    Some((*n.get(7)?, *n.get(4)?, n.iter().take(8).sum()))
+}
+
+/// The `total=` of a PSI file's `some` line.
+fn pressure_total(path: &str) -> Option<u64> {
+    pressure_some(&std::fs::read_to_string(path).ok()?)
+}
+
+fn pressure_some(text: &str) -> Option<u64> {
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// `Dirty` plus `Writeback` of `/proc/meminfo`, in KiB.
+fn dirty_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("Dirty:")? + field("Writeback:")?)
 }
 
 /// The bytes of the regular files under `dir` (its subdirectories too).
@@ -368,4 +492,50 @@ fn drift(rows: &[Row]) -> Verdict {
         (rows[rows.len() - 1].data_dir_bytes as f64 - rows[0].data_dir_bytes as f64) / audited.max(1.0),
     ));
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_reads_steal_iowait_and_the_sum_of_the_first_eight() {
+        let stat = "cpu  3585 0 2492 18218 272 0 53 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            cpu_ticks(stat),
+            Some((8, 272, 3585 + 2492 + 18218 + 272 + 53 + 8))
+        );
+        assert_eq!(cpu_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(cpu_ticks("cpu  1 2 3\n"), None);
+    }
+
+    #[test]
+    fn pressure_reads_the_total_of_the_some_line() {
+        let text = "some avg10=0.00 avg60=0.12 avg300=0.05 total=123456\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=999\n";
+        assert_eq!(pressure_some(text), Some(123_456));
+        assert_eq!(pressure_some("full avg10=0.00 total=5\n"), None);
+    }
+
+    #[test]
+    fn a_slice_is_the_share_of_ticks_and_of_wall_time() {
+        let t0 = std::time::Instant::now();
+        let earlier = HostSample {
+            ticks: Some((10, 100, 1_000)),
+            cpu_stall_us: Some(0),
+            io_stall_us: None,
+            at: Some(t0),
+        };
+        let later = HostSample {
+            ticks: Some((60, 150, 2_000)),
+            cpu_stall_us: Some(250_000),
+            io_stall_us: Some(7),
+            at: Some(t0 + std::time::Duration::from_secs(1)),
+        };
+        let slice = later.since(&earlier);
+        assert_eq!(slice.steal, Some(0.05));
+        assert_eq!(slice.iowait, Some(0.05));
+        assert_eq!(slice.cpu_pressure, Some(0.25));
+        assert_eq!(slice.io_pressure, None);
+    }
 }
