@@ -115,15 +115,22 @@ pub(crate) struct Writer(writer::Writer<(Row, Waiter)>);
 impl Writer {
     /// Starts the writer on the database at `path`.
     pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
-        writer::Writer::start(WHAT, path, &[INSERT], MAX_BATCH, |conn, batch| {
-            let result = commit(conn, &batch);
-            for (_, waiter) in batch {
-                let _ = waiter.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e.again()),
-                });
-            }
-        })
+        writer::Writer::start(
+            WHAT,
+            path,
+            &[INSERT],
+            MAX_BATCH,
+            writer::BUSY_SPACING,
+            |conn, batch| {
+                let result = commit(conn, &batch);
+                for (_, waiter) in batch {
+                    let _ = waiter.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(e.again()),
+                    });
+                }
+            },
+        )
         .map(Self)
     }
 

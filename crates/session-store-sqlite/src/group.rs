@@ -118,21 +118,28 @@ impl Writer {
             LIST_USER,
             REVOKE_ONE,
         ];
-        writer::Writer::start(WHAT, path, &statements, MAX_BATCH, |conn, batch| {
-            let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
-            match commit(conn, work) {
-                Ok(done) => {
-                    for (reply, done) in replies.into_iter().zip(done) {
-                        reply.send(Ok(done));
+        writer::Writer::start(
+            WHAT,
+            path,
+            &statements,
+            MAX_BATCH,
+            writer::BUSY_SPACING,
+            |conn, batch| {
+                let (work, replies): (Vec<Work>, Vec<Reply>) = batch.into_iter().unzip();
+                match commit(conn, work) {
+                    Ok(done) => {
+                        for (reply, done) in replies.into_iter().zip(done) {
+                            reply.send(Ok(done));
+                        }
+                    }
+                    Err(failure) => {
+                        for reply in replies {
+                            reply.send(Err(&failure));
+                        }
                     }
                 }
-                Err(failure) => {
-                    for reply in replies {
-                        reply.send(Err(&failure));
-                    }
-                }
-            }
-        })
+            },
+        )
         .map(Self)
     }
 
