@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc as std_mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use session_core::{AuditEvent, AuditLog, AuditQuery, StoreError};
@@ -50,6 +50,12 @@ pub struct OutboxConfig {
     pub compact_bytes: u64,
     /// What to do about the schema when PostgreSQL is first reached.
     pub migrate: MigrateMode,
+    /// How long the file writer, when busy, lets appends gather between the
+    /// starts of two groups: fewer, larger groups cost fewer syncs per
+    /// event. As PostgreSQL's `commit_delay` waits only with
+    /// `commit_siblings`, the writer waits only after a group that had
+    /// company: a lone append is written at once.
+    pub busy_spacing: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -62,6 +68,7 @@ impl Default for OutboxConfig {
             query_wait: Duration::from_secs(2),
             compact_bytes: 4 << 20,
             migrate: MigrateMode::Check,
+            busy_spacing: Duration::from_millis(1),
         }
     }
 }
@@ -186,10 +193,10 @@ impl OutboxAuditLog {
         let writer_thread = {
             let shared = Arc::clone(&shared);
             let path = path.clone();
-            let compact_bytes = config.compact_bytes;
+            let (compact_bytes, spacing) = (config.compact_bytes, config.busy_spacing);
             thread::Builder::new()
                 .name("audit-outbox".into())
-                .spawn(move || run_file_writer(file, &path, &shared, &rx, compact_bytes))
+                .spawn(move || run_file_writer(file, &path, &shared, &rx, compact_bytes, spacing))
                 .map_err(StoreError::backend)?
         };
         let delivery = tokio::spawn(run_delivery(
@@ -345,19 +352,25 @@ fn open_files(dir: &Path) -> io::Result<(File, File, Recovered)> {
 }
 
 /// The writer thread: group commit (every append waiting is written, then
-/// one sync answers them all) and compaction.
+/// one sync answers them all; see [`OutboxConfig::busy_spacing`]) and
+/// compaction.
 fn run_file_writer(
     mut file: File,
     path: &Path,
     shared: &Shared,
     rx: &std_mpsc::Receiver<Cmd>,
     compact_bytes: u64,
+    busy_spacing: Duration,
 ) {
     const MAX_GROUP: usize = 4096;
     let mut buf = Vec::new();
+    // When the last group began, if it had company: a lone append (one
+    // caller at a time) never waits.
+    let mut busy_since: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut appends = Vec::new();
         let mut compacts = Vec::new();
+        let gather_until = busy_since.map(|at| at + busy_spacing);
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
@@ -365,9 +378,15 @@ fn run_file_writer(
                 Cmd::Compact { done } => compacts.push(done),
             }
             if appends.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
+                // Busy: let appends gather until the spacing is out; then
+                // (or when idle) take only what is already waiting.
+                next = match gather_until.and_then(|t| t.checked_duration_since(Instant::now())) {
+                    Some(left) => rx.recv_timeout(left).ok(),
+                    None => rx.try_recv().ok(),
+                };
             }
         }
+        busy_since = (appends.len() > 1).then(Instant::now);
         if !appends.is_empty() {
             buf.clear();
             for (line, _) in &appends {

@@ -62,6 +62,70 @@ async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_append_is_written_at_once_and_a_busy_group_lands_whole() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A spacing no test could wait out: ten appends in a row would take ten
+    // minutes if a lone append waited for it.
+    let outbox = OutboxAuditLog::open(
+        dir.path(),
+        &db.url,
+        OutboxConfig {
+            busy_spacing: Duration::from_secs(60),
+            ..fast_config()
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for i in 0..10 {
+            outbox.append(&revocation(i)).await.unwrap();
+        }
+    })
+    .await
+    .expect("a lone append waited for the busy spacing");
+    assert!(outbox.flush(FLUSH).await, "delivered");
+    drop(outbox);
+
+    // With company, appends gather for the spacing, then land together.
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = std::sync::Arc::new(
+        OutboxAuditLog::open(
+            dir.path(),
+            &db.url,
+            OutboxConfig {
+                busy_spacing: Duration::from_millis(200),
+                ..fast_config()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let appends: Vec<_> = (100..164)
+        .map(|i| {
+            let outbox = std::sync::Arc::clone(&outbox);
+            tokio::spawn(async move { outbox.append(&revocation(i)).await })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    assert!(outbox.flush(FLUSH).await, "delivered");
+    let got = outbox
+        .query(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        74,
+        "the ten lone appends and the 64 gathered ones"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_an_outbox_redelivers_without_duplicating_or_extending_the_chain() {
     let db = TestDb::create().await;
     let events: Vec<_> = (0..10).map(revocation).collect();
