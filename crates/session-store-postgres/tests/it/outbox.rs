@@ -5,12 +5,23 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use session_core::{AuditLog, AuditQuery, StoreError};
+use session_core::{AuditEvent, AuditLog, AuditQuery, StoreError};
 use session_store_postgres::{OUTBOX_FILE, OutboxAuditLog, OutboxConfig};
 
 use crate::harness::{TestDb, fast_config, revocation};
 
 const FLUSH: Duration = Duration::from_secs(20);
+
+/// Up to 1,000 events, newest first: every event of these tests.
+async fn newest_thousand(outbox: &OutboxAuditLog) -> Vec<AuditEvent> {
+    outbox
+        .query(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
@@ -30,13 +41,7 @@ async fn outbox_events_reach_postgres_in_order_and_the_file_is_emptied() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "only the owner reads user ids and IPs");
-    let got = outbox
-        .query(&AuditQuery {
-            limit: 1000,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let got = newest_thousand(&outbox).await;
     let ids: Vec<_> = got.iter().rev().map(|e| e.id).collect();
     assert_eq!(
         ids,
@@ -111,13 +116,7 @@ async fn a_lone_append_is_written_at_once_and_a_busy_group_lands_whole() {
         append.await.unwrap().unwrap();
     }
     assert!(outbox.flush(FLUSH).await, "delivered");
-    let got = outbox
-        .query(&AuditQuery {
-            limit: 1000,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let got = newest_thousand(&outbox).await;
     assert_eq!(
         got.len(),
         74,
@@ -230,13 +229,7 @@ async fn compacting_under_a_steady_backlog_loses_and_repeats_nothing() {
     let report = outbox.postgres().verify_chain().await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 200);
-    let got = outbox
-        .query(&AuditQuery {
-            limit: 1000,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let got = newest_thousand(&outbox).await;
     let mut ids: Vec<_> = got.iter().map(|e| e.id).collect();
     ids.sort();
     ids.dedup();
