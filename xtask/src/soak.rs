@@ -222,10 +222,10 @@ pub(crate) fn run(args: &SoakArgs) -> Result<()> {
 }
 
 fn header() -> String {
-    "| t (s) | req/s | p50 | p99 | max | errors | chains | server CPU | RSS (MiB) | fds | \
+    "| t (s) | req/s | p50 | p99 | max | errors | chains | server CPU | CPU per request | RSS (MiB) | fds | \
      Redis db keys | Redis db bytes | Redis used_memory (MiB) | data dir (MiB) | audit backlog | \
      steal | iowait | CPU pressure | I/O pressure | dirty (MiB) |\n\
-     |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+     |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         .to_owned()
 }
 
@@ -242,7 +242,7 @@ fn format_row(row: &Row) -> String {
     };
     let h = &row.host;
     format!(
-        "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         s.t_s,
         s.rps,
         ms(s.p50_us),
@@ -251,6 +251,13 @@ fn format_row(row: &Row) -> String {
         errors,
         s.chains,
         s.server_cpu * 100.0,
+        // At a fixed rate, a host that runs slower shows here first: the
+        // same requests take more of the server's CPU each.
+        if s.rps > 0.0 {
+            format!("{:.0} µs", s.server_cpu * 1e6 / s.rps)
+        } else {
+            "–".to_owned()
+        },
         mib(s.server_rss_kib as f64 * 1024.0),
         s.server_fds,
         row.db_keys,
