@@ -277,7 +277,7 @@ fn format_row(row: &Row) -> String {
 
 /// Counters of the whole machine at one moment (Linux's `/proc`); a figure
 /// this kernel does not offer is `None`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct HostSample {
     /// `/proc/stat`'s first line: (steal, iowait, all) in clock ticks.
     ticks: Option<(u64, u64, u64)>,
@@ -286,7 +286,7 @@ struct HostSample {
     /// Microseconds in which some task waited for I/O (PSI, `some`).
     io_stall_us: Option<u64>,
     /// When this was read.
-    at: Option<std::time::Instant>,
+    at: std::time::Instant,
 }
 
 /// What the machine did between two samples.
@@ -314,7 +314,7 @@ impl HostSample {
             ticks,
             cpu_stall_us: pressure_total("/proc/pressure/cpu"),
             io_stall_us: pressure_total("/proc/pressure/io"),
-            at: Some(std::time::Instant::now()),
+            at: std::time::Instant::now(),
         }
     }
 
@@ -327,10 +327,7 @@ impl HostSample {
             }
             _ => (None, None),
         };
-        let wall_us = match (self.at, earlier.at) {
-            (Some(b), Some(a)) => b.duration_since(a).as_micros() as f64,
-            _ => 0.0,
-        };
+        let wall_us = self.at.duration_since(earlier.at).as_micros() as f64;
         let stall = |b: Option<u64>, a: Option<u64>| share(b?, a?, wall_us);
         HostSlice {
             steal,
@@ -531,13 +528,13 @@ mod tests {
             ticks: Some((10, 100, 1_000)),
             cpu_stall_us: Some(0),
             io_stall_us: None,
-            at: Some(t0),
+            at: t0,
         };
         let later = HostSample {
             ticks: Some((60, 150, 2_000)),
             cpu_stall_us: Some(250_000),
             io_stall_us: Some(7),
-            at: Some(t0 + std::time::Duration::from_secs(1)),
+            at: t0 + std::time::Duration::from_secs(1),
         };
         let slice = later.since(&earlier);
         assert_eq!(slice.steal, Some(0.05));
