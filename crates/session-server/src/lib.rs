@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod public;
 pub mod ratelimit;
+pub mod runtime;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -73,17 +73,15 @@ fn cli() -> Command {
 /// Errors end the process with one line on stderr (the cause chain, no
 /// backtrace, whatever `RUST_BACKTRACE` says) and exit status 1.
 fn main() -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let scheduler = session_server::runtime::Scheduler::for_process();
+    let runtime = match scheduler.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("session-server: error: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    match runtime.block_on(run(scheduler)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "stopped on error");
@@ -93,7 +91,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(scheduler: session_server::runtime::Scheduler) -> anyhow::Result<()> {
     let matches = cli().get_matches();
     if matches.subcommand_matches("print-default-config").is_some() {
         print!("{}", default_config_toml());
@@ -144,7 +142,7 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     let telemetry = session_server::telemetry::init(&settings)?;
-    tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), "starting");
+    tracing::info!(public = %settings.public_addr, admin = %settings.admin_addr, validation = settings.validation.as_str(), scheduler = scheduler.as_str(), "starting");
 
     let backends = session_server::compose::open_backends(&settings).await?;
     // Listen only once the state is built (or, with a shared store that

@@ -361,3 +361,61 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
         }
     }
 }
+
+/// With one worker (`TOKIO_WORKER_THREADS=1`, as on a one-CPU container)
+/// the binary runs tokio's current-thread scheduler: it still issues and
+/// rotates tokens, its batch exporter (a task on that same thread) still
+/// sends the spans, and SIGTERM still flushes them and stops it cleanly.
+#[tokio::test]
+async fn one_worker_serves_exports_and_stops_on_the_current_thread_scheduler() {
+    let (otlp, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server(
+        ServerProcess::spawn(
+            dir.path(),
+            &[
+                ("SESSION_OTLP_ENDPOINT", otlp.as_str()),
+                ("TOKIO_WORKER_THREADS", "1"),
+                ("RUST_LOG", "info"),
+            ],
+        )
+        .await,
+    );
+    let admin_token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = client();
+    let r = http
+        .post(format!("{}/admin/v1/sessions", server.admin))
+        .bearer_auth(&admin_token)
+        .json(&json!({ "user_id": "u1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = Tokens::from_body(r.json().await.unwrap());
+    let r = http
+        .post(format!("{}/v1/auth/refresh", server.public))
+        .header("X-Session-Transport", "bearer")
+        .json(&json!({ "refresh_token": first.refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let log = server.log();
+    assert!(
+        log.contains("current_thread"),
+        "the start-up line does not name the current-thread scheduler: {log}"
+    );
+
+    server.terminate().await;
+    let spans = spans(&received.lock().unwrap().clone());
+    assert!(
+        spans.iter().any(|Exported { attrs: a, .. }| {
+            attr(a, "http.route") == Some("/v1/auth/refresh")
+                && attr(a, "http.response.status_code") == Some("200")
+        }),
+        "the refresh span was not exported: {spans:?}"
+    );
+}
