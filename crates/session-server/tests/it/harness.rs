@@ -312,8 +312,23 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the binary on `data_dir` with extra environment, and waits
-    /// until both listeners answer.
+    /// until both listeners answer. A free port can be taken by another
+    /// test between [`free_port`] and the server's bind; a start that
+    /// stops on "Address already in use" is tried again on new ports.
     pub async fn spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_spawn(data_dir, env).await {
+                Ok(server) => return server,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => {}
+                Err(log) => panic!("server did not start: {log}"),
+            }
+        }
+    }
+
+    /// One start: the server once both listeners answer, or its log.
+    async fn try_spawn(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Result<Self, String> {
         let (p, a) = (free_port(), free_port());
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_session-server"));
@@ -330,7 +345,7 @@ impl ServerProcess {
         for (k, v) in env {
             command.env(k, v);
         }
-        let server = Self {
+        let mut server = Self {
             child: command.spawn().unwrap(),
             public: format!("http://127.0.0.1:{p}"),
             admin: format!("http://127.0.0.1:{a}"),
@@ -339,15 +354,19 @@ impl ServerProcess {
         };
         let http = client();
         for _ in 0..400 {
+            // Exited first: whatever answers on its ports is not it.
+            if server.child.try_wait().unwrap().is_some() {
+                return Err(server.log());
+            }
             let up = |url: String| http.get(url).send();
             if up(format!("{}/healthz", server.public)).await.is_ok()
                 && up(format!("{}/healthz", server.admin)).await.is_ok()
             {
-                return server;
+                return Ok(server);
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        panic!("server did not start: {}", server.log());
+        Err(server.log())
     }
 
     /// The generated admin token.
