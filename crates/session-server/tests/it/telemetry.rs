@@ -150,27 +150,19 @@ fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[tokio::test]
-async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but_no_secret() {
-    let (otlp, received) = receiver().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::spawn(dir.path(), &otlp, "").await;
-    let admin_token = std::fs::read_to_string(dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+/// Opens a session through the admin API and rotates it once (bearer
+/// transport): both answers' tokens.
+async fn open_and_rotate(server: &Server, admin_token: &str) -> (Tokens, Tokens) {
     let http = client();
-
     let r = http
         .post(format!("{}/admin/v1/sessions", server.admin))
-        .bearer_auth(&admin_token)
+        .bearer_auth(admin_token)
         .json(&json!({ "user_id": "u1" }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let first = Tokens::from_body(r.json().await.unwrap());
-
     let r = http
         .post(format!("{}/v1/auth/refresh", server.public))
         .header("X-Session-Transport", "bearer")
@@ -180,6 +172,17 @@ async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let second = Tokens::from_body(r.json().await.unwrap());
+    (first, second)
+}
+
+#[tokio::test]
+async fn request_spans_reach_the_otlp_endpoint_with_route_status_and_outcome_but_no_secret() {
+    let (otlp, received) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn(dir.path(), &otlp, "").await;
+    let admin_token = server.admin_token();
+    let http = client();
+    let (first, second) = open_and_rotate(&server, &admin_token).await;
 
     let r = http
         .get(format!("{}/v1/session", server.public))
@@ -381,28 +384,7 @@ async fn one_worker_serves_exports_and_stops_on_the_current_thread_scheduler() {
         )
         .await,
     );
-    let admin_token = std::fs::read_to_string(dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = client();
-    let r = http
-        .post(format!("{}/admin/v1/sessions", server.admin))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "user_id": "u1" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let first = Tokens::from_body(r.json().await.unwrap());
-    let r = http
-        .post(format!("{}/v1/auth/refresh", server.public))
-        .header("X-Session-Transport", "bearer")
-        .json(&json!({ "refresh_token": first.refresh }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    open_and_rotate(&server, &server.admin_token()).await;
     let log = server.log();
     assert!(
         log.contains("current_thread"),
