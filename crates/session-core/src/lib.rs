@@ -8,6 +8,8 @@ pub mod geo;
 mod jws;
 pub mod keys;
 pub mod memory;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 pub mod recent;
 pub mod record;
 pub mod rotation;

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "sqlite")]
+use session_core::outbox::Outbox;
 #[cfg(feature = "postgres")]
 use session_store_postgres::{
     ChainCheck, Checkpoint, MigrateMode, OutboxAuditLog, OutboxConfig, SignatureFault,
@@ -94,7 +96,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         let path = audit_url
             .strip_prefix("sqlite://")
             .map_or_else(|| settings.data_dir.join("audit.db"), PathBuf::from);
-        sqlite_audit(&path, &sessions).await?
+        sqlite_audit(&path, &settings.data_dir, &sessions).await?
     } else if audit_url.starts_with("postgres://") || audit_url.starts_with("postgresql://") {
         postgres_audit(settings, audit_url).await?
     } else {
@@ -162,8 +164,19 @@ async fn sqlite_sessions(_: &str, _: &RecordCipher) -> Result<SessionSide, Start
 /// file when it is the same. A deployment from before the audit log had its
 /// own file kept its events in the session store's, and they are copied
 /// over once (see [`SqliteStore::import_audit_once`]).
+///
+/// Appends go through a durable outbox in `data_dir` (one synced line per
+/// event, shared syncs), delivered to the file in batches: an event costs
+/// the request a line instead of a transaction that rewrites a page of the
+/// table and of each of its indexes. Where another process holds that
+/// outbox (two servers on one data dir), this one appends to the file
+/// directly, as before the outbox.
 #[cfg(feature = "sqlite")]
-async fn sqlite_audit(path: &Path, sessions: &SessionSide) -> Result<AuditSide, StartupError> {
+async fn sqlite_audit(
+    path: &Path,
+    data_dir: &Path,
+    sessions: &SessionSide,
+) -> Result<AuditSide, StartupError> {
     let audit = match &sessions.sqlite {
         Some(store) if store.path() == path => store.clone(),
         _ => {
@@ -193,16 +206,47 @@ async fn sqlite_audit(path: &Path, sessions: &SessionSide) -> Result<AuditSide, 
             audit
         }
     };
-    Ok(AuditSide {
-        audit,
-        kind: "sqlite",
-        backlog: None,
-        chain: None,
-    })
+    let config = session_core::outbox::OutboxConfig::default();
+    match Outbox::open(
+        data_dir,
+        session_store_sqlite::AUDIT_OUTBOX,
+        audit.clone(),
+        config,
+    )
+    .await
+    {
+        Ok(outbox) => {
+            let outbox = Arc::new(outbox);
+            let backlog = outbox.clone();
+            Ok(AuditSide {
+                audit: outbox,
+                kind: "sqlite",
+                backlog: Some(Arc::new(move || backlog.backlog())),
+                chain: None,
+            })
+        }
+        Err(e) if session_core::outbox::is_locked(&e) => {
+            tracing::warn!(error = %e, "another process holds the audit outbox; appending to the SQLite audit log directly");
+            Ok(AuditSide {
+                audit,
+                kind: "sqlite",
+                backlog: None,
+                chain: None,
+            })
+        }
+        Err(source) => Err(StartupError::Store {
+            what: "SQLite audit log (its outbox)",
+            source,
+        }),
+    }
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn sqlite_audit(_: &std::path::Path, _: &SessionSide) -> Result<AuditSide, StartupError> {
+async fn sqlite_audit(
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: &SessionSide,
+) -> Result<AuditSide, StartupError> {
     Err(StartupError::NotBuilt {
         what: "the SQLite audit log (the default; SESSION_AUDIT=postgres://… names the other)",
         feature: "sqlite",

@@ -11,4 +11,4 @@ pub use log::{
     MIGRATOR, MigrateMode, PostgresAuditLog, SignatureFault, check_schema, connect_options,
     migrate, pool_options, prepare_schema,
 };
-pub use outbox::{LOCK_FILE, OUTBOX_FILE, OutboxAuditLog, OutboxConfig, REJECTED_FILE};
+pub use outbox::{FILES, LOCK_FILE, OUTBOX_FILE, OutboxAuditLog, OutboxConfig, REJECTED_FILE};

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use session_core::audit::{AuditEvent, AuditQuery};
+use session_core::outbox::OutboxSink;
 use session_core::{AuditLog, StoreError};
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::oneshot;
@@ -16,7 +17,7 @@ use crate::{SqliteStore, writer};
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        self.audit.append(Row::of(event)?).await
+        self.audit.append(vec![Row::of(event)?]).await
     }
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
@@ -92,10 +93,37 @@ impl Row {
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// The embedded log behind an outbox ([`session_core::outbox`]): a
+/// delivered batch is one job of the audit writer, so one transaction.
+#[async_trait]
+impl OutboxSink for SqliteStore {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+
+    /// The schema was migrated when the store opened.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn deliver(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let rows = events.iter().map(Row::of).collect::<Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.audit.append(rows).await
+    }
+
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        AuditLog::query(self, query).await
+    }
+}
+
 /// What the audit writer's errors call its batches.
 const WHAT: &str = "audit";
 
-/// Most events one transaction commits.
+/// Most jobs (an append, or a batch an outbox delivers) one transaction
+/// commits.
 const MAX_BATCH: usize = 256;
 
 /// The insert each event of a batch runs, prepared once per connection.
@@ -110,7 +138,7 @@ const INSERT: &str = concat!(
 /// batch instead of one per event), and each caller hears back once its
 /// event is durable.
 #[derive(Debug, Clone)]
-pub(crate) struct Writer(writer::Writer<(Row, Waiter)>);
+pub(crate) struct Writer(writer::Writer<(Vec<Row>, Waiter)>);
 
 impl Writer {
     /// Starts the writer on the database at `path`.
@@ -134,9 +162,10 @@ impl Writer {
         .map(Self)
     }
 
-    async fn append(&self, row: Row) -> Result<(), StoreError> {
+    /// Appends `rows` in one transaction (perhaps with other callers').
+    async fn append(&self, rows: Vec<Row>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        self.0.send((row, done)).await?;
+        self.0.send((rows, done)).await?;
         wait.await.map_err(|_| self.0.stopped())?
     }
 
@@ -148,14 +177,14 @@ impl Writer {
 
 /// One transaction for the batch; if any insert fails, none is kept and
 /// every caller gets the error (fail closed).
-fn commit(conn: &mut rusqlite::Connection, batch: &[(Row, Waiter)]) -> Result<(), Failure> {
+fn commit(conn: &mut rusqlite::Connection, batch: &[(Vec<Row>, Waiter)]) -> Result<(), Failure> {
     let fail = |e: rusqlite::Error| Failure::of_sqlite(WHAT, &e);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(fail)?;
     {
         let mut insert = tx.prepare_cached(INSERT).map_err(fail)?;
-        for (r, _) in batch {
+        for r in batch.iter().flat_map(|(rows, _)| rows) {
             insert
                 .execute(rusqlite::params![
                     r.id,

@@ -47,6 +47,16 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// connections are enough for concurrent readers of a small server.
 pub const MAX_CONNECTIONS: u32 = 8;
 
+/// The files of the outbox ([`session_core::outbox`]) the server puts in
+/// front of the embedded audit log, in its data dir. Apart from
+/// PostgreSQL's (`audit-outbox.*`): a switch of audit log never delivers
+/// one log's pending events into the other.
+pub const AUDIT_OUTBOX: session_core::outbox::OutboxFiles = session_core::outbox::OutboxFiles {
+    events: "audit-sqlite-outbox.jsonl",
+    lock: "audit-sqlite-outbox.lock",
+    rejected: "audit-sqlite-outbox.rejected",
+};
+
 /// Sessions, built-in users and the audit log in one SQLite file.
 ///
 /// One value serves as [`SessionStore`](session_core::SessionStore),

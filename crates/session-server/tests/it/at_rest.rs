@@ -65,7 +65,12 @@ async fn the_embedded_store_keeps_private_fields_sealed_on_disk() {
         }
     }
     assert!(seen > 1_000_000, "the session id is stored in the clear");
-    // The audit log keeps them readable (forensics), in its own file.
+    // The audit log keeps them readable (forensics), in its own file; a
+    // query waits until the outbox in front of it has delivered the event.
+    let created = app
+        .audit(&format!("kind=session_created&session_id={id}"))
+        .await;
+    assert_eq!(created[0]["user_agent"], UA_MARKER);
     let audit = std::fs::read(dir.join("audit.db"))
         .into_iter()
         .chain(std::fs::read(dir.join("audit.db-wal")))

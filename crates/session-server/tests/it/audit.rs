@@ -1,6 +1,7 @@
 //! Audit events are never dropped silently: each is durably recorded
-//! before the request that caused it is answered, or that request fails
-//! with 503. The embedded audit log lives in its own file, `audit.db`.
+//! (directly or through the durable outbox in front of the log) before the
+//! request that caused it is answered, or that request fails with 503. The
+//! embedded audit log lives in its own file, `audit.db`.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -49,6 +50,27 @@ async fn count_events(db: &Path) -> i64 {
         .unwrap()
 }
 
+async fn readiness(app: &App) -> Value {
+    app.http
+        .get(app.public("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the outbox has delivered every event to `audit.db` (its
+/// deliveries retry with backoff, at most 5 s apart).
+async fn delivered(app: &App) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while readiness(app).await["audit_backlog"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn unavailable(got: (StatusCode, String)) {
     assert_eq!(
         got,
@@ -59,9 +81,30 @@ fn unavailable(got: (StatusCode, String)) {
     );
 }
 
+/// A server on `dir` while this process holds the embedded log's outbox,
+/// as a second server on one data dir would: it appends to `audit.db`
+/// directly. The lock goes with the returned file.
+async fn start_without_the_outbox(dir: &Path) -> (App, std::fs::File) {
+    let lock = std::fs::File::create(dir.join(session_store_sqlite::AUDIT_OUTBOX.lock)).unwrap();
+    lock.try_lock().unwrap();
+    let server = TestServer::start_in(dir, |raw| {
+        raw.set("rate_limit_login", "0")?;
+        raw.set("rate_limit_refresh", "0")?;
+        raw.set("rate_limit_create", "0")
+    })
+    .await
+    .unwrap();
+    let app = App {
+        server,
+        http: client(),
+    };
+    (app, lock)
+}
+
 #[tokio::test]
 async fn a_request_whose_audit_event_cannot_be_recorded_fails_with_503() {
-    let app = App::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _outbox_held) = start_without_the_outbox(dir.path()).await;
     let dave = app.bearer_session("dave").await;
     app.add_user("alice").await;
     let bob = app.admin_session("bob").await;
@@ -138,6 +181,42 @@ async fn a_request_whose_audit_event_cannot_be_recorded_fails_with_503() {
 }
 
 #[tokio::test]
+async fn a_broken_audit_file_delays_the_log_behind_the_outbox_and_loses_nothing() {
+    let app = App::start().await;
+    app.add_user("alice").await;
+    let carol = app.bearer_session("carol").await;
+    let audit_db = app.server.data_dir().join("audit.db");
+    delivered(&app).await;
+    let before = count_events(&audit_db).await;
+    let broken = break_appends(&audit_db).await;
+
+    // Each event is durable in the outbox: the requests are answered.
+    assert_eq!(
+        app.login_bearer("alice", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    let r = app.refresh_bearer(&carol.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ready = readiness(&app).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["audit_backlog"], 2, "{ready}");
+    assert_eq!(count_events(&audit_db).await, before, "nothing got in");
+
+    heal_appends(broken).await;
+    delivered(&app).await;
+    let created = app.audit("kind=session_created&user_id=alice").await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let refreshed = app
+        .audit(&format!(
+            "kind=session_refreshed&session_id={}",
+            carol.session_id
+        ))
+        .await;
+    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+    assert_eq!(count_events(&audit_db).await, before + 2, "each once");
+}
+
+#[tokio::test]
 async fn the_embedded_audit_log_lives_in_its_own_private_file() {
     let app = App::start().await;
     app.bearer_session("alice").await;
@@ -154,6 +233,7 @@ async fn the_embedded_audit_log_lives_in_its_own_private_file() {
             assert_eq!(m.permissions().mode() & 0o777, 0o600, "{companion}");
         }
     }
+    delivered(&app).await;
     assert!(count_events(&audit_db).await >= 1);
     assert_eq!(
         count_events(&dir.join("sessions.db")).await,

@@ -11,5 +11,6 @@ mod concurrency;
 mod conformance;
 mod corruption;
 mod durability;
+mod outbox;
 mod schema;
 mod secrecy;
