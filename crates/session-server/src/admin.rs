@@ -619,8 +619,8 @@ pub(crate) async fn rotate_keys(
 
 #[utoipa::path(get, path = "/metrics", tag = "admin", responses((status = 200, description = "Prometheus text format")), security(("admin_token" = [])))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    if let Some(backlog) = &state.info.audit_backlog {
-        metrics::gauge!("session_audit_backlog").set(backlog() as f64);
+    if let Some(outbox) = &state.info.audit_outbox {
+        metrics::gauge!("session_audit_backlog").set(outbox.backlog() as f64);
     }
     let body = state.metrics.render();
     (

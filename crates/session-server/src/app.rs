@@ -308,7 +308,7 @@ pub async fn serve_opened(
                     let _ = admin_slot.set(admin_app(state.clone()));
                     state
                 }
-                Ok(None) => return Ok(Vec::new()),
+                Ok(None) => return Ok((Vec::new(), None)),
                 Err(e) => {
                     let _ = tx.send(true);
                     return Err(e);
@@ -330,15 +330,18 @@ pub async fn serve_opened(
         if let Some(geoip) = state.geoip.clone() {
             tasks.push(tokio::spawn(geoip.watch(StdDuration::from_secs(1))));
         }
-        Ok(tasks)
+        Ok((tasks, state.info.audit_outbox.clone()))
     };
     let p = crate::conn::serve(public, public_router, limits, "public", wait(rx.clone()));
     let a = crate::conn::serve(admin, admin_router, limits, "admin", wait(rx));
     let (pr, ar, background) = tokio::join!(p, a, ready);
-    for task in background.iter().flatten() {
+    let (tasks, outbox) = background?;
+    for task in &tasks {
         task.abort();
     }
-    background?;
+    if let Some(outbox) = outbox {
+        drain_outbox(&*outbox).await;
+    }
     pr.map_err(|source| StartupError::Listen {
         addr: public_addr,
         source,
@@ -348,6 +351,24 @@ pub async fn serve_opened(
         source,
     })?;
     Ok(())
+}
+
+/// How long a stopping server waits for its audit outbox to deliver what
+/// it holds.
+const OUTBOX_DRAIN: StdDuration = StdDuration::from_secs(5);
+
+/// Once the listeners are closed and the last requests answered, gives
+/// the audit outbox a moment to deliver its backlog, so that a stopped
+/// server's audit log (`audit.db`, PostgreSQL) holds every event it
+/// answered for. What it cannot deliver in time stays in the outbox file
+/// for the next start.
+async fn drain_outbox(outbox: &dyn crate::state::AuditOutbox) {
+    if !outbox.flush(OUTBOX_DRAIN).await {
+        tracing::warn!(
+            backlog = outbox.backlog(),
+            "stopping with audit events still in the outbox; the next start delivers them"
+        );
+    }
 }
 
 /// What [`serve_opened`] still has to do before the full apps serve.

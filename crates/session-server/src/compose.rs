@@ -31,9 +31,9 @@ use session_core::{AuditLog, RevocationFeed, SessionStore, UserStore};
 
 use crate::config::Settings;
 use crate::startup::StartupError;
-use crate::state::Backends;
 #[cfg(feature = "postgres")]
 use crate::state::{AuditChain, SignedHead};
+use crate::state::{AuditOutbox, Backends};
 
 #[cfg(not(any(feature = "sqlite", feature = "redis")))]
 compile_error!("session-server needs a session store: enable its `sqlite` or `redis` feature");
@@ -69,7 +69,7 @@ struct SessionSide {
 struct AuditSide {
     audit: Arc<dyn AuditLog>,
     kind: &'static str,
-    backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    outbox: Option<Arc<dyn AuditOutbox>>,
     chain: Option<Arc<dyn crate::state::AuditChain>>,
 }
 
@@ -112,7 +112,7 @@ pub async fn open_backends(settings: &Settings) -> Result<Backends, StartupError
         feed: sessions.feed,
         store_kind: sessions.kind,
         audit_kind: audit.kind,
-        audit_backlog: audit.backlog,
+        audit_outbox: audit.outbox,
         audit_chain: audit.chain,
         shared: sessions.shared,
         records: Some(records),
@@ -217,11 +217,10 @@ async fn sqlite_audit(
     {
         Ok(outbox) => {
             let outbox = Arc::new(outbox);
-            let backlog = outbox.clone();
             Ok(AuditSide {
-                audit: outbox,
+                audit: outbox.clone(),
                 kind: "sqlite",
-                backlog: Some(Arc::new(move || backlog.backlog())),
+                outbox: Some(outbox),
                 chain: None,
             })
         }
@@ -230,7 +229,7 @@ async fn sqlite_audit(
             Ok(AuditSide {
                 audit,
                 kind: "sqlite",
-                backlog: None,
+                outbox: None,
                 chain: None,
             })
         }
@@ -323,11 +322,10 @@ async fn postgres_audit(settings: &Settings, audit_url: &str) -> Result<AuditSid
             source,
         })?;
     tracing::info!(url = %redact(audit_url), "audit log: PostgreSQL through the local outbox");
-    let backlog = outbox.clone();
     Ok(AuditSide {
         audit: outbox.clone(),
         kind: "postgres",
-        backlog: Some(Arc::new(move || backlog.backlog())),
+        outbox: Some(outbox.clone()),
         chain: Some(Arc::new(PostgresChain(outbox))),
     })
 }
@@ -436,6 +434,30 @@ fn signed_head(c: Checkpoint) -> SignedHead {
         signature: c.signature,
         kid: c.kid,
         at: c.at,
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait::async_trait]
+impl AuditOutbox for OutboxAuditLog {
+    fn backlog(&self) -> u64 {
+        OutboxAuditLog::backlog(self)
+    }
+
+    async fn flush(&self, timeout: std::time::Duration) -> bool {
+        OutboxAuditLog::flush(self, timeout).await
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[async_trait::async_trait]
+impl AuditOutbox for Outbox<SqliteStore> {
+    fn backlog(&self) -> u64 {
+        Outbox::backlog(self)
+    }
+
+    async fn flush(&self, timeout: std::time::Duration) -> bool {
+        Outbox::flush(self, timeout).await
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) async fn healthz() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "stores reachable"), (status = 503, description = "store_unavailable")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let mode = state.guard.validator().effective_mode().as_str();
-    let backlog = state.info.audit_backlog.as_ref().map(|f| f());
+    let backlog = state.info.audit_outbox.as_ref().map(|o| o.backlog());
     match state.service.ready().await {
         Ok(()) => Json(serde_json::json!({
             "status": "ready",

@@ -44,6 +44,17 @@ pub struct SignedHead {
     pub at: time::OffsetDateTime,
 }
 
+/// The durable outbox in front of the audit log, where it has one.
+#[async_trait::async_trait]
+pub trait AuditOutbox: Send + Sync {
+    /// Events appended (durable) but not yet delivered to the log.
+    fn backlog(&self) -> u64;
+
+    /// Waits until every event appended before the call is delivered, or
+    /// `timeout` passes; true when delivered.
+    async fn flush(&self, timeout: std::time::Duration) -> bool;
+}
+
 /// A tamper-evident audit log's chain: verified on demand, signed
 /// periodically with the service's signing key.
 #[async_trait::async_trait]
@@ -82,8 +93,8 @@ pub struct Backends {
     pub store_kind: &'static str,
     /// What the audit log is (`sqlite`, `postgres`).
     pub audit_kind: &'static str,
-    /// Undelivered audit events, where the audit log has an outbox.
-    pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The audit log's outbox, where it has one.
+    pub audit_outbox: Option<Arc<dyn AuditOutbox>>,
     /// The audit log's hash chain, where it has one.
     pub audit_chain: Option<Arc<dyn AuditChain>>,
     /// Values every instance shares (key ring, token secret), where the
@@ -236,8 +247,8 @@ pub struct ServerInfo {
     pub store_kind: &'static str,
     /// Audit log kind.
     pub audit_kind: &'static str,
-    /// Undelivered audit events.
-    pub audit_backlog: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// The audit log's outbox (undelivered events), where it has one.
+    pub audit_outbox: Option<Arc<dyn AuditOutbox>>,
     /// The audit log's hash chain, where it has one.
     pub audit_chain: Option<Arc<dyn AuditChain>>,
 }
@@ -546,7 +557,7 @@ impl AppState {
             info: ServerInfo {
                 store_kind: backends.store_kind,
                 audit_kind: backends.audit_kind,
-                audit_backlog: backends.audit_backlog,
+                audit_outbox: backends.audit_outbox,
                 audit_chain: backends.audit_chain,
             },
             settings: Arc::new(settings),

@@ -87,6 +87,11 @@ fn unavailable(got: (StatusCode, String)) {
 async fn start_without_the_outbox(dir: &Path) -> (App, std::fs::File) {
     let lock = std::fs::File::create(dir.join(session_store_sqlite::AUDIT_OUTBOX.lock)).unwrap();
     lock.try_lock().unwrap();
+    (start_in(dir).await, lock)
+}
+
+/// A server on a data dir that outlives it.
+async fn start_in(dir: &Path) -> App {
     let server = TestServer::start_in(dir, |raw| {
         raw.set("rate_limit_login", "0")?;
         raw.set("rate_limit_refresh", "0")?;
@@ -94,11 +99,10 @@ async fn start_without_the_outbox(dir: &Path) -> (App, std::fs::File) {
     })
     .await
     .unwrap();
-    let app = App {
+    App {
         server,
         http: client(),
-    };
-    (app, lock)
+    }
 }
 
 #[tokio::test]
@@ -214,6 +218,33 @@ async fn a_broken_audit_file_delays_the_log_behind_the_outbox_and_loses_nothing(
         .await;
     assert_eq!(refreshed.len(), 1, "{refreshed:?}");
     assert_eq!(count_events(&audit_db).await, before + 2, "each once");
+}
+
+#[tokio::test]
+async fn a_stopping_server_delivers_its_outbox_to_audit_db_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = start_in(dir.path()).await;
+    app.add_user("alice").await;
+    let audit_db = dir.path().join("audit.db");
+    delivered(&app).await;
+    let before = count_events(&audit_db).await;
+    // Deliveries fail and back off while the file refuses inserts.
+    let broken = break_appends(&audit_db).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.login_bearer("alice", PASSWORD).await.status(),
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(readiness(&app).await["audit_backlog"], 3);
+    heal_appends(broken).await;
+    app.server.stop().await;
+    assert_eq!(
+        count_events(&audit_db).await,
+        before + 3,
+        "the stop waited for the outbox"
+    );
 }
 
 #[tokio::test]
