@@ -639,22 +639,12 @@ async fn run_delivery<S: OutboxSink>(
         let read = {
             let files = files.clone();
             let max = config.batch_size.max(1);
-            tokio::task::spawn_blocking(move || read_batch(&files, offset, end, max)).await
+            tokio::task::spawn_blocking(move || read_batch(&files, offset, end, max))
+                .await
+                .unwrap_or_else(|joined| Err(io::Error::other(joined)))
         };
         let batch = match read {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => {
-                let pause = failed(
-                    &shared,
-                    &config,
-                    name,
-                    "reading the outbox",
-                    &e,
-                    &mut backoff,
-                );
-                tokio::time::sleep(pause).await;
-                continue;
-            }
+            Ok(batch) => batch,
             Err(e) => {
                 let pause = failed(
                     &shared,

@@ -348,7 +348,10 @@ async fn main() {
             dir.path(),
             &url,
             OutboxConfig {
-                batch_size: 1000,
+                outbox: session_core::outbox::OutboxConfig {
+                    batch_size: 1000,
+                    ..session_core::outbox::OutboxConfig::default()
+                },
                 ..OutboxConfig::default()
             },
         )

@@ -31,62 +31,21 @@ pub const FILES: OutboxFiles = OutboxFiles {
     rejected: REJECTED_FILE,
 };
 
-/// How the outbox behaves: [`session_core::outbox::OutboxConfig`]'s
-/// settings, and what to do about the schema.
+/// How the PostgreSQL outbox behaves.
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
-    /// At most this many events per delivery transaction.
-    pub batch_size: usize,
-    /// After delivering a batch smaller than `batch_size`, how long to let
-    /// events gather (durable in the outbox already) before the next: fewer,
-    /// larger transactions cost PostgreSQL less per event. Queries still
-    /// wait for what was appended before them (`query_wait`).
-    pub linger: Duration,
-    /// The first pause after a failed delivery; it doubles on each failure.
-    pub min_backoff: Duration,
-    /// The longest pause between delivery attempts.
-    pub max_backoff: Duration,
-    /// How long a query waits for events appended before it to be
-    /// delivered (read-your-writes) before it answers from PostgreSQL as is.
-    pub query_wait: Duration,
-    /// Rewrite the file without its delivered prefix once that prefix is
-    /// this large and at least as large as the undelivered rest (an empty
-    /// backlog truncates the file at once).
-    pub compact_bytes: u64,
+    /// Batching, lingering, retries and compaction: the outbox's own
+    /// settings.
+    pub outbox: session_core::outbox::OutboxConfig,
     /// What to do about the schema when PostgreSQL is first reached.
     pub migrate: MigrateMode,
-    /// How long the file writer, when busy, lets appends gather between the
-    /// starts of two groups (see
-    /// [`session_core::outbox::OutboxConfig::busy_spacing`]).
-    pub busy_spacing: Duration,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        let core = session_core::outbox::OutboxConfig::default();
         Self {
-            batch_size: core.batch_size,
-            linger: core.linger,
-            min_backoff: core.min_backoff,
-            max_backoff: core.max_backoff,
-            query_wait: core.query_wait,
-            compact_bytes: core.compact_bytes,
+            outbox: session_core::outbox::OutboxConfig::default(),
             migrate: MigrateMode::Check,
-            busy_spacing: core.busy_spacing,
-        }
-    }
-}
-
-impl OutboxConfig {
-    fn core(&self) -> session_core::outbox::OutboxConfig {
-        session_core::outbox::OutboxConfig {
-            batch_size: self.batch_size,
-            linger: self.linger,
-            min_backoff: self.min_backoff,
-            max_backoff: self.max_backoff,
-            query_wait: self.query_wait,
-            compact_bytes: self.compact_bytes,
-            busy_spacing: self.busy_spacing,
         }
     }
 }
@@ -138,7 +97,7 @@ impl OutboxAuditLog {
             log: PostgresAuditLog::from_pool(pool_options().connect_lazy_with(options)),
             migrate: config.migrate,
         };
-        Outbox::open(data_dir, FILES, Arc::new(sink), config.core())
+        Outbox::open(data_dir, FILES, Arc::new(sink), config.outbox)
             .await
             .map(Self)
     }
@@ -175,7 +134,8 @@ impl AuditLog for OutboxAuditLog {
     }
 
     /// Reads PostgreSQL, after giving events appended before the query a
-    /// moment ([`OutboxConfig::query_wait`]) to arrive there.
+    /// moment ([`session_core::outbox::OutboxConfig::query_wait`]) to
+    /// arrive there.
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.0.query(query).await
     }

@@ -50,22 +50,25 @@ async fn count_events(db: &Path) -> i64 {
         .unwrap()
 }
 
-async fn readiness(app: &App) -> Value {
-    app.http
-        .get(app.public("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// The log holds exactly one `session_refreshed` of the session.
+async fn refreshed_once(app: &App, session_id: &str) {
+    let query = format!("kind=session_refreshed&session_id={session_id}");
+    let refreshed = app.audit(&query).await;
+    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+}
+
+async fn logs_in(app: &App, user: &str) {
+    assert_eq!(
+        app.login_bearer(user, PASSWORD).await.status(),
+        StatusCode::OK
+    );
 }
 
 /// Waits until the outbox has delivered every event to `audit.db` (its
 /// deliveries retry with backoff, at most 5 s apart).
 async fn delivered(app: &App) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while readiness(app).await["audit_backlog"] != 0 {
+    while app.readyz().await["audit_backlog"] != 0 {
         assert!(std::time::Instant::now() < deadline, "never delivered");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -166,13 +169,7 @@ async fn a_request_whose_audit_event_cannot_be_recorded_fails_with_503() {
     // recorded this time.
     let r = app.refresh_bearer(&carol.refresh).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let refreshed = app
-        .audit(&format!(
-            "kind=session_refreshed&session_id={}",
-            carol.session_id
-        ))
-        .await;
-    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+    refreshed_once(&app, &carol.session_id).await;
     assert_eq!(
         app.login_bearer("alice", PASSWORD).await.status(),
         StatusCode::OK
@@ -195,13 +192,10 @@ async fn a_broken_audit_file_delays_the_log_behind_the_outbox_and_loses_nothing(
     let broken = break_appends(&audit_db).await;
 
     // Each event is durable in the outbox: the requests are answered.
-    assert_eq!(
-        app.login_bearer("alice", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    logs_in(&app, "alice").await;
     let r = app.refresh_bearer(&carol.refresh).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let ready = readiness(&app).await;
+    let ready = app.readyz().await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["audit_backlog"], 2, "{ready}");
     assert_eq!(count_events(&audit_db).await, before, "nothing got in");
@@ -210,13 +204,7 @@ async fn a_broken_audit_file_delays_the_log_behind_the_outbox_and_loses_nothing(
     delivered(&app).await;
     let created = app.audit("kind=session_created&user_id=alice").await;
     assert_eq!(created.len(), 1, "{created:?}");
-    let refreshed = app
-        .audit(&format!(
-            "kind=session_refreshed&session_id={}",
-            carol.session_id
-        ))
-        .await;
-    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+    refreshed_once(&app, &carol.session_id).await;
     assert_eq!(count_events(&audit_db).await, before + 2, "each once");
 }
 
@@ -231,13 +219,10 @@ async fn a_stopping_server_delivers_its_outbox_to_audit_db_first() {
     // Deliveries fail and back off while the file refuses inserts.
     let broken = break_appends(&audit_db).await;
     for _ in 0..3 {
-        assert_eq!(
-            app.login_bearer("alice", PASSWORD).await.status(),
-            StatusCode::OK
-        );
+        logs_in(&app, "alice").await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(readiness(&app).await["audit_backlog"], 3);
+    assert_eq!(app.readyz().await["audit_backlog"], 3);
     heal_appends(broken).await;
     app.server.stop().await;
     assert_eq!(
@@ -271,16 +256,7 @@ async fn the_embedded_audit_log_lives_in_its_own_private_file() {
         0,
         "no audit event in the session store"
     );
-    let ready: Value = app
-        .http
-        .get(app.public("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["audit"], "sqlite");
+    assert_eq!(app.readyz().await["audit"], "sqlite");
 }
 
 #[tokio::test]

@@ -52,6 +52,18 @@ impl App {
         }
     }
 
+    /// The body of `GET /readyz` on the public listener.
+    pub async fn readyz(&self) -> Value {
+        self.http
+            .get(self.public("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn public(&self, path: &str) -> String {
         format!("{}{path}", self.server.public_url())
     }

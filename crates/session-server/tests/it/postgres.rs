@@ -64,16 +64,7 @@ async fn revocations_land_in_the_postgres_audit_log_and_the_chain_verifies() {
     assert!(migrate_as_owner(&db.url).status.success());
     let url = db.url.clone();
     let app = App::start_with(move |raw| raw.set("audit", url)).await;
-    let ready: Value = app
-        .http
-        .get(app.public("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["audit"], "postgres");
+    assert_eq!(app.readyz().await["audit"], "postgres");
     let mut sessions = Vec::new();
     for i in 0..5 {
         sessions.push(app.admin_session(&format!("pg-user-{i}")).await);

@@ -484,16 +484,10 @@ fn redis_command(port: u16, command: &str) -> String {
 }
 
 async fn validation_mode(app: &App) -> String {
-    let ready: serde_json::Value = app
-        .http
-        .get(app.public("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    ready["validation_mode"].as_str().unwrap_or("").to_owned()
+    app.readyz().await["validation_mode"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[tokio::test]

@@ -155,12 +155,14 @@ pub(crate) async fn fresh_outbox_log() -> Arc<dyn AuditLog> {
 /// Short pauses, so tests recover quickly.
 pub(crate) fn fast_config() -> OutboxConfig {
     OutboxConfig {
-        batch_size: 200,
-        min_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(250),
-        query_wait: Duration::from_secs(5),
+        outbox: session_core::outbox::OutboxConfig {
+            batch_size: 200,
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(250),
+            query_wait: Duration::from_secs(5),
+            ..session_core::outbox::OutboxConfig::default()
+        },
         migrate: MigrateMode::Apply,
-        ..OutboxConfig::default()
     }
 }
 

@@ -76,7 +76,10 @@ async fn a_lone_append_is_written_at_once_and_a_busy_group_lands_whole() {
         dir.path(),
         &db.url,
         OutboxConfig {
-            busy_spacing: Duration::from_secs(60),
+            outbox: session_core::outbox::OutboxConfig {
+                busy_spacing: Duration::from_secs(60),
+                ..fast_config().outbox
+            },
             ..fast_config()
         },
     )
@@ -99,7 +102,10 @@ async fn a_lone_append_is_written_at_once_and_a_busy_group_lands_whole() {
             dir.path(),
             &db.url,
             OutboxConfig {
-                busy_spacing: Duration::from_millis(200),
+                outbox: session_core::outbox::OutboxConfig {
+                    busy_spacing: Duration::from_millis(200),
+                    ..fast_config().outbox
+                },
                 ..fast_config()
             },
         )
@@ -168,7 +174,10 @@ async fn a_second_open_of_the_same_outbox_is_refused() {
 async fn appends_succeed_and_wait_in_the_outbox_while_postgres_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let config = OutboxConfig {
-        query_wait: Duration::from_millis(100),
+        outbox: session_core::outbox::OutboxConfig {
+            query_wait: Duration::from_millis(100),
+            ..fast_config().outbox
+        },
         ..fast_config()
     };
     let outbox = OutboxAuditLog::open(dir.path(), "postgres://nobody@127.0.0.1:1/none", config)
@@ -204,8 +213,11 @@ async fn compacting_under_a_steady_backlog_loses_and_repeats_nothing() {
     // Tiny batches and a 1-byte threshold: the delivered prefix is cut off
     // (by rewriting the file) after nearly every batch, while appends go on.
     let config = OutboxConfig {
-        batch_size: 3,
-        compact_bytes: 1,
+        outbox: session_core::outbox::OutboxConfig {
+            batch_size: 3,
+            compact_bytes: 1,
+            ..fast_config().outbox
+        },
         ..fast_config()
     };
     let outbox = std::sync::Arc::new(
