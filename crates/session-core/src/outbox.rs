@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc as std_mpsc};
 use std::thread;
@@ -368,7 +368,11 @@ struct Recovered {
 /// Locks the outbox, opens its file, and cuts a torn last line (an append
 /// that crashed before its sync, so was never acknowledged).
 fn open_files(dir: &Path, files: OutboxFiles) -> io::Result<(File, File, Recovered)> {
-    std::fs::create_dir_all(dir)?;
+    // A directory it creates is the owner's alone, as the server's are.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let lock = OpenOptions::new()
         .mode(PRIVATE)
         .create(true)
@@ -892,7 +896,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_sink_that_is_down_delays_the_log_and_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // A data dir that does not exist yet is created private.
+        let dir = tmp.path().join("data");
         let files = OutboxFiles {
             events: "o.jsonl",
             lock: "o.lock",
@@ -906,9 +912,13 @@ mod tests {
             query_wait: Duration::from_millis(50),
             ..OutboxConfig::default()
         };
-        let outbox = Outbox::open(dir.path(), files, Arc::clone(&sink), config)
+        let outbox = Outbox::open(&dir, files, Arc::clone(&sink), config)
             .await
             .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&dir).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
         let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
         let appended: Vec<AuditEvent> = (0..20)
             .map(|n| {
