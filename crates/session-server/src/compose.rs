@@ -207,37 +207,35 @@ async fn sqlite_audit(
         }
     };
     let config = session_core::outbox::OutboxConfig::default();
-    match Outbox::open(
+    let opened = Outbox::open(
         data_dir,
         session_store_sqlite::AUDIT_OUTBOX,
         audit.clone(),
         config,
     )
-    .await
-    {
+    .await;
+    let (audit, outbox): (Arc<dyn AuditLog>, Option<Arc<dyn AuditOutbox>>) = match opened {
         Ok(outbox) => {
             let outbox = Arc::new(outbox);
-            Ok(AuditSide {
-                audit: outbox.clone(),
-                kind: "sqlite",
-                outbox: Some(outbox),
-                chain: None,
-            })
+            (outbox.clone(), Some(outbox))
         }
         Err(e) if session_core::outbox::is_locked(&e) => {
             tracing::warn!(error = %e, "another process holds the audit outbox; appending to the SQLite audit log directly");
-            Ok(AuditSide {
-                audit,
-                kind: "sqlite",
-                outbox: None,
-                chain: None,
-            })
+            (audit, None)
         }
-        Err(source) => Err(StartupError::Store {
-            what: "SQLite audit log (its outbox)",
-            source,
-        }),
-    }
+        Err(source) => {
+            return Err(StartupError::Store {
+                what: "SQLite audit log (its outbox)",
+                source,
+            });
+        }
+    };
+    Ok(AuditSide {
+        audit,
+        kind: "sqlite",
+        outbox,
+        chain: None,
+    })
 }
 
 #[cfg(not(feature = "sqlite"))]
