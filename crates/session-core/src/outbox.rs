@@ -73,8 +73,9 @@ pub struct OutboxConfig {
     pub batch_size: usize,
     /// After delivering a batch smaller than `batch_size`, how long to let
     /// events gather (durable in the outbox already) before the next: fewer,
-    /// larger deliveries cost the sink less per event. Queries still wait
-    /// for what was appended before them (`query_wait`).
+    /// larger deliveries cost the sink less per event (BENCHMARKS.md, "Larger
+    /// deliveries"). A query or a flush waiting for undelivered events cuts
+    /// the pause short, so read-your-writes does not pay for it.
     pub linger: Duration,
     /// The first pause after a failed delivery; it doubles on each failure.
     pub min_backoff: Duration,
@@ -99,7 +100,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            linger: Duration::from_millis(10),
+            linger: Duration::from_millis(50),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
             query_wait: Duration::from_secs(2),
@@ -127,6 +128,9 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the delivery task after appends became durable.
     appended: Notify,
+    /// Cuts the delivery task's linger short: someone waits for events
+    /// (`State::wanted`).
+    hurry: Notify,
     /// Events delivered (or set aside), counting since open.
     delivered: watch::Sender<u64>,
 }
@@ -143,6 +147,9 @@ struct State {
     delivered_count: u64,
     /// Whether the last delivery attempt failed.
     failing: bool,
+    /// The highest `delivered_count` a query or flush waits for: while it
+    /// is ahead, the delivery does not linger.
+    wanted: u64,
 }
 
 impl Shared {
@@ -230,6 +237,7 @@ impl<S: OutboxSink> Outbox<S> {
                 ..State::default()
             }),
             appended: Notify::new(),
+            hurry: Notify::new(),
             delivered: watch::Sender::new(0),
         });
         let path = dir.join(files.events);
@@ -288,6 +296,11 @@ impl<S: OutboxSink> Outbox<S> {
     }
 
     async fn wait_delivered(&self, target: u64, timeout: Duration) -> bool {
+        {
+            let mut st = self.shared.state();
+            st.wanted = st.wanted.max(target);
+        }
+        self.shared.hurry.notify_waiters();
         let mut rx = self.shared.delivered.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|&d| d >= target))
             .await
@@ -688,8 +701,29 @@ async fn run_delivery<S: OutboxSink>(
             }
         }
         if batch.events.len() < config.batch_size && !config.linger.is_zero() {
-            tokio::time::sleep(config.linger).await;
+            linger(&shared, config.linger).await;
         }
+    }
+}
+
+/// Lets events gather for `linger`, unless (or until) someone waits for
+/// undelivered ones.
+async fn linger(shared: &Shared, linger: Duration) {
+    let hurry = shared.hurry.notified();
+    tokio::pin!(hurry);
+    // Registered before the check, so a waiter arriving after it still
+    // wakes this pause.
+    hurry.as_mut().enable();
+    let wanted = {
+        let st = shared.state();
+        st.wanted > st.delivered_count
+    };
+    if wanted {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(linger) => {}
+        () = hurry => {}
     }
 }
 
@@ -742,8 +776,10 @@ mod tests {
                 delivered_offset: lines[0].len() as u64,
                 delivered_count: 1,
                 failing: false,
+                wanted: 0,
             }),
             appended: Notify::new(),
+            hurry: Notify::new(),
             delivered: watch::Sender::new(1),
         };
         (file, shared)
@@ -837,6 +873,7 @@ mod tests {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             appended: Notify::new(),
+            hurry: Notify::new(),
             delivered: watch::Sender::new(0),
         });
         let (tx, rx) = std_mpsc::channel();
@@ -949,5 +986,48 @@ mod tests {
         let held: Vec<Uuid> = sink.events.lock().unwrap().iter().map(|e| e.id).collect();
         let ids: Vec<Uuid> = appended.iter().map(|e| e.id).collect();
         assert_eq!(held, ids, "every event, once, in order");
+    }
+
+    #[tokio::test]
+    async fn a_query_or_flush_cuts_the_lingering_short_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = OutboxFiles {
+            events: "o.jsonl",
+            lock: "o.lock",
+            rejected: "o.rejected",
+        };
+        let sink = Arc::new(Flaky::default());
+        // After each delivery the task would wait an hour for company.
+        let config = OutboxConfig {
+            linger: Duration::from_secs(3600),
+            query_wait: Duration::from_secs(10),
+            ..OutboxConfig::default()
+        };
+        let outbox = Outbox::open(dir.path(), files, Arc::clone(&sink), config)
+            .await
+            .unwrap();
+        let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let event = |n| {
+            crate::audit::AuditEvent::new(
+                crate::audit::AuditKind::LoginFailed,
+                crate::audit::Actor::User,
+                at + time::Duration::milliseconds(n),
+            )
+        };
+        outbox.append(&event(0)).await.unwrap();
+        assert!(outbox.flush(Duration::from_secs(10)).await);
+        // The delivery now lingers; an append alone does not end that.
+        outbox.append(&event(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(outbox.backlog(), 1, "lingering, as configured");
+        // A query waiting for it does, well inside its own wait.
+        let started = Instant::now();
+        let seen = outbox.query(&AuditQuery::default()).await.unwrap();
+        assert_eq!(seen.len(), 2, "read-your-writes");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // And so does a flush.
+        outbox.append(&event(2)).await.unwrap();
+        assert!(outbox.flush(Duration::from_secs(5)).await);
+        assert_eq!(sink.events.lock().unwrap().len(), 3);
     }
 }
