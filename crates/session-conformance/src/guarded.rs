@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use session_core::audit::{AuditEvent, AuditQuery};
 use session_core::session::{RevokeReason, Session};
 use session_core::user::User;
-use session_core::{AuditLog, SessionId, SessionStore, StoreError, UserStore, WriteHints};
+use session_core::{
+    AuditLog, GuessedCreate, SessionId, SessionStore, StoreError, UserStore, WriteHints,
+};
 use time::OffsetDateTime;
 
 /// `store`, plus a `guard` dropped after it.
@@ -42,6 +44,15 @@ impl<S: SessionStore, G: Send + Sync + std::fmt::Debug> SessionStore for Guarded
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
         self.store.create_limited(session, max, now).await
+    }
+
+    async fn create_at_guessed_epoch(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<GuessedCreate, StoreError> {
+        self.store.create_at_guessed_epoch(session, max, now).await
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

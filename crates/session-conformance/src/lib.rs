@@ -47,6 +47,7 @@ macro_rules! __session_store_checks {
             revoke_twice_returns_none_the_second_time,
             revoke_user_touches_only_that_user,
             revoke_user_refuses_creates_begun_before_it,
+            a_create_at_a_guessed_epoch_writes_only_when_the_guess_is_exact,
             refresh_refuses_a_session_of_an_older_epoch,
             creates_racing_revoke_user_leave_no_survivor,
             the_per_user_limit_revokes_the_oldest,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use session_core::rotation::RefreshOutcome;
 use session_core::secret::{PresentedRefresh, RefreshToken, SessionId, TokenSecrets};
 use session_core::session::{Lifetimes, Revocation, RevokeReason, Session};
-use session_core::store::{RefreshResult, SessionStore, StoreError};
+use session_core::store::{GuessedCreate, RefreshResult, SessionStore, StoreError};
 use time::{Duration, OffsetDateTime};
 
 pub use crate::dpop::{
@@ -882,6 +882,70 @@ pub async fn revoke_user_refuses_creates_begun_before_it(store: Arc<dyn SessionS
 
     assert_eq!(store.user_epoch(&other).await.expect("user_epoch"), 0);
     opened(&*store, &secrets, &other, now).await;
+}
+
+/// A create at a guessed epoch writes only when the guess is the user's
+/// epoch exactly; otherwise it writes nothing and answers the epoch, under
+/// which the session can then be created. A guess ahead of the user's
+/// epoch is as wrong as one behind it (a session must never carry an
+/// epoch its user has not reached). With and without a session limit.
+pub async fn a_create_at_a_guessed_epoch_writes_only_when_the_guess_is_exact(
+    store: Arc<dyn SessionStore>,
+) {
+    let secrets = secrets();
+    let now = base_time();
+    for max in [0, 3] {
+        let user = unique_user("guess");
+        let (mut right, _, _) = open_session(&secrets, &user, &Lifetimes::default(), now);
+        right.epoch = 0;
+        match store
+            .create_at_guessed_epoch(&right, max, now)
+            .await
+            .expect("create at epoch 0")
+        {
+            GuessedCreate::Created(evicted) => assert!(evicted.is_empty()),
+            GuessedCreate::EpochIs(e) => panic!("a new user is at epoch 0, not {e}"),
+        }
+        assert_eq!(stored(&*store, &right.id).await.user_id, user);
+
+        store
+            .revoke_user(&user, RevokeReason::RevokeAll, secs(now, 1))
+            .await
+            .expect("revoke_user");
+        let epoch = store.user_epoch(&user).await.expect("user_epoch");
+        assert!(epoch > 0);
+        for guess in [0, epoch + 1] {
+            let (mut wrong, _, _) =
+                open_session(&secrets, &user, &Lifetimes::default(), secs(now, 2));
+            wrong.epoch = guess;
+            match store
+                .create_at_guessed_epoch(&wrong, max, secs(now, 2))
+                .await
+                .expect("create at a wrong guess")
+            {
+                GuessedCreate::EpochIs(e) => assert_eq!(e, epoch, "max {max}, guess {guess}"),
+                GuessedCreate::Created(_) => panic!("created at epoch {guess}, user at {epoch}"),
+            }
+            assert_eq!(
+                store.get(&wrong.id).await.expect("get"),
+                None,
+                "nothing written"
+            );
+        }
+        let (mut exact, _, _) = open_session(&secrets, &user, &Lifetimes::default(), secs(now, 3));
+        exact.epoch = epoch;
+        assert!(matches!(
+            store
+                .create_at_guessed_epoch(&exact, max, secs(now, 3))
+                .await
+                .expect("create at the user's epoch"),
+            GuessedCreate::Created(_)
+        ));
+        assert_eq!(
+            ids(&store.list_user(&user, secs(now, 4)).await.expect("list")),
+            vec![exact.id]
+        );
+    }
 }
 
 /// Defence in depth: a refresh never gives tokens to an active session

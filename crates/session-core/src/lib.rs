@@ -29,6 +29,6 @@ pub use geo::Location;
 pub use secret::{CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenDigest, TokenSecrets};
 pub use session::{Lifetimes, RevokeReason, Session};
 pub use store::{
-    ApplyRefresh, AuditLog, FeedEvent, RevocationFeed, SessionStore, StoreError, UserStore,
-    WriteHints,
+    ApplyRefresh, AuditLog, FeedEvent, GuessedCreate, RevocationFeed, SessionStore, StoreError,
+    UserStore, WriteHints,
 };

@@ -17,7 +17,9 @@ use crate::secret::{
     CsrfToken, PresentedRefresh, RefreshToken, SessionId, TokenSecrets, random_bytes,
 };
 use crate::session::{Lifetimes, RevokeReason, Session};
-use crate::store::{ApplyRefresh as _, AuditLog, SessionStore, StoreError, UserStore};
+use crate::store::{
+    ApplyRefresh as _, AuditLog, GuessedCreate, SessionStore, StoreError, UserStore,
+};
 use crate::user::{self, User};
 
 /// A signed access token (JWT). Never prints itself.
@@ -170,6 +172,17 @@ pub struct SessionService {
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
     on_revoke: RevokeHooks,
+}
+
+/// The epoch a new session is opened under.
+#[derive(Debug, Clone, Copy)]
+enum Epoch {
+    /// Read by the caller before it authenticated the user: a revoke-all
+    /// since then refuses the session.
+    Read(u64),
+    /// A guess, checked by the store as it writes; when wrong, the session
+    /// is opened under the epoch the store answers.
+    Guess(u64),
 }
 
 #[derive(Default)]
@@ -330,11 +343,17 @@ impl SessionService {
     }
 
     /// Opens a session for `user_id` (after the caller authenticated the
-    /// user). Always a new session id: no fixation. A revoke-all or
-    /// password change of the user that lands while this call runs makes
-    /// it fail with [`ServiceError::Superseded`] (or revokes the session
-    /// before this returns): the session is opened under the user's epoch
-    /// read first.
+    /// user). Always a new session id: no fixation. The session is opened
+    /// under the user's epoch as the store holds it when the session is
+    /// written, so no revoke-all or password change that completed before
+    /// it survives in it; one that lands between fixing the epoch and the
+    /// write makes this fail with [`ServiceError::Superseded`] (or revokes
+    /// the session before this returns).
+    ///
+    /// The epoch is first guessed to be 0 (a user whose sessions were never
+    /// revoked all at once), so that the store can check it in the same step
+    /// as the insert; a user whose epoch moved on costs the store one more
+    /// step, as a read of the epoch before the create would.
     pub async fn open_session(
         &self,
         user_id: &str,
@@ -342,8 +361,7 @@ impl SessionService {
         client: &ClientInfo,
         actor: Actor,
     ) -> Result<Issued, ServiceError> {
-        let epoch = self.sessions.user_epoch(user_id).await?;
-        self.open_session_under(user_id, epoch, metadata, client, actor)
+        self.open_session_at(user_id, Epoch::Guess(0), metadata, client, actor)
             .await
     }
 
@@ -353,6 +371,18 @@ impl SessionService {
         &self,
         user_id: &str,
         epoch: u64,
+        metadata: Option<serde_json::Value>,
+        client: &ClientInfo,
+        actor: Actor,
+    ) -> Result<Issued, ServiceError> {
+        self.open_session_at(user_id, Epoch::Read(epoch), metadata, client, actor)
+            .await
+    }
+
+    async fn open_session_at(
+        &self,
+        user_id: &str,
+        epoch: Epoch,
         metadata: Option<serde_json::Value>,
         client: &ClientInfo,
         actor: Actor,
@@ -367,7 +397,6 @@ impl SessionService {
             &self.config.lifetimes,
             now,
         );
-        session.epoch = epoch;
         session.ip.clone_from(&client.ip);
         session.user_agent.clone_from(&client.user_agent);
         session.dpop_jkt.clone_from(&client.dpop_jkt);
@@ -375,10 +404,27 @@ impl SessionService {
         if let Some(m) = metadata {
             session.metadata = m;
         }
-        let evicted = self
-            .sessions
-            .create_limited(&session, self.config.lifetimes.max_sessions_per_user, now)
-            .await?;
+        let max = self.config.lifetimes.max_sessions_per_user;
+        let evicted = match epoch {
+            Epoch::Read(epoch) => {
+                session.epoch = epoch;
+                self.sessions.create_limited(&session, max, now).await?
+            }
+            Epoch::Guess(guess) => {
+                session.epoch = guess;
+                match self
+                    .sessions
+                    .create_at_guessed_epoch(&session, max, now)
+                    .await?
+                {
+                    GuessedCreate::Created(evicted) => evicted,
+                    GuessedCreate::EpochIs(current) => {
+                        session.epoch = current;
+                        self.sessions.create_limited(&session, max, now).await?
+                    }
+                }
+            }
+        };
         let mut audit = AuditOutcome::default();
         for old in &evicted {
             audit.note(

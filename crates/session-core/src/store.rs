@@ -105,6 +105,17 @@ impl WriteHints {
     }
 }
 
+/// What [`SessionStore::create_at_guessed_epoch`] did.
+#[derive(Debug)]
+#[must_use]
+pub enum GuessedCreate {
+    /// The guess was right: the session exists; the sessions the limit
+    /// evicted, as [`SessionStore::create_limited`] returns them.
+    Created(Vec<Session>),
+    /// The user's epoch is this, not the guess: nothing was written.
+    EpochIs(u64),
+}
+
 /// The sessions and their refresh-token families.
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
@@ -142,6 +153,24 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
         }
         self.create(session).await?;
         Ok(evicted)
+    }
+
+    /// [`SessionStore::create_limited`] where `session.epoch` is a guess at
+    /// the user's epoch (the caller has not read it): the session is
+    /// created only when the user's epoch is exactly `session.epoch`, and
+    /// otherwise nothing is written and the epoch the store holds comes
+    /// back ([`GuessedCreate::EpochIs`]), for the caller to open the
+    /// session under it. A correct guess saves the read of the epoch
+    /// (stores that override this check it in the same step as the insert:
+    /// one round trip); the default reads the epoch, then creates as
+    /// `create_limited` does, re-checking it.
+    async fn create_at_guessed_epoch(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<GuessedCreate, StoreError> {
+        create_reading_epoch(self, session, max, now).await
     }
 
     /// The session with this id, revoked or not, while its record lives.
@@ -255,6 +284,25 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn purge_expired(&self, _now: OffsetDateTime) -> Result<u64, StoreError> {
         Ok(0)
     }
+}
+
+/// [`SessionStore::create_at_guessed_epoch`]'s default, for a store that
+/// overrides it only in some configurations: the epoch read, then
+/// [`SessionStore::create_limited`] when the guess was right.
+pub async fn create_reading_epoch<S: SessionStore + ?Sized>(
+    store: &S,
+    session: &Session,
+    max: u32,
+    now: OffsetDateTime,
+) -> Result<GuessedCreate, StoreError> {
+    let current = store.user_epoch(&session.user_id).await?;
+    if current != session.epoch {
+        return Ok(GuessedCreate::EpochIs(current));
+    }
+    store
+        .create_limited(session, max, now)
+        .await
+        .map(GuessedCreate::Created)
 }
 
 /// [`SessionStore::replace_reading_epoch`]'s default, for a store that

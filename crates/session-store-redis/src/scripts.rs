@@ -93,20 +93,24 @@ pub(crate) static REPLACE_READING_EPOCH: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS: 1 index, 2 the user's epoch, 3 session, 4 grace successor.
 /// ARGV: 1 score, 2 session id, 3 index deadline ms, 4 the session's
 /// epoch, 5 stored string, 6 its deadline ms, 7 grace successor ("" =
-/// none), 8 its deadline ms.
-/// Returns 1 when created, 0 when the epoch moved on, -1 when the id
-/// exists (nothing written in either case).
+/// none), 8 its deadline ms, 9 `exact` when the session's epoch is a
+/// guess that must equal the user's ("" = must not be behind it).
+/// Returns `{outcome, the user's epoch}`: outcome 1 when created, 0 when
+/// the epoch moved on (or, `exact`, differs), -1 when the id exists
+/// (nothing written in either case).
 pub(crate) static CREATE_INDEXED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if tonumber(redis.call('GET', KEYS[2]) or '0') > tonumber(ARGV[4]) then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local epoch = tonumber(ARGV[4])
+if current > epoch or (ARGV[9] == 'exact' and current ~= epoch) then return {0, current} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, current} end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])
 local t = redis.call('PEXPIRETIME', KEYS[1])
 if t < tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 redis.call('SET', KEYS[3], ARGV[5], 'PXAT', ARGV[6])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[4], ARGV[7], 'PXAT', ARGV[8]) end
-return 1
+return {1, current}
 ",
     )
 });

@@ -7,8 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Value;
 use session_core::record::RecordError;
-use session_core::store::{MAX_CAS_ATTEMPTS, replace_beside_epoch};
-use session_core::{RevokeReason, Session, SessionId, SessionStore, StoreError, WriteHints};
+use session_core::store::{MAX_CAS_ATTEMPTS, create_reading_epoch, replace_beside_epoch};
+use session_core::{
+    GuessedCreate, RevokeReason, Session, SessionId, SessionStore, StoreError, WriteHints,
+};
 use time::OffsetDateTime;
 
 use crate::error::Unexpected;
@@ -137,14 +139,17 @@ impl RedisStore {
 
     /// A create on a single node: the epoch check, the index entry and the
     /// session in one script (`CREATE_INDEXED`), so nothing can fall
-    /// between them and there is nothing to undo.
+    /// between them and there is nothing to undo. With `exact`, the
+    /// session's epoch is a guess that must equal the user's. Answers
+    /// whether it was created and the user's epoch.
     async fn create_in_one_step(
         &self,
         session: &Session,
         value: Vec<u8>,
-    ) -> Result<(), StoreError> {
+        exact: bool,
+    ) -> Result<(bool, u64), StoreError> {
         let (g, g_deadline) = grace_field(session, WriteHints::NONE);
-        let created: i64 = self
+        let (created, epoch): (i64, u64) = self
             .invoke(
                 scripts::CREATE_INDEXED
                     .key(self.keys.index(&session.user_id))
@@ -160,15 +165,16 @@ impl RedisStore {
                     .arg(value)
                     .arg(codec::deadline_ms(session.expires_at()))
                     .arg(g)
-                    .arg(g_deadline),
+                    .arg(g_deadline)
+                    .arg(if exact { "exact" } else { "" }),
             )
             .await?;
         match created {
             1 => {
                 self.recent.wrote(session);
-                Ok(())
+                Ok((true, epoch))
             }
-            0 => Err(StoreError::Superseded),
+            0 => Ok((false, epoch)),
             _ => Err(StoreError::Conflict),
         }
     }
@@ -347,7 +353,10 @@ impl SessionStore for RedisStore {
         // refuses here, leaving no index entry behind.
         let value = self.encode(session)?;
         if !self.cluster {
-            return self.create_in_one_step(session, value).await;
+            return match self.create_in_one_step(session, value, false).await? {
+                (true, _) => Ok(()),
+                (false, _) => Err(StoreError::Superseded),
+            };
         }
         // On a cluster the index and epoch live in the user's slot and the
         // session in its own, so the create takes three steps.
@@ -420,6 +429,25 @@ impl SessionStore for RedisStore {
         let result = self.create_then_evict(session, max, now).await;
         self.unlock_user(&session.user_id, &token).await;
         result
+    }
+
+    /// On a single node without a session limit, one script checks the
+    /// guess and writes (one round trip); else as the default, a read of
+    /// the epoch and then `create_limited`.
+    async fn create_at_guessed_epoch(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<GuessedCreate, StoreError> {
+        if self.cluster || max > 0 {
+            return create_reading_epoch(self, session, max, now).await;
+        }
+        let value = self.encode(session)?;
+        Ok(match self.create_in_one_step(session, value, true).await? {
+            (true, _) => GuessedCreate::Created(Vec::new()),
+            (false, epoch) => GuessedCreate::EpochIs(epoch),
+        })
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
