@@ -365,20 +365,8 @@ impl SessionService {
             .await
     }
 
-    /// [`SessionService::open_session`] under an epoch the caller read
-    /// before it authenticated the user.
-    async fn open_session_under(
-        &self,
-        user_id: &str,
-        epoch: u64,
-        metadata: Option<serde_json::Value>,
-        client: &ClientInfo,
-        actor: Actor,
-    ) -> Result<Issued, ServiceError> {
-        self.open_session_at(user_id, Epoch::Read(epoch), metadata, client, actor)
-            .await
-    }
-
+    /// [`SessionService::open_session`] under `epoch`: read by the caller
+    /// before it authenticated the user, or a guess the store checks.
     async fn open_session_at(
         &self,
         user_id: &str,
@@ -490,7 +478,7 @@ impl SessionService {
             return Err(ServiceError::InvalidCredentials);
         }
         match self
-            .open_session_under(username, epoch, None, client, Actor::User)
+            .open_session_at(username, Epoch::Read(epoch), None, client, Actor::User)
             .await
         {
             Err(ServiceError::Superseded) => {
