@@ -12,7 +12,8 @@
 //! - a create runs in a savepoint of its own (epoch check, evictions down
 //!   to the per-user limit, insert), rolled back alone if it is refused;
 //!   without a per-user limit it is one `INSERT … SELECT … WHERE` the
-//!   user's epoch has not moved on, which writes nothing when refused.
+//!   user's epoch has not moved on (or, for a create at a guessed epoch,
+//!   equals the guess), which writes nothing when refused.
 //!
 //! Each write keeps its meaning: it sees every write committed or batched
 //! before it, wins or loses alone, and is durable before its caller hears
@@ -22,14 +23,16 @@
 use rusqlite::{Connection, OptionalExtension as _, ToSql, TransactionBehavior, params};
 use session_core::StoreError;
 use session_core::record::RecordCipher;
-use session_core::session::{RevokeReason, Session};
+use session_core::session::RevokeReason;
+use session_core::store::GuessedCreate;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use crate::codec::{counter, instant, session_from_row, stored_counter};
 use crate::error::{Failure, classify_sqlite};
 use crate::sessions::{
-    Encoded, INSERT, INSERT_UNLESS_SUPERSEDED, LIST_USER, REPLACE, REVOKE_ONE, USER_EPOCH,
+    Encoded, INSERT, INSERT_AT_EPOCH, INSERT_UNLESS_SUPERSEDED, LIST_USER, REPLACE, REVOKE_ONE,
+    USER_EPOCH,
 };
 use crate::writer;
 
@@ -45,6 +48,10 @@ pub(crate) struct Create {
     pub(crate) user_id: String,
     /// The session's epoch (refused if the user's has moved past it).
     pub(crate) epoch: u64,
+    /// `epoch` is a guess (`SessionStore::create_at_guessed_epoch`): the
+    /// session is written only if the user's epoch equals it, and
+    /// otherwise the user's epoch is the answer.
+    pub(crate) exact: bool,
     /// The per-user limit (0: none).
     pub(crate) max: u32,
     pub(crate) now: OffsetDateTime,
@@ -66,14 +73,14 @@ enum Work {
 /// Where a write's answer goes.
 enum Reply {
     Replace(oneshot::Sender<Result<(bool, i64), StoreError>>),
-    Create(oneshot::Sender<Result<Vec<Session>, StoreError>>),
+    Create(oneshot::Sender<Result<GuessedCreate, StoreError>>),
 }
 
 /// A write's own answer, sent once the batch has committed.
 enum Done {
     /// Whether it won, and the epoch it asked for (0 if it asked none).
     Replace(bool, i64),
-    Create(Result<Vec<Session>, StoreError>),
+    Create(Result<GuessedCreate, StoreError>),
 }
 
 impl Reply {
@@ -114,6 +121,7 @@ impl Writer {
             REPLACE,
             INSERT,
             INSERT_UNLESS_SUPERSEDED,
+            INSERT_AT_EPOCH,
             USER_EPOCH,
             LIST_USER,
             REVOKE_ONE,
@@ -164,8 +172,9 @@ impl Writer {
     }
 
     /// Creates a session (see `create_in`); the sessions it evicted, once
-    /// durable.
-    pub(crate) async fn create(&self, create: Create) -> Result<Vec<Session>, StoreError> {
+    /// durable, or (a create at a guessed epoch) the user's epoch when the
+    /// guess was wrong.
+    pub(crate) async fn create(&self, create: Create) -> Result<GuessedCreate, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.0
             .send((Work::Create(create), Reply::Create(reply)))
@@ -267,32 +276,51 @@ fn stored_epoch(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<i64
 }
 
 /// A create without a per-user limit (`max` 0): one statement,
-/// [`INSERT_UNLESS_SUPERSEDED`], so it needs no savepoint: refused, it has
-/// written nothing. Only when it inserts nothing is the epoch read again,
-/// to tell a superseded login from an id already stored. `Err` when a
+/// [`INSERT_UNLESS_SUPERSEDED`] (or [`INSERT_AT_EPOCH`] for a guessed
+/// epoch), so it needs no savepoint: refused, it has written nothing. Only
+/// when it inserts nothing is the epoch read again, to tell a superseded
+/// login (or a wrong guess) from an id already stored. `Err` when a
 /// statement fails (the whole batch then fails: a failed statement may have
 /// ended the transaction).
 fn create_unlimited(
     conn: &Connection,
     create: &Create,
-) -> rusqlite::Result<Result<Vec<Session>, StoreError>> {
+) -> rusqlite::Result<Result<GuessedCreate, StoreError>> {
     let epoch = match counter(create.epoch, "epoch") {
         Ok(epoch) => epoch,
         Err(e) => return Ok(Err(e)),
     };
+    let insert = if create.exact {
+        INSERT_AT_EPOCH
+    } else {
+        INSERT_UNLESS_SUPERSEDED
+    };
     let inserted = conn
-        .prepare_cached(INSERT_UNLESS_SUPERSEDED)?
+        .prepare_cached(insert)?
         .execute(&with(&create.row, &epoch)[..])?;
     if inserted > 0 {
-        return Ok(Ok(Vec::new()));
+        return Ok(Ok(GuessedCreate::Created(Vec::new())));
     }
-    Ok(Err(
-        if stored_epoch(conn, &create.user_id)?.unwrap_or(0) > epoch {
-            StoreError::Superseded
-        } else {
-            StoreError::Conflict
-        },
-    ))
+    let stored = stored_epoch(conn, &create.user_id)?.unwrap_or(0);
+    Ok(match epoch_refusal(create, stored, epoch) {
+        Some(refused) => refused,
+        None => Err(StoreError::Conflict),
+    })
+}
+
+/// Whether the user's epoch as stored (`stored`) refuses a create at
+/// `epoch`: a guess that is not exact is answered with the user's epoch;
+/// a session's own epoch is refused once the user's has moved past it.
+fn epoch_refusal(
+    create: &Create,
+    stored: i64,
+    epoch: i64,
+) -> Option<Result<GuessedCreate, StoreError>> {
+    if create.exact {
+        (stored != epoch).then(|| stored_counter(stored, "epoch").map(GuessedCreate::EpochIs))
+    } else {
+        (stored > epoch).then_some(Err(StoreError::Superseded))
+    }
 }
 
 /// One create in a savepoint of the batch's transaction: released if it
@@ -301,7 +329,7 @@ fn create_unlimited(
 fn in_savepoint(
     tx: &mut rusqlite::Transaction<'_>,
     create: &Create,
-) -> rusqlite::Result<Result<Vec<Session>, StoreError>> {
+) -> rusqlite::Result<Result<GuessedCreate, StoreError>> {
     let mut savepoint = tx.savepoint()?;
     let result = create_in(&savepoint, create);
     if result.is_err() {
@@ -314,11 +342,12 @@ fn in_savepoint(
 }
 
 /// A create inside the batch's write transaction (`BEGIN IMMEDIATE`):
-/// refused if the user's epoch moved past the session's, the user's oldest
-/// active sessions revoked down to `max - 1`, then the insert; an id
-/// already stored is a conflict. On an error the caller rolls this create
-/// back whole.
-fn create_in(conn: &Connection, create: &Create) -> Result<Vec<Session>, StoreError> {
+/// refused if the user's epoch moved past the session's (for a guessed
+/// epoch: answered with the user's epoch unless it equals the guess,
+/// before anything is written), the user's oldest active sessions revoked
+/// down to `max - 1`, then the insert; an id already stored is a conflict.
+/// On an error the caller rolls this create back whole.
+fn create_in(conn: &Connection, create: &Create) -> Result<GuessedCreate, StoreError> {
     let Create {
         row,
         user_id,
@@ -326,10 +355,13 @@ fn create_in(conn: &Connection, create: &Create) -> Result<Vec<Session>, StoreEr
         max,
         now,
         records,
+        exact: _,
     } = create;
-    let stored = stored_epoch(conn, user_id).map_err(classify_sqlite)?;
-    if stored.map_or(Ok(0), |e| stored_counter(e, "epoch"))? > *epoch {
-        return Err(StoreError::Superseded);
+    let stored = stored_epoch(conn, user_id)
+        .map_err(classify_sqlite)?
+        .unwrap_or(0);
+    if let Some(refused) = epoch_refusal(create, stored, counter(*epoch, "epoch")?) {
+        return refused;
     }
     let records = records.as_ref();
     let now = instant(*now)?;
@@ -364,5 +396,5 @@ fn create_in(conn: &Connection, create: &Create) -> Result<Vec<Session>, StoreEr
     if inserted == 0 {
         return Err(StoreError::Conflict);
     }
-    Ok(evicted)
+    Ok(GuessedCreate::Created(evicted))
 }

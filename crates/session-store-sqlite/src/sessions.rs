@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use session_core::session::{RevokeReason, Session};
+use session_core::store::GuessedCreate;
 use session_core::{SessionId, SessionStore, StoreError, WriteHints};
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
@@ -263,7 +264,50 @@ pub(crate) const INSERT_UNLESS_SUPERSEDED: &str = concat!(
      ON CONFLICT (id) DO NOTHING"
 );
 
+/// [`INSERT`] only while the user's epoch (`?2` is the user id) equals the
+/// session's (`?24`, a guess: `SessionStore::create_at_guessed_epoch`).
+pub(crate) const INSERT_AT_EPOCH: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ", grace_until) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23 \
+     WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) = ?24 \
+     ON CONFLICT (id) DO NOTHING"
+);
+
 impl SqliteStore {
+    /// A create through the group writer (`group.rs`): at the session's
+    /// epoch, or with `exact`, at a guess of the user's epoch.
+    async fn create_in_group(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+        exact: bool,
+    ) -> Result<GuessedCreate, StoreError> {
+        let encoded = Encoded::new(session, WriteHints::NONE, self.records.as_ref())?;
+        let created = self
+            .group
+            .create(group::Create {
+                row: encoded,
+                user_id: session.user_id.clone(),
+                epoch: session.epoch,
+                exact,
+                max,
+                now,
+                records: self.records.clone(),
+            })
+            .await?;
+        if let GuessedCreate::Created(evicted) = &created {
+            self.recent.wrote(session);
+            for old in evicted {
+                self.recent.forget(&old.id);
+            }
+        }
+        Ok(created)
+    }
+
     /// The compare-and-swap behind `replace`, group-committed with the
     /// others waiting (`group.rs`).
     async fn write(
@@ -309,23 +353,23 @@ impl SessionStore for SqliteStore {
         max: u32,
         now: OffsetDateTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let encoded = Encoded::new(session, WriteHints::NONE, self.records.as_ref())?;
-        let evicted = self
-            .group
-            .create(group::Create {
-                row: encoded,
-                user_id: session.user_id.clone(),
-                epoch: session.epoch,
-                max,
-                now,
-                records: self.records.clone(),
-            })
-            .await?;
-        self.recent.wrote(session);
-        for old in &evicted {
-            self.recent.forget(&old.id);
+        match self.create_in_group(session, max, now, false).await? {
+            GuessedCreate::Created(evicted) => Ok(evicted),
+            // Not a guess: another epoch than the session's refuses it
+            // only when it has moved past it.
+            GuessedCreate::EpochIs(_) => Err(StoreError::Superseded),
         }
-        Ok(evicted)
+    }
+
+    /// One trip through the group writer: the guess is checked in the
+    /// batch's transaction, in the insert itself when there is no limit.
+    async fn create_at_guessed_epoch(
+        &self,
+        session: &Session,
+        max: u32,
+        now: OffsetDateTime,
+    ) -> Result<GuessedCreate, StoreError> {
+        self.create_in_group(session, max, now, true).await
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
