@@ -302,24 +302,24 @@ fn create_unlimited(
         return Ok(Ok(GuessedCreate::Created(Vec::new())));
     }
     let stored = stored_epoch(conn, &create.user_id)?.unwrap_or(0);
-    Ok(match epoch_refusal(create, stored, epoch) {
+    Ok(match epoch_refusal(create, stored) {
         Some(refused) => refused,
         None => Err(StoreError::Conflict),
     })
 }
 
-/// Whether the user's epoch as stored (`stored`) refuses a create at
-/// `epoch`: a guess that is not exact is answered with the user's epoch;
-/// a session's own epoch is refused once the user's has moved past it.
-fn epoch_refusal(
-    create: &Create,
-    stored: i64,
-    epoch: i64,
-) -> Option<Result<GuessedCreate, StoreError>> {
+/// Whether the user's epoch as stored (`stored`) refuses `create`: a guess
+/// that is not exact is answered with the user's epoch; a session's own
+/// epoch is refused once the user's has moved past it.
+fn epoch_refusal(create: &Create, stored: i64) -> Option<Result<GuessedCreate, StoreError>> {
+    let stored = match stored_counter(stored, "epoch") {
+        Ok(stored) => stored,
+        Err(e) => return Some(Err(e)),
+    };
     if create.exact {
-        (stored != epoch).then(|| stored_counter(stored, "epoch").map(GuessedCreate::EpochIs))
+        (stored != create.epoch).then_some(Ok(GuessedCreate::EpochIs(stored)))
     } else {
-        (stored > epoch).then_some(Err(StoreError::Superseded))
+        (stored > create.epoch).then_some(Err(StoreError::Superseded))
     }
 }
 
@@ -351,16 +351,16 @@ fn create_in(conn: &Connection, create: &Create) -> Result<GuessedCreate, StoreE
     let Create {
         row,
         user_id,
-        epoch,
         max,
         now,
         records,
+        epoch: _,
         exact: _,
     } = create;
     let stored = stored_epoch(conn, user_id)
         .map_err(classify_sqlite)?
         .unwrap_or(0);
-    if let Some(refused) = epoch_refusal(create, stored, counter(*epoch, "epoch")?) {
+    if let Some(refused) = epoch_refusal(create, stored) {
         return refused;
     }
     let records = records.as_ref();
