@@ -170,6 +170,15 @@ struct State {
 }
 
 impl Shared {
+    fn new(state: State) -> Self {
+        Self {
+            delivered: watch::Sender::new(state.delivered_count),
+            state: Mutex::new(state),
+            appended: Notify::new(),
+            hurry: Notify::new(),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -247,16 +256,11 @@ impl<S: OutboxSink> Outbox<S> {
             Err(e) => return Err(e),
         };
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                durable_len: recovered.len,
-                durable_count: recovered.count,
-                ..State::default()
-            }),
-            appended: Notify::new(),
-            hurry: Notify::new(),
-            delivered: watch::Sender::new(0),
-        });
+        let shared = Arc::new(Shared::new(State {
+            durable_len: recovered.len,
+            durable_count: recovered.count,
+            ..State::default()
+        }));
         let path = dir.join(files.events);
         let (tx, rx) = std_mpsc::channel();
         let writer_thread = {
@@ -822,20 +826,15 @@ mod tests {
             file.write_all(l.as_bytes()).unwrap();
         }
         let len: usize = lines.iter().map(|l| l.len()).sum();
-        let shared = Shared {
-            state: Mutex::new(State {
-                durable_len: len as u64,
-                durable_count: lines.len() as u64,
-                // The first line is delivered.
-                delivered_offset: lines[0].len() as u64,
-                delivered_count: 1,
-                failing: false,
-                wanted: 0,
-            }),
-            appended: Notify::new(),
-            hurry: Notify::new(),
-            delivered: watch::Sender::new(1),
-        };
+        let shared = Shared::new(State {
+            durable_len: len as u64,
+            durable_count: lines.len() as u64,
+            // The first line is delivered.
+            delivered_offset: lines[0].len() as u64,
+            delivered_count: 1,
+            failing: false,
+            wanted: 0,
+        });
         (file, shared)
     }
 
@@ -929,16 +928,11 @@ mod tests {
     /// the other (each answered before the next is sent).
     fn write_groups(dir: &Path, groups: &[&[&str]]) -> Arc<Shared> {
         let (_lock, file, recovered) = open_files(dir, FILES).unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                durable_len: recovered.len,
-                durable_count: recovered.count,
-                ..State::default()
-            }),
-            appended: Notify::new(),
-            hurry: Notify::new(),
-            delivered: watch::Sender::new(0),
-        });
+        let shared = Arc::new(Shared::new(State {
+            durable_len: recovered.len,
+            durable_count: recovered.count,
+            ..State::default()
+        }));
         let (tx, rx) = std_mpsc::channel();
         let writer = {
             let (shared, path) = (Arc::clone(&shared), dir.join(FILES.events));
@@ -1035,12 +1029,7 @@ mod tests {
         std::fs::write(&path, b"").unwrap();
         // A handle that cannot write, as a dead volume would answer.
         let read_only = File::open(&path).unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            appended: Notify::new(),
-            hurry: Notify::new(),
-            delivered: watch::Sender::new(0),
-        });
+        let shared = Arc::new(Shared::new(State::default()));
         let (tx, rx) = std_mpsc::channel();
         let writer = {
             let (shared, path) = (Arc::clone(&shared), path.clone());

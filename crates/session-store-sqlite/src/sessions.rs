@@ -251,30 +251,31 @@ async fn user_epoch(conn: &mut SqliteConnection, user_id: &str) -> Result<u64, S
     epoch.map_or(Ok(0), |e| stored_counter(e, "epoch"))
 }
 
-/// [`INSERT`] only while the user's epoch (`?2` is the user id) has not
-/// moved past the session's (`?24`): a create without a per-user limit in
-/// one statement, which writes nothing when it is refused.
-pub(crate) const INSERT_UNLESS_SUPERSEDED: &str = concat!(
-    "INSERT INTO sessions (",
-    session_columns!(),
-    ", grace_until) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23 \
-     WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) <= ?24 \
-     ON CONFLICT (id) DO NOTHING"
-);
+/// [`INSERT`] of a session whose epoch is `?24` only while the user's
+/// epoch (`?2` is the user id) stands in relation `$op` to it: one
+/// statement, which writes nothing when it is refused.
+macro_rules! insert_if_epoch {
+    ($op:literal) => {
+        concat!(
+            "INSERT INTO sessions (",
+            session_columns!(),
+            ", grace_until) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19, ?20, ?21, ?22, ?23 \
+             WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) ",
+            $op,
+            " ?24 ON CONFLICT (id) DO NOTHING"
+        )
+    };
+}
 
-/// [`INSERT`] only while the user's epoch (`?2` is the user id) equals the
-/// session's (`?24`, a guess: `SessionStore::create_at_guessed_epoch`).
-pub(crate) const INSERT_AT_EPOCH: &str = concat!(
-    "INSERT INTO sessions (",
-    session_columns!(),
-    ", grace_until) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23 \
-     WHERE coalesce((SELECT epoch FROM user_epochs WHERE user_id = ?2), 0) = ?24 \
-     ON CONFLICT (id) DO NOTHING"
-);
+/// A create without a per-user limit: only while the user's epoch has not
+/// moved past the session's.
+pub(crate) const INSERT_UNLESS_SUPERSEDED: &str = insert_if_epoch!("<=");
+
+/// A create at a guessed epoch (`SessionStore::create_at_guessed_epoch`):
+/// only while the user's epoch equals the guess.
+pub(crate) const INSERT_AT_EPOCH: &str = insert_if_epoch!("=");
 
 impl SqliteStore {
     /// A create through the group writer (`group.rs`): at the session's
